@@ -1,0 +1,75 @@
+# GitWarden's one entry point for developers and CI.
+#   make test   - venv + pinned Python deps + pinned Go-built tools, then every check and test
+#   make demo   - (filled in by the demo issue)
+#   make tools  - only build/reuse the pinned tools (kube-apiserver, etcd, opa, helm, kubeconform, kubeseal)
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TOOLS  := .tools/bin
+export PATH := $(CURDIR)/$(TOOLS):$(PATH)
+
+PYTEST_ARGS ?=
+
+.PHONY: help venv tools lint typecheck imports policy chart pytest test demo lock clean
+
+help:
+	@echo "make test    run every check and test (installs what it needs)"
+	@echo "make demo    run the end-to-end demo"
+	@echo "make tools   build or reuse the pinned Go tools into $(TOOLS)"
+	@echo "make lock    refresh constraints.txt from a fresh resolve"
+
+# The venv is refreshed whenever the dependency declaration or the lock changes.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+tools:
+	tools/build-tools.sh
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+imports: venv
+	$(BIN)/lint-imports
+
+policy: tools
+	@if [ -d policies ] && ls policies/*/*.rego >/dev/null 2>&1; then \
+	  opa fmt --list --fail policies && \
+	  opa check --strict policies && \
+	  opa test policies -v --coverage --threshold 90 --format=json >/dev/null && opa test policies; \
+	else echo "policy: no Rego policies yet"; fi
+
+chart: tools
+	@if [ -d charts ] && ls charts/*/Chart.yaml >/dev/null 2>&1; then \
+	  for c in charts/*/; do helm lint --strict "$$c" && helm template gitwarden "$$c" | kubeconform -strict -summary; done; \
+	else echo "chart: no Helm chart yet"; fi
+
+pytest: venv tools
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck imports policy chart pytest
+
+demo: venv tools
+	@echo "make demo: the end-to-end demo arrives with the demo issue"; exit 1
+
+lock:
+	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
+	.lockvenv/bin/pip install --quiet --upgrade pip && .lockvenv/bin/pip install --quiet -e '.[dev]'
+	{ echo '# Exact versions CI tested; `make test` installs with `-c constraints.txt`. Refresh with `make lock`.'; \
+	  .lockvenv/bin/pip freeze --exclude-editable; } > constraints.txt
+	rm -rf .lockvenv
+
+clean:
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Benchmarks: each script prints a ratio against a baseline measured in the same run."""

@@ -1,0 +1,1 @@
+"""Test harness: the real control plane, its PKI, and helpers shared by the test suites."""

@@ -1,0 +1,435 @@
+"""A real Kubernetes control plane for tests: etcd and kube-apiserver on 127.0.0.1.
+
+Owns starting and stopping the two processes (envtest-style: no nodes, no controller-manager),
+the PKI they use, and clients that act as the admin, as a human user (client certificate) or
+as a service account (TokenRequest token, optionally bound to a Pod). It never substitutes a
+fake: when a binary is missing it raises `MissingTool` and the caller fails loudly.
+
+Orphans: every child is started in its own process group with PR_SET_PDEATHSIG, so even a
+SIGKILLed test runner takes etcd and kube-apiserver with it; `stop()` (also run from atexit)
+terminates the groups, then kills what is left.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client as k8s
+
+from tests.harness import pki
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT = float(os.environ.get("GITWARDEN_CONTROLPLANE_START_TIMEOUT", "120"))
+
+
+class MissingTool(RuntimeError):
+    """A binary the harness needs has not been built; `make tools` builds it."""
+
+
+class StartError(RuntimeError):
+    """A control-plane process exited or did not become ready in time."""
+
+
+def tools_bin() -> Path:
+    """Where the pinned tools live (`make tools` fills it); GITWARDEN_TOOLS_BIN overrides."""
+    return Path(os.environ.get("GITWARDEN_TOOLS_BIN", REPO_ROOT / ".tools" / "bin"))
+
+
+def tool(name: str) -> Path:
+    """Path of a pinned tool, or `MissingTool` naming the command that builds it."""
+    path = tools_bin() / name
+    if not os.access(path, os.X_OK):
+        raise MissingTool(f"{name} not found at {path}: run `make tools` (tools/build-tools.sh)")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask the kernel to SIGKILL us when the test
+    # runner goes away, however it goes away, so no etcd or apiserver outlives a run.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+@dataclass
+class Process:
+    """One child process, its own process group, and its log file."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the process with stdout and stderr appended to the log file."""
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run at that point
+            )
+
+    def running(self) -> bool:
+        """Whether the process has been started and has not exited."""
+        return self.popen is not None and self.popen.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the process log, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM the process group, wait up to `grace` seconds, then SIGKILL it."""
+        if self.popen is None:
+            return
+        pgid = self.popen.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            self.popen.wait(timeout=grace)
+        # The leader is gone; make sure nothing else in its group survived.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How one identity authenticates: a client certificate or a bearer token."""
+
+    cert: pki.KeyPair | None = None
+    token: str | None = None
+
+
+@dataclass
+class ControlPlane:
+    """etcd + kube-apiserver on loopback with RBAC and the admission webhook plugins on."""
+
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="gitwarden-cp-")))
+    etcd: Process | None = None
+    apiserver: Process | None = None
+    port: int = 0
+    _cleanup_dir: bool = True
+
+    def __post_init__(self) -> None:
+        self.serving_ca = pki.CertificateAuthority("gitwarden-test-serving-ca")
+        self.client_ca = pki.CertificateAuthority("gitwarden-test-client-ca")
+        self.webhook_ca = pki.CertificateAuthority("gitwarden-test-webhook-ca")
+        self._sa_key = pki.signing_key()
+        self.ca_file = self.workdir / "serving-ca.crt"
+        self._admin = self.client_ca.client("admin", ("system:masters",))
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    @property
+    def url(self) -> str:
+        """The API server's base URL."""
+        return f"https://{LOOPBACK}:{self.port}"
+
+    def start(self) -> None:
+        """Start etcd, then kube-apiserver; return once /readyz answers ok."""
+        etcd_bin, apiserver_bin = tool("etcd"), tool("kube-apiserver")
+        atexit.register(self.stop)
+        self.ca_file.write_bytes(self.serving_ca.cert_pem)
+        serving_crt, serving_key = self.serving_ca.serving(["localhost", LOOPBACK]).write(
+            self.workdir, "apiserver"
+        )
+        client_ca = self.workdir / "client-ca.crt"
+        client_ca.write_bytes(self.client_ca.cert_pem)
+        sa_pub, sa_key = self.workdir / "sa.pub", self.workdir / "sa.key"
+        sa_pub.write_bytes(pki.public_key_pem(self._sa_key))
+        sa_key.touch(mode=0o600)
+        sa_key.write_bytes(pki.key_pem(self._sa_key))
+
+        etcd_port, peer_port = free_port(), free_port()
+        etcd_url, peer_url = f"http://{LOOPBACK}:{etcd_port}", f"http://{LOOPBACK}:{peer_port}"
+        self.etcd = Process(
+            "etcd",
+            [
+                str(etcd_bin),
+                "--name=gitwarden-test",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=gitwarden-test={peer_url}",
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+            self.workdir / "etcd.log",
+        )
+        self.etcd.start()
+        self._wait(self.etcd, f"{etcd_url}/health", context=None)
+
+        self.port = free_port()
+        self.apiserver = Process(
+            "kube-apiserver",
+            [
+                str(apiserver_bin),
+                f"--etcd-servers={etcd_url}",
+                f"--bind-address={LOOPBACK}",
+                f"--advertise-address={LOOPBACK}",
+                f"--secure-port={self.port}",
+                f"--tls-cert-file={serving_crt}",
+                f"--tls-private-key-file={serving_key}",
+                f"--cert-dir={self.workdir / 'certs'}",
+                f"--client-ca-file={client_ca}",
+                "--authorization-mode=RBAC",
+                "--enable-admission-plugins=ValidatingAdmissionWebhook,MutatingAdmissionWebhook",
+                # No controller-manager runs, so nothing would create the default SA that the
+                # ServiceAccount plugin insists on; tests name their service accounts.
+                "--disable-admission-plugins=ServiceAccount",
+                f"--service-account-issuer=https://{LOOPBACK}:{self.port}",
+                f"--service-account-key-file={sa_pub}",
+                f"--service-account-signing-key-file={sa_key}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=true",
+                "--endpoint-reconciler-type=none",
+                "--v=1",
+            ],
+            self.workdir / "kube-apiserver.log",
+        )
+        self.apiserver.start()
+        self._wait(self.apiserver, f"{self.url}/readyz", context=self._tls_context())
+        self._wait_for_default_namespace()
+
+    def stop(self) -> None:
+        """Stop kube-apiserver, then etcd, and remove the work directory. Idempotent."""
+        for proc in (self.apiserver, self.etcd):
+            if proc is not None:
+                proc.stop()
+        if self._cleanup_dir and self.workdir.exists():
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def pids(self) -> list[int]:
+        """PIDs of the running control-plane processes (for orphan checks)."""
+        return [p.popen.pid for p in (self.etcd, self.apiserver) if p and p.popen and p.running()]
+
+    def _tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def _wait(self, proc: Process, url: str, context: ssl.SSLContext | None) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            if not proc.running():
+                raise StartError(f"{proc.name} exited during start:\n{proc.log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2, context=context) as resp:  # noqa: S310 - loopback URL built here
+                    if resp.status == 200:
+                        return
+                    last = f"HTTP {resp.status}"
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(exc)
+            time.sleep(0.2)
+        raise StartError(
+            f"{proc.name} not ready at {url} after {START_TIMEOUT:.0f}s ({last}):\n"
+            + proc.log_tail()
+        )
+
+    def _wait_for_default_namespace(self) -> None:
+        api = k8s.CoreV1Api(self.admin())
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                api.read_namespace("default")
+            except k8s.ApiException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+            else:
+                return
+
+    # ------------------------------------------------------------------------------ clients
+
+    def client_for(self, creds: Credentials) -> k8s.ApiClient:
+        """An API client that authenticates with the given credentials."""
+        cfg = k8s.Configuration()
+        cfg.host = self.url
+        cfg.ssl_ca_cert = str(self.ca_file)
+        if creds.cert is not None:
+            cfg.cert_file, cfg.key_file = (
+                str(p) for p in creds.cert.write(Path(tempfile.mkdtemp(dir=self.workdir)), "client")
+            )
+        if creds.token is not None:
+            cfg.api_key = {"authorization": f"Bearer {creds.token}"}
+        return k8s.ApiClient(cfg)
+
+    def admin(self) -> k8s.ApiClient:
+        """A client for `admin` in `system:masters` (bypasses RBAC, not admission)."""
+        return self.client_for(Credentials(cert=self._admin))
+
+    def user_credentials(self, user: str, groups: tuple[str, ...] = ()) -> Credentials:
+        """Client-certificate credentials for a human user: CN = user, O = groups."""
+        return Credentials(cert=self.client_ca.client(user, groups))
+
+    def as_user(self, user: str, groups: tuple[str, ...] = ()) -> k8s.ApiClient:
+        """A client acting as a human user with a client certificate."""
+        return self.client_for(self.user_credentials(user, groups))
+
+    def service_account_token(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        pod: str | None = None,
+        expiration_seconds: int = 3600,
+    ) -> str:
+        """A TokenRequest token for `namespace/name`; creates the service account if needed.
+
+        With `pod`, the token is bound to that Pod (created if missing, running as the service
+        account), so the API server adds `authentication.kubernetes.io/pod-name` to userInfo.
+        """
+        core = k8s.CoreV1Api(self.admin())
+        with contextlib.suppress(k8s.ApiException):
+            core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+        spec: dict[str, Any] = {"audiences": [], "expirationSeconds": expiration_seconds}
+        if pod is not None:
+            uid = self._ensure_pod(core, namespace, pod, name)
+            spec["boundObjectRef"] = {"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid}
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
+        result = core.create_namespaced_service_account_token(name, namespace, body)
+        return str(result.status.token)
+
+    @staticmethod
+    def _ensure_pod(core: k8s.CoreV1Api, namespace: str, pod: str, service_account: str) -> str:
+        manifest = {
+            "metadata": {"name": pod},
+            "spec": {
+                "serviceAccountName": service_account,
+                "automountServiceAccountToken": False,
+                "containers": [{"name": "main", "image": "registry.invalid/none:0"}],
+            },
+        }
+        try:
+            created = core.create_namespaced_pod(namespace, manifest)
+        except k8s.ApiException as exc:
+            if exc.status != 409:
+                raise
+            created = core.read_namespaced_pod(pod, namespace)
+        return str(created.metadata.uid)
+
+    def as_service_account(
+        self, namespace: str, name: str, *, pod: str | None = None
+    ) -> k8s.ApiClient:
+        """A client acting as a service account through a TokenRequest token."""
+        return self.client_for(
+            Credentials(token=self.service_account_token(namespace, name, pod=pod))
+        )
+
+    def kubeconfig(self, creds: Credentials, path: Path) -> Path:
+        """Write a kubeconfig for `kubectl` that authenticates with `creds`; return its path."""
+        user: dict[str, str] = {}
+        if creds.cert is not None:
+            user["client-certificate-data"] = base64.b64encode(creds.cert.cert_pem).decode()
+            user["client-key-data"] = base64.b64encode(creds.cert.key_pem).decode()
+        if creds.token is not None:
+            user["token"] = creds.token
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "test",
+                    "cluster": {
+                        "server": self.url,
+                        "certificate-authority-data": base64.b64encode(
+                            self.serving_ca.cert_pem
+                        ).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": "test", "user": user}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+            "current-context": "test",
+        }
+        path.touch(mode=0o600)
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def admin_kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig for the admin user."""
+        return self.kubeconfig(Credentials(cert=self._admin), path)
+
+    # ----------------------------------------------------------------------------- webhooks
+
+    def webhook_serving_cert(self) -> pki.KeyPair:
+        """A serving certificate for a webhook on 127.0.0.1, signed by `webhook_ca`."""
+        return self.webhook_ca.serving([LOOPBACK, "localhost"])
+
+    def register_validating_webhook(self, configuration: dict[str, Any]) -> None:
+        """Create or replace a ValidatingWebhookConfiguration.
+
+        Each webhook whose clientConfig has a `url` gets `webhook_ca` as its caBundle unless one
+        is set. The API server picks configurations up asynchronously; callers probe before
+        they assert.
+        """
+        api = k8s.AdmissionregistrationV1Api(self.admin())
+        bundle = base64.b64encode(self.webhook_ca.cert_pem).decode()
+        for hook in configuration.get("webhooks", []):
+            hook.setdefault("clientConfig", {}).setdefault("caBundle", bundle)
+        name = configuration["metadata"]["name"]
+        try:
+            api.create_validating_webhook_configuration(configuration)
+        except k8s.ApiException as exc:
+            if exc.status != 409:
+                raise
+            current = api.read_validating_webhook_configuration(name)
+            configuration["metadata"]["resourceVersion"] = current.metadata.resource_version
+            api.replace_validating_webhook_configuration(name, configuration)
+
+    def delete_validating_webhook(self, name: str) -> None:
+        """Delete a ValidatingWebhookConfiguration if it exists."""
+        api = k8s.AdmissionregistrationV1Api(self.admin())
+        try:
+            api.delete_validating_webhook_configuration(name)
+        except k8s.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+@contextlib.contextmanager
+def running_control_plane() -> Iterator[ControlPlane]:
+    """Start a control plane, yield it, and always stop it (also on errors and Ctrl-C)."""
+    plane = ControlPlane()
+    try:
+        plane.start()
+        yield plane
+    finally:
+        plane.stop()
