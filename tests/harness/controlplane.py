@@ -84,6 +84,7 @@ class Process:
     name: str
     argv: list[str]
     log_path: Path
+    env: dict[str, str] | None = None
     popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -95,6 +96,7 @@ class Process:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=self.env,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run at that point
             )
 

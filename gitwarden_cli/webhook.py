@@ -1,0 +1,130 @@
+"""`gitwarden webhook`: serve the admission webhook, or render what installs it.
+
+Composes `webhook.settings`, `webhook.config`, `webhook.registration` and `webhook.serve`;
+reads the environment here, at the entry point, and nowhere below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gitwarden_cli import main as cli
+from webhook import config as config_mod
+from webhook import registration, serve
+from webhook import settings as settings_mod
+
+ENV_HELP = """\
+environment (serve):
+  GITWARDEN_WEBHOOK_BIND            address:port to listen on (default 0.0.0.0:8443)
+  GITWARDEN_WEBHOOK_TLS_CERT        PEM certificate chain (required; reloaded when it changes)
+  GITWARDEN_WEBHOOK_TLS_KEY         PEM private key (required)
+  GITWARDEN_WEBHOOK_WORKERS         gunicorn worker processes (default 2)
+  GITWARDEN_WEBHOOK_THREADS         threads per worker (default 4)
+  GITWARDEN_WEBHOOK_OPA_URL         OPA server (default http://127.0.0.1:8181)
+  GITWARDEN_WEBHOOK_OPA_TIMEOUT     seconds per OPA call (default 1.0, at most 2.5)
+  GITWARDEN_WEBHOOK_DECISION_PATH   rule queried (default admission/decision)
+  GITWARDEN_WEBHOOK_FAIL_OPEN       allow when OPA is unavailable (default false: deny)
+  GITWARDEN_WEBHOOK_MAX_BODY_BYTES  larger bodies get HTTP 400 (default 6 MiB)
+  GITWARDEN_WEBHOOK_METRICS_DIR     prometheus multiprocess directory (default: a temp dir)
+  GITWARDEN_WEBHOOK_LOG_LEVEL       debug, info, warning, error (default info)
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add `gitwarden webhook ...`."""
+    parser = subparsers.add_parser(
+        "webhook",
+        help="serve the admission webhook or render its configuration",
+        description="The admission webhook that lets only GitOps change managed objects.",
+    )
+    sub = parser.add_subparsers(dest="webhook_command", metavar="ACTION", required=True)
+
+    serve_p = sub.add_parser(
+        "serve",
+        help="serve /validate over TLS with gunicorn",
+        description="Serve the webhook over TLS with gunicorn. Configured by the environment.",
+        epilog=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve_p.set_defaults(func=_serve)
+
+    data_p = sub.add_parser(
+        "opa-data",
+        help="print the OPA data document for a configuration file",
+        description="Print the JSON data document the admission policy reads, for `opa run`.",
+    )
+    data_p.add_argument("--config", type=Path, required=True, help="admission configuration (YAML)")
+    data_p.set_defaults(func=_opa_data)
+
+    vwc_p = sub.add_parser(
+        "configuration",
+        help="print the ValidatingWebhookConfiguration for a configuration file",
+        description="Print the ValidatingWebhookConfiguration (YAML) for the configuration.",
+    )
+    vwc_p.add_argument("--config", type=Path, required=True, help="admission configuration (YAML)")
+    target = vwc_p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url", help="webhook base URL, e.g. https://127.0.0.1:8443")
+    target.add_argument("--service", help="NAMESPACE/NAME[:PORT] of the webhook's Service")
+    vwc_p.add_argument("--ca-bundle", type=Path, help="PEM CA that signed the serving certificate")
+    vwc_p.add_argument("--name", default=registration.NAME, help="object name (default gitwarden)")
+    vwc_p.set_defaults(func=_configuration)
+
+
+def _load_config(path: Path) -> config_mod.AdmissionConfig:
+    try:
+        return config_mod.load(path)
+    except config_mod.ConfigError as exc:
+        raise cli.UsageError(str(exc)) from exc
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_mod.WebhookSettings.from_env(os.environ)
+    except settings_mod.SettingsError as exc:
+        raise cli.UsageError(str(exc)) from exc
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+    )
+    try:
+        serve.run(settings)
+    except settings_mod.SettingsError as exc:
+        raise cli.UsageError(str(exc)) from exc
+    return cli.EXIT_OK
+
+
+def _opa_data(args: argparse.Namespace) -> int:
+    sys.stdout.write(config_mod.opa_data_json(_load_config(args.config)) + "\n")
+    return cli.EXIT_OK
+
+
+def _configuration(args: argparse.Namespace) -> int:
+    config = _load_config(args.config)
+    client: dict[str, Any]
+    if args.url:
+        if not args.url.startswith("https://"):
+            raise cli.UsageError("--url must be https://")
+        client = {"url": args.url}
+    else:
+        where, _, port = args.service.partition(":")
+        namespace, _, name = where.partition("/")
+        if not namespace or not name or (port and not port.isdigit()):
+            raise cli.UsageError("--service must be NAMESPACE/NAME[:PORT]")
+        client = {"service": {"namespace": namespace, "name": name, "port": int(port or 443)}}
+    if args.ca_bundle:
+        try:
+            client["caBundle"] = base64.b64encode(args.ca_bundle.read_bytes()).decode()
+        except OSError as exc:
+            raise cli.UsageError(f"--ca-bundle: {exc}") from exc
+    document = registration.validating_webhook_configuration(config, client, name=args.name)
+    sys.stdout.write(yaml.safe_dump(json.loads(json.dumps(document)), sort_keys=False))
+    return cli.EXIT_OK

@@ -1,0 +1,211 @@
+# METADATA
+# title: GitWarden admission decision
+# description: |
+#   Decides whether a create, update or delete reaching the webhook may proceed. Only the
+#   GitOps identity may change objects in scope; system controllers keep the cluster working;
+#   everyone else is told where in Git to make the change. Every list, name and mode comes
+#   from configuration at data.gitwarden.admission, never from constants here.
+#
+#   The webhook queries data.admission.decision with the slim input built by webhook/review.py:
+#     operation, kind{group,version,kind}, resource{group,version,resource}, subResource,
+#     name, namespace, dryRun, namespaceProtected, changedFields,
+#     userInfo{username, groups, podName},
+#     object{labels, annotations}, oldObject{labels, annotations}
+package admission
+
+cfg := data.gitwarden.admission
+
+# ---------------------------------------------------------------------------------- scope
+
+# The object, or the stored object it replaces or deletes, carries the managed label.
+managed if _has_managed_label(input.object)
+
+managed if _has_managed_label(input.oldObject)
+
+_has_managed_label(obj) if obj.labels[cfg.managed_label.key] == cfg.managed_label.value
+
+# Creates in a namespace labelled protected: the API server only sends these to the
+# protected-namespace webhook path, which sets namespaceProtected.
+protected_create if {
+	input.operation == "CREATE"
+	input.namespaceProtected == true
+}
+
+# Configured cluster-scoped kinds are guarded whatever their labels say.
+guarded_cluster_kind if {
+	input.namespace == ""
+	some k in cfg.cluster_scoped_kinds
+	k.group == input.kind.group
+	k.kind == input.kind.kind
+}
+
+in_scope if managed
+
+in_scope if protected_create
+
+in_scope if guarded_cluster_kind
+
+# ------------------------------------------------------------------------------ identities
+
+_user := object.get(input, "userInfo", {})
+
+username := object.get(_user, "username", "")
+
+groups := object.get(_user, "groups", [])
+
+pod_name := object.get(_user, "podName", "")
+
+gitops_identity if {
+	username in cfg.gitops.usernames
+	_pod_binding_ok
+}
+
+# Pod binding is optional; when required, only tokens bound to the reconciler's own pods
+# count, which defeats long-lived token Secrets and tokens minted with `kubectl create token`.
+_pod_binding_ok if not cfg.gitops.require_pod_bound_token
+
+_pod_binding_ok if {
+	cfg.gitops.require_pod_bound_token
+	pod_name != ""
+	count(cfg.gitops.pod_name_prefixes) == 0
+}
+
+_pod_binding_ok if {
+	cfg.gitops.require_pod_bound_token
+	pod_name != ""
+	some prefix in cfg.gitops.pod_name_prefixes
+	startswith(pod_name, prefix)
+}
+
+_identity_matches(rule) if username in object.get(rule, "usernames", [])
+
+_identity_matches(rule) if {
+	some g in groups
+	g in object.get(rule, "groups", [])
+}
+
+exempt if _identity_matches(cfg.exemptions)
+
+break_glass if {
+	some g in groups
+	g in cfg.break_glass.groups
+}
+
+# ---------------------------------------------------------------------- system allowances
+
+# A system allowance lets a named controller do one kind of thing the cluster needs (write
+# status, scale, remove finalizers, delete during garbage collection or namespace deletion).
+# Every field a rule sets narrows it; a field it omits does not constrain.
+system_allowance contains rule.name if {
+	some rule in cfg.system_allowances
+	_identity_matches(rule)
+	_narrowed(rule, "operations", input.operation)
+	_narrowed(rule, "subresources", input.subResource)
+	_narrowed(rule, "resources", input.resource.resource)
+	_changes_within(rule)
+}
+
+_narrowed(rule, field, _) if not rule[field]
+
+_narrowed(rule, field, value) if value in rule[field]
+
+# `changed_fields_within` limits an UPDATE to these fields (for example the garbage collector
+# may only touch metadata.finalizers and metadata.ownerReferences). Other operations pass.
+_changes_within(rule) if not rule.changed_fields_within
+
+_changes_within(rule) if {
+	rule.changed_fields_within
+	input.operation != "UPDATE"
+}
+
+_changes_within(rule) if {
+	rule.changed_fields_within
+	input.operation == "UPDATE"
+	every f in input.changedFields {
+		f in rule.changed_fields_within
+	}
+}
+
+# -------------------------------------------------------------------------------- modes
+
+mode := m if {
+	m := cfg.modes.namespaces[input.namespace]
+} else := cfg.modes.default
+
+# ------------------------------------------------------------------------------ messages
+
+_object_ref := sprintf("%s %s/%s", [input.kind.kind, input.namespace, input.name]) if {
+	input.namespace != ""
+} else := sprintf("%s %s", [input.kind.kind, input.name])
+
+# object is null on DELETE and oldObject on CREATE; the newer object's annotations win.
+_annotations_of(o) := object.get(o, "annotations", {}) if is_object(o)
+
+else := {}
+
+_annotations := object.union(_annotations_of(object.get(input, "oldObject", null)), _annotations_of(object.get(input, "object", null)))
+
+source_path := p if {
+	p := _annotations[cfg.repository.path_annotation]
+	p != ""
+} else := cfg.repository.default_path
+
+_verb := lower(input.operation) if input.subResource == ""
+
+else := sprintf("%s the %s of", [lower(input.operation), input.subResource])
+
+_why := "is managed by GitOps" if managed
+
+else := "is in a protected namespace" if protected_create
+
+else := "is a GitOps-guarded cluster-scoped kind"
+
+violation_message := sprintf(
+	"%s %s: %s may not %s it directly. Make the change in Git instead: edit %s on branch %s of %s and open a pull request; GitWarden applies it once it is merged and signed.",
+	[_object_ref, _why, username, _verb, source_path, cfg.repository.branch, cfg.repository.url],
+)
+
+# ------------------------------------------------------------------------------ decision
+
+# The one entry point the webhook queries. Exactly one branch applies, in this order.
+decision := {"allowed": true, "reason": "out-of-scope", "mode": mode} if {
+	not in_scope
+} else := {"allowed": true, "reason": "gitops-identity", "mode": mode} if {
+	gitops_identity
+} else := {"allowed": true, "reason": "dry-run", "mode": mode} if {
+	cfg.allow_dry_run
+	input.dryRun == true
+} else := {"allowed": true, "reason": sprintf("system:%s", [min(system_allowance)]), "mode": mode} if {
+	count(system_allowance) > 0
+} else := {"allowed": true, "reason": "exempt", "mode": mode} if {
+	exempt
+} else := {
+	"allowed": true,
+	"reason": "break-glass",
+	"mode": mode,
+	"warnings": [sprintf(
+		"break-glass: %s changed %s outside Git; this use is audited and GitWarden will revert it at the next drift repair",
+		[username, _object_ref],
+	)],
+	"audit": {"break-glass": sprintf("%s %s %s", [username, lower(input.operation), _object_ref])},
+} if {
+	break_glass
+} else := _violation
+
+_violation := {"allowed": false, "reason": "not-gitops", "mode": "enforce", "message": violation_message} if {
+	mode == "enforce"
+} else := {
+	"allowed": true,
+	"reason": "not-gitops",
+	"mode": "warn",
+	"warnings": [violation_message],
+} if {
+	mode == "warn"
+} else := {
+	"allowed": true,
+	"reason": "not-gitops",
+	"mode": "audit",
+	"audit": {"violation": violation_message},
+} if {
+	mode == "audit"
+} else := {"allowed": false, "reason": "bad-mode", "mode": mode, "message": sprintf("gitwarden: unknown mode %q in configuration; denying", [mode])}

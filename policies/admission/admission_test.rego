@@ -1,0 +1,150 @@
+# Tests for data.admission.decision. The golden cases in policies/testdata/admission/golden.json
+# are shared with the Python tests (tests/webhook), so Rego and the webhook cannot drift apart.
+package admission_test
+
+import data.admission
+
+golden := data.testdata.admission
+
+_decide(inp) := d if {
+	d := admission.decision with input as inp with data.gitwarden.admission as golden.config
+}
+
+_decide_with(inp, config) := d if {
+	d := admission.decision with input as inp with data.gitwarden.admission as config
+}
+
+# A case's expectation holds when allowed and reason match and the optional mode,
+# warned and audited expectations hold too.
+_matches(d, expect) if {
+	d.allowed == expect.allowed
+	d.reason == expect.reason
+	object.get(expect, "mode", d.mode) == d.mode
+	warned := count(object.get(d, "warnings", [])) > 0
+	audited := count(object.get(d, "audit", {})) > 0
+	object.get(expect, "warned", false) == warned
+	object.get(expect, "audited", false) == audited
+}
+
+mismatches contains name if {
+	some name, c in golden.cases
+	not _matches(_decide(c.input), c.expect)
+}
+
+test_golden_cases_all_match if {
+	count(golden.cases) >= 40
+	count(mismatches) == 0
+}
+
+test_golden_cases_report_mismatches if {
+	# The check above is a single verdict; this one makes a failure name the cases.
+	mismatches == set()
+}
+
+_update := golden.cases.user_update_deployment_denied.input
+
+test_denial_names_object_user_repository_and_path if {
+	d := _decide(_update)
+	not d.allowed
+	contains(d.message, "Deployment team-a/web is managed by GitOps")
+	contains(d.message, "alice may not update it directly")
+	contains(d.message, "apps/web/deployment.yaml")
+	contains(d.message, "branch main of https://git.example.com/platform/cluster.git")
+}
+
+test_denial_falls_back_to_default_path if {
+	inp := json.patch(_update, [
+		{"op": "replace", "path": "/object/annotations", "value": {}},
+		{"op": "replace", "path": "/oldObject/annotations", "value": {}},
+	])
+	contains(_decide(inp).message, "edit clusters/prod/ on branch main")
+}
+
+test_denial_of_subresource_names_it if {
+	d := _decide(golden.cases.scale_by_human_denied.input)
+	contains(d.message, "may not update the scale of it directly")
+}
+
+test_denial_of_cluster_scoped_kind_has_no_namespace if {
+	d := _decide(golden.cases.cluster_role_update_denied.input)
+	startswith(d.message, "ClusterRole edit-all is a GitOps-guarded cluster-scoped kind")
+}
+
+test_denial_in_protected_namespace_says_so if {
+	d := _decide(golden.cases.protected_namespace_create_denied.input)
+	contains(d.message, "is in a protected namespace")
+}
+
+_pod_bound_config(prefixes) := json.patch(golden.config, [
+	{"op": "replace", "path": "/gitops/require_pod_bound_token", "value": true},
+	{"op": "replace", "path": "/gitops/pod_name_prefixes", "value": prefixes},
+])
+
+_gitops_update := golden.cases.gitops_update_deployment.input
+
+test_pod_bound_required_rejects_plain_token if {
+	d := _decide_with(_gitops_update, _pod_bound_config(["gitwarden-reconciler-"]))
+	not d.allowed
+	d.reason == "not-gitops"
+}
+
+test_pod_bound_required_accepts_reconciler_pod if {
+	inp := json.patch(_gitops_update, [{"op": "add", "path": "/userInfo/podName", "value": "gitwarden-reconciler-7d9f-x2"}])
+	d := _decide_with(inp, _pod_bound_config(["gitwarden-reconciler-"]))
+	d.allowed
+	d.reason == "gitops-identity"
+}
+
+test_pod_bound_required_rejects_other_pod if {
+	inp := json.patch(_gitops_update, [{"op": "add", "path": "/userInfo/podName", "value": "debug-shell"}])
+	not _decide_with(inp, _pod_bound_config(["gitwarden-reconciler-"])).allowed
+}
+
+test_pod_bound_required_without_prefixes_accepts_any_pod if {
+	inp := json.patch(_gitops_update, [{"op": "add", "path": "/userInfo/podName", "value": "anything"}])
+	_decide_with(inp, _pod_bound_config([])).allowed
+}
+
+test_dry_run_allowed_when_configured if {
+	inp := json.patch(_update, [{"op": "replace", "path": "/dryRun", "value": true}])
+	config := json.patch(golden.config, [{"op": "replace", "path": "/allow_dry_run", "value": true}])
+	d := _decide_with(inp, config)
+	d.allowed
+	d.reason == "dry-run"
+}
+
+test_missing_user_info_is_denied if {
+	inp := json.remove(_update, ["userInfo"])
+	d := _decide(inp)
+	not d.allowed
+	contains(d.message, " may not update it directly")
+}
+
+test_break_glass_warning_and_audit if {
+	d := _decide(golden.cases.break_glass_allowed_with_warning.input)
+	d.allowed
+	startswith(d.warnings[0], "break-glass: oncall changed Deployment team-a/web outside Git")
+	d.audit["break-glass"] == "oncall update Deployment team-a/web"
+}
+
+test_audit_mode_annotation_carries_the_message if {
+	d := _decide(golden.cases.audit_mode_allows_with_annotation.input)
+	contains(d.audit.violation, "Deployment team-audit/web is managed by GitOps")
+}
+
+test_global_mode_applies_without_namespace_override if {
+	config := json.patch(golden.config, [{"op": "replace", "path": "/modes/default", "value": "warn"}])
+	d := _decide_with(_update, config)
+	d.allowed
+	d.mode == "warn"
+	contains(d.warnings[0], "Make the change in Git")
+}
+
+test_changes_outside_allowed_fields_deny_gc if {
+	not _decide(golden.cases.gc_spec_change_denied.input).allowed
+}
+
+test_system_allowance_not_granted_to_other_identities if {
+	inp := json.patch(golden.cases.gc_delete_allowed.input, [{"op": "replace", "path": "/userInfo", "value": {"username": "mallory", "groups": ["system:authenticated"]}}])
+	not _decide(inp).allowed
+}

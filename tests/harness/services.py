@@ -1,0 +1,138 @@
+"""Real services for tests: an OPA server and the webhook under gunicorn over TLS.
+
+Owns starting, restarting and stopping those processes on 127.0.0.1 (through the same
+`Process` as the control plane, so they die with the test run too) and waiting until they
+answer. Nothing here fakes a service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.harness import pki
+from tests.harness.controlplane import LOOPBACK, REPO_ROOT, Process, StartError, free_port, tool
+
+POLICY_DIR = REPO_ROOT / "policies" / "admission"
+
+
+def wait_http(
+    proc: Process, url: str, *, context: ssl.SSLContext | None = None, timeout: float = 60
+) -> None:
+    """Poll `url` until it answers 200; fail with the process log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if not proc.running():
+            raise StartError(f"{proc.name} exited during start:\n{proc.log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as resp:  # noqa: S310 - loopback URL built here
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise StartError(f"{proc.name} not ready at {url} ({last}):\n{proc.log_tail()}")
+
+
+@dataclass
+class OpaServer:
+    """`opa run --server` with the admission policy and a data document, on a fixed port."""
+
+    workdir: Path
+    data: dict[str, Any]
+    port: int = field(default_factory=free_port)
+    process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self) -> None:
+        """Start (or restart on the same port) and wait for /health."""
+        data_file = self.workdir / "opa-data.json"
+        data_file.write_text(json.dumps(self.data))
+        self.process = Process(
+            "opa",
+            [
+                str(tool("opa")),
+                "run",
+                "--server",
+                f"--addr={LOOPBACK}:{self.port}",
+                "--log-level=error",
+                str(POLICY_DIR),
+                str(data_file),
+            ],
+            self.workdir / "opa.log",
+        )
+        self.process.start()
+        wait_http(self.process, f"{self.url}/health")
+
+    def stop(self) -> None:
+        """Stop the server (idempotent)."""
+        if self.process is not None:
+            self.process.stop()
+
+
+@dataclass
+class WebhookServer:
+    """`gitwarden webhook serve` (gunicorn, TLS) with settings from the environment."""
+
+    workdir: Path
+    serving: pki.KeyPair
+    ca_pem: bytes
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return f"https://{LOOPBACK}:{self.port}"
+
+    @property
+    def cert_paths(self) -> tuple[Path, Path]:
+        """The certificate and key files the server reads (rotation tests rewrite them)."""
+        return self.workdir / "tls.crt", self.workdir / "tls.key"
+
+    def tls_context(self) -> ssl.SSLContext:
+        """A client context trusting the webhook CA."""
+        return ssl.create_default_context(cadata=self.ca_pem.decode())
+
+    def start(self) -> None:
+        """Start gunicorn and wait until /healthz answers over TLS."""
+        crt, key = self.serving.write(self.workdir, "tls")
+        env = {
+            **os.environ,
+            "GITWARDEN_WEBHOOK_BIND": f"{LOOPBACK}:{self.port}",
+            "GITWARDEN_WEBHOOK_TLS_CERT": str(crt),
+            "GITWARDEN_WEBHOOK_TLS_KEY": str(key),
+            "GITWARDEN_WEBHOOK_METRICS_DIR": str(self.workdir / "metrics"),
+            **self.env,
+        }
+        self.process = Process(
+            "webhook",
+            [sys.executable, "-m", "gitwarden_cli.main", "webhook", "serve"],
+            self.workdir / "webhook.log",
+            env=env,
+        )
+        self.process.start()
+        wait_http(self.process, f"{self.url}/healthz", context=self.tls_context())
+
+    def stop(self) -> None:
+        """Stop gunicorn (idempotent)."""
+        if self.process is not None:
+            self.process.stop()
+
+    def log(self) -> str:
+        """Everything the server logged so far."""
+        return (self.workdir / "webhook.log").read_text(errors="replace")

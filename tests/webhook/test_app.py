@@ -1,0 +1,198 @@
+"""The Flask app with a fake engine: routing, 400s, fail-closed/open, metrics, logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.webhook import reviews
+from tests.webhook.fakes import FakeEngine
+from webhook import app as app_mod
+from webhook import metrics as metrics_mod
+from webhook import policy
+from webhook.settings import WebhookSettings
+
+GOLDEN = reviews.golden()
+SECRET_CASE = GOLDEN["cases"]["user_update_secret_denied"]["input"]
+
+
+def client_for(engine: FakeEngine, **overrides: Any) -> tuple[FlaskClient, metrics_mod.Metrics]:
+    metrics = metrics_mod.Metrics()
+    app = app_mod.create_app(WebhookSettings(**overrides), engine=engine, metrics=metrics)
+    return app.test_client(), metrics
+
+
+def post(client: FlaskClient, body: bytes, path: str = "/validate") -> Any:
+    return client.post(path, data=body, content_type="application/json")
+
+
+def test_denial_is_answered_with_the_policy_message_and_the_uid() -> None:
+    """A deny from the engine becomes allowed=false, code 403, the message, the same uid."""
+    engine = FakeEngine(policy.Decision(False, "not-gitops", message="edit it in git"))
+    client, _ = client_for(engine)
+    resp = post(client, reviews.body(reviews.review_from_input(SECRET_CASE, uid="uid-7")))
+    assert resp.status_code == 200
+    answer = resp.get_json()["response"]
+    assert answer["uid"] == "uid-7"
+    assert answer["allowed"] is False
+    assert answer["status"]["message"] == "edit it in git"
+    assert engine.inputs[0]["namespaceProtected"] is False
+
+
+def test_protected_namespace_path_tells_the_policy() -> None:
+    """The protected-namespace path sets namespaceProtected in the policy input."""
+    engine = FakeEngine(policy.Decision(True, "gitops-identity"))
+    client, _ = client_for(engine)
+    resp = post(
+        client,
+        reviews.body(reviews.review_from_input(SECRET_CASE)),
+        "/validate/protected-namespace",
+    )
+    assert resp.get_json()["response"]["allowed"] is True
+    assert engine.inputs[0]["namespaceProtected"] is True
+
+
+@pytest.mark.parametrize(
+    ("fail_open", "allowed"), [(False, False), (True, True)], ids=["closed", "open"]
+)
+def test_engine_failure_fails_closed_by_default_and_open_when_configured(
+    fail_open: bool, allowed: bool
+) -> None:
+    """An unavailable engine denies with a clear message, or allows with a warning if fail-open."""
+    engine = FakeEngine(error=policy.EngineError("unavailable", "cannot connect"))
+    client, metrics = client_for(engine, fail_open=fail_open)
+    answer = post(client, reviews.body(reviews.review_from_input(SECRET_CASE))).get_json()
+    response = answer["response"]
+    assert response["allowed"] is allowed
+    if allowed:
+        assert "policy engine unavailable" in response["warnings"][0]
+        assert "engine-unavailable" in response["auditAnnotations"]
+    else:
+        assert "policy engine unavailable" in response["status"]["message"]
+    exposition = metrics.exposition().decode()
+    assert 'gitwarden_webhook_policy_engine_errors_total{kind="unavailable"} 1.0' in exposition
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "not JSON"),
+        (b"null", "not a JSON object"),
+        (json.dumps({"apiVersion": "admission.k8s.io/v1beta1"}).encode(), "apiVersion"),
+        (json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "Pod"}).encode(), "kind"),
+    ],
+    ids=["empty", "null", "wrong-version", "wrong-kind"],
+)
+def test_malformed_bodies_get_400_and_never_reach_the_engine(body: bytes, reason: str) -> None:
+    """Malformed bodies are a 400 with a reason; the engine is never asked."""
+    engine = FakeEngine(policy.Decision(True, "x"))
+    client, metrics = client_for(engine)
+    resp = post(client, body)
+    assert resp.status_code == 400
+    assert reason in resp.get_json()["reason"]
+    assert engine.inputs == []
+    assert "gitwarden_webhook_bad_requests_total 1.0" in metrics.exposition().decode()
+
+
+def test_oversized_body_gets_400() -> None:
+    """A body over the limit is refused before it is parsed."""
+    engine = FakeEngine(policy.Decision(True, "x"))
+    client, _ = client_for(engine, max_body_bytes=4096)
+    big = reviews.review_from_input(SECRET_CASE)
+    big["request"]["object"]["data"]["blob"] = "A" * 10_000
+    resp = post(client, reviews.body(big))
+    assert resp.status_code == 400
+    assert "larger than 4096 bytes" in resp.get_json()["reason"]
+    assert engine.inputs == []
+
+
+def test_readyz_follows_the_engine() -> None:
+    """/readyz is 200 only while the engine is ready; /healthz is always 200."""
+    engine = FakeEngine()
+    client, _ = client_for(engine)
+    assert client.get("/readyz").status_code == 200
+    engine.is_ready = False
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/healthz").status_code == 200
+
+
+def test_wrong_method_and_path_are_client_errors() -> None:
+    """GET /validate is 405 and an unknown path 404, not 500."""
+    client, _ = client_for(FakeEngine())
+    assert client.get("/validate").status_code == 405
+    assert client.post("/nope", data=b"{}").status_code == 404
+
+
+def test_decision_log_names_the_request_but_not_its_contents(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The decision log line has kind, name and user; never Secret data."""
+    client, _ = client_for(FakeEngine(policy.Decision(False, "not-gitops", message="m")))
+    with caplog.at_level(logging.DEBUG):
+        post(client, reviews.body(reviews.review_from_input(SECRET_CASE)))
+    text = caplog.text
+    assert "Secret team-a/web by alice: denied (not-gitops, enforce)" in text
+    assert "c2VjcmV0LXZhbHVl" not in text
+    assert "secret-value" not in text
+
+
+def test_decision_metrics_count_by_result_and_mode() -> None:
+    """Each decision is counted by result, mode and reason, and its latency observed."""
+    client, metrics = client_for(FakeEngine(policy.Decision(True, "break-glass", mode="enforce")))
+    for _ in range(3):
+        post(client, reviews.body(reviews.review_from_input(SECRET_CASE)))
+    text = metrics.exposition().decode()
+    line = (
+        'gitwarden_webhook_decisions_total{mode="enforce",reason="break-glass",result="allow"} 3.0'
+    )
+    assert line in text
+    assert "gitwarden_webhook_request_duration_seconds_count 3.0" in text
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def _mutated_reviews() -> st.SearchStrategy[bytes]:
+    """Valid reviews with one field replaced by a random JSON value."""
+    base = reviews.review_from_input(SECRET_CASE)
+    fields = sorted(base["request"])
+
+    @st.composite
+    def build(draw: st.DrawFn) -> bytes:
+        review = json.loads(json.dumps(base))
+        review["request"][draw(st.sampled_from(fields))] = draw(json_values)
+        return json.dumps(review).encode()
+
+    return build()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=st.binary(max_size=256)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | _mutated_reviews()
+)
+def test_random_bodies_are_400_or_a_real_decision_never_500_or_a_silent_allow(body: bytes) -> None:
+    """Whatever arrives, the answer is a 400 with a reason or the engine's own decision."""
+    engine = FakeEngine(policy.Decision(False, "not-gitops", message="m"))
+    client, _ = client_for(engine)
+    resp = post(client, body)
+    assert resp.status_code in (200, 400)
+    if resp.status_code == 400:
+        assert resp.get_json()["reason"]
+        assert engine.inputs == []
+    else:
+        assert resp.get_json()["response"]["allowed"] is False
+        assert len(engine.inputs) == 1

@@ -1,0 +1,124 @@
+"""The admission configuration: parsing, its OPA rendering, and the webhook registration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.webhook import reviews
+from webhook import config, registration
+
+CONFIG_FILE = Path(__file__).with_name("admission-config.yaml")
+
+
+def test_golden_opa_data_is_the_rendering_of_the_test_configuration() -> None:
+    """The Rego tests' configuration is exactly what the loader renders from the YAML file."""
+    rendered = config.load(CONFIG_FILE).to_opa_data()
+    golden = reviews.golden()["config"]
+    # The golden file adds one invalid mode on purpose (the Rego test for bad data); the
+    # loader refuses it, as test_unknown_mode_is_refused shows.
+    assert golden["modes"]["namespaces"].pop("team-typo") == "enforec"
+    assert rendered == golden
+
+
+def test_defaults_name_the_service_account_in_our_namespace() -> None:
+    """The GitOps identity defaults to the reconciler's service account."""
+    c = config.AdmissionConfig(namespace="gw", gitops_service_account="sync")
+    assert c.gitops_usernames == ("system:serviceaccount:gw:sync",)
+    assert c.never_blocked_namespaces == ("kube-system", "kube-node-lease", "gw")
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"modes": {"default": "block"}}, "unknown mode 'block'"),
+        ({"modes": {"namespaces": {"a": "enforec"}}}, "a: unknown mode 'enforec'"),
+        ({"gitops": {"service_acount": "x"}}, "configuration.gitops: unknown keys service_acount"),
+        ({"exemptions": {"groups": "ops"}}, "exemptions.groups: expected a list of strings"),
+        ({"webhook": {"timeout_seconds": 10}}, "timeout_seconds must be between 1 and 5"),
+        ({"cluster_scoped_kinds": [{"kind": "ClusterRole"}]}, "group, kind and resource"),
+        ({"allow_dry_run": "yes"}, "allow_dry_run: expected true or false"),
+        ([], "expected a mapping"),
+    ],
+    ids=["mode", "namespace-mode", "typo", "type", "timeout", "kind", "bool", "list"],
+)
+def test_invalid_documents_are_refused_with_the_field(document: object, message: str) -> None:
+    """Every invalid configuration names the offending field."""
+    with pytest.raises(config.ConfigError, match=message):
+        config.from_document(document)
+
+
+def test_unknown_mode_is_refused() -> None:
+    """The loader never lets an unknown mode reach the policy."""
+    with pytest.raises(config.ConfigError):
+        config.AdmissionConfig(namespace_modes={"x": "enforec"})
+
+
+def _hooks() -> dict[str, dict[str, object]]:
+    c = config.load(CONFIG_FILE)
+    vwc = registration.validating_webhook_configuration(c, {"url": "https://127.0.0.1:9443"})
+    return {h["name"]: h for h in vwc["webhooks"]}
+
+
+def test_registration_is_safe_by_construction() -> None:
+    """Every webhook fails closed, has no side effects, v1 only, and a short timeout."""
+    for hook in _hooks().values():
+        assert hook["failurePolicy"] == "Fail"
+        assert hook["sideEffects"] == "None"
+        assert hook["admissionReviewVersions"] == ["v1"]
+        assert isinstance(hook["timeoutSeconds"], int)
+        assert hook["timeoutSeconds"] <= 5
+        never = hook["namespaceSelector"]["matchExpressions"][0]
+        assert never["operator"] == "NotIn"
+        assert {"kube-system", "gitwarden"} <= set(never["values"])
+
+
+def test_registration_paths_and_selectors() -> None:
+    """Managed objects by label, protected-namespace creates by namespace label, guarded kinds."""
+    hooks = _hooks()
+    managed = hooks["managed.gitwarden.gitwarden.dev"]
+    assert managed["clientConfig"] == {"url": "https://127.0.0.1:9443/validate"}
+    assert managed["objectSelector"] == {"matchLabels": {"gitwarden.dev/managed": "true"}}
+    protected = hooks["protected-namespaces.gitwarden.gitwarden.dev"]
+    assert protected["clientConfig"] == {
+        "url": "https://127.0.0.1:9443/validate/protected-namespace"
+    }
+    assert protected["rules"][0]["operations"] == ["CREATE"]
+    kinds = hooks["cluster-kinds.gitwarden.gitwarden.dev"]
+    assert kinds["rules"] == [
+        {
+            "operations": ["CREATE", "UPDATE", "DELETE"],
+            "apiGroups": ["apiextensions.k8s.io"],
+            "apiVersions": ["*"],
+            "resources": ["customresourcedefinitions"],
+            "scope": "Cluster",
+        },
+        {
+            "operations": ["CREATE", "UPDATE", "DELETE"],
+            "apiGroups": ["rbac.authorization.k8s.io"],
+            "apiVersions": ["*"],
+            "resources": ["clusterrolebindings", "clusterroles"],
+            "scope": "Cluster",
+        },
+    ]
+
+
+def test_match_conditions_skip_gitops_and_exemptions() -> None:
+    """CEL skips the GitOps identity and exempt users before the request leaves the API server."""
+    conditions = {
+        c["name"]: c["expression"] for c in registration.match_conditions(config.load(CONFIG_FILE))
+    }
+    assert conditions["not-gitops-identity"] == (
+        '!(request.userInfo.username in ["system:serviceaccount:gitwarden:reconciler"])'
+    )
+    assert "platform:exempt" in conditions["not-exempt-group"]
+    assert "system:serviceaccount:platform:operator" in conditions["not-exempt-user"]
+
+
+def test_match_condition_requires_the_pod_binding_when_configured() -> None:
+    """With pod-bound tokens required, only a token bound to a reconciler pod is skipped."""
+    c = config.AdmissionConfig(require_pod_bound_token=True, pod_name_prefixes=("gw-rec-",))
+    gitops = registration.match_conditions(c)[0]["expression"]
+    assert '"authentication.kubernetes.io/pod-name" in request.userInfo.extra' in gitops
+    assert 'p.startsWith("gw-rec-")' in gitops

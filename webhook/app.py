@@ -1,0 +1,151 @@
+"""The Flask application: HTTP routes of the webhook and nothing else.
+
+Owns request handling, which reads top to bottom as early exits: too large or malformed -> 400
+with a reason; policy engine failure -> an explicit fail-closed (or configured fail-open)
+answer; otherwise the policy's decision. It is the only module that imports Flask. One log
+line per decision names the request (kind, namespace/name, user, verdict), never its contents.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+
+from webhook import metrics as metrics_mod
+from webhook import policy, review
+from webhook import settings as settings_mod
+
+log = logging.getLogger("gitwarden.webhook")
+
+UNAVAILABLE = (
+    "GitWarden: policy engine unavailable, so this change to a GitOps-managed object cannot be "
+    "checked and is denied (fail-closed). Retry shortly; make the change through Git; or, in an "
+    "emergency, use the break-glass group."
+)
+
+
+def create_app(
+    settings: settings_mod.WebhookSettings,
+    engine: policy.DecisionEngine | None = None,
+    metrics: metrics_mod.Metrics | None = None,
+) -> Flask:
+    """Build the app. Collaborators are explicit: tests pass their own engine and metrics."""
+    if engine is None:
+        engine = policy.OpaEngine(settings.opa_url, settings.decision_path, settings.opa_timeout)
+    if metrics is None:
+        metrics = metrics_mod.Metrics(settings.metrics_dir)
+    annotation_keys = frozenset({settings.path_annotation})
+    app = Flask("gitwarden-webhook")
+
+    def validate(namespace_protected: bool) -> tuple[Response, int]:
+        started = time.perf_counter()
+        body = _read_body(settings.max_body_bytes)
+        if body is None:
+            return _bad_request(metrics, f"body is larger than {settings.max_body_bytes} bytes")
+        try:
+            req = review.parse(body, annotation_keys)
+        except review.MalformedReview as exc:
+            return _bad_request(metrics, str(exc))
+        decision = _decide(engine, metrics, req, namespace_protected, settings.fail_open)
+        metrics.decisions.labels(
+            "allow" if decision.allowed else "deny", decision.mode, decision.reason
+        ).inc()
+        elapsed = time.perf_counter() - started
+        metrics.latency.observe(elapsed)
+        log.info(
+            "%s %s %s by %s: %s (%s, %s) in %.1f ms",
+            req.uid,
+            req.operation.lower(),
+            req.ref + (f"/{req.sub_resource}" if req.sub_resource else ""),
+            req.username,
+            "allowed" if decision.allowed else "denied",
+            decision.reason,
+            decision.mode,
+            elapsed * 1000,
+        )
+        return jsonify(review.response(req.uid, decision)), 200
+
+    @app.post("/validate")
+    def validate_scoped() -> tuple[Response, int]:
+        return validate(namespace_protected=False)
+
+    @app.post("/validate/protected-namespace")
+    def validate_protected_namespace() -> tuple[Response, int]:
+        # Only the protected-namespace webhook, whose namespaceSelector the API server has
+        # already applied, is configured with this path.
+        return validate(namespace_protected=True)
+
+    @app.get("/healthz")
+    def healthz() -> tuple[str, int]:
+        return "ok\n", 200
+
+    @app.get("/readyz")
+    def readyz() -> tuple[str, int]:
+        if engine.ready():
+            return "ok\n", 200
+        return "policy engine unreachable or policy not loaded\n", 503
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        return Response(metrics.exposition(), mimetype=metrics.content_type)
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> Any:
+        # Werkzeug's HTTP errors (404, 405) keep their status; anything else is a bug, answered
+        # without a stack trace. The API server treats a non-200 answer as a failed call and
+        # applies failurePolicy (Fail), so this is still a denial, never an allow.
+        code = getattr(exc, "code", None)
+        if isinstance(code, int) and 400 <= code < 500:
+            return jsonify({"error": getattr(exc, "description", str(exc))}), code
+        # The type only: an exception's text could quote request contents.
+        log.error(
+            "internal error handling %s %s: %s", request.method, request.path, type(exc).__name__
+        )
+        return jsonify({"error": "internal error"}), 500
+
+    return app
+
+
+def _bad_request(metrics: metrics_mod.Metrics, reason: str) -> tuple[Response, int]:
+    metrics.bad_requests.inc()
+    log.warning("rejected malformed AdmissionReview: %s", reason)
+    return jsonify({"error": "malformed AdmissionReview", "reason": reason}), 400
+
+
+def _read_body(limit: int) -> bytes | None:
+    """The request body, or None when it is larger than `limit` (read no further than that)."""
+    length = request.content_length
+    if length is not None and length > limit:
+        return None
+    data = request.stream.read(limit + 1)
+    return None if len(data) > limit else data
+
+
+def _decide(
+    engine: policy.DecisionEngine,
+    metrics: metrics_mod.Metrics,
+    req: review.AdmissionRequest,
+    namespace_protected: bool,
+    fail_open: bool,
+) -> policy.Decision:
+    try:
+        return engine.decide(review.policy_input(req, namespace_protected=namespace_protected))
+    except policy.EngineError as exc:
+        metrics.engine_errors.labels(exc.kind).inc()
+        log.error("%s %s: %s", req.uid, req.ref, exc)  # noqa: TRY400 - the kind says it all
+        if fail_open:
+            return policy.Decision(
+                allowed=True,
+                reason="engine-unavailable",
+                mode="fail-open",
+                warnings=(
+                    "GitWarden: policy engine unavailable; allowed without a check (fail-open)",
+                ),
+                audit={"engine-unavailable": str(exc)},
+            )
+        return policy.Decision(
+            allowed=False, reason="engine-unavailable", mode="fail-closed", message=UNAVAILABLE
+        )

@@ -1,0 +1,131 @@
+"""Admission decisions: the `DecisionEngine` port and its OPA implementation.
+
+Owns the one call to the policy engine per request and the translation of its answer into a
+`Decision`. The OPA client is persistent (one per worker, created after fork), never retries,
+and times out well under the API server's deadline; an undefined or malformed decision and any
+transport error become `EngineError`, which the app answers fail-closed (or open, if so
+configured). It never logs and never sees object contents beyond the slim policy input.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import requests
+from opa_client import OpaClient
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to answer the API server: allow or deny, and what to tell the user and the audit log."""
+
+    allowed: bool
+    reason: str
+    mode: str = "enforce"
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+    audit: Mapping[str, str] = field(default_factory=dict)
+
+
+class EngineError(Exception):
+    """The policy engine gave no usable decision. `kind` labels the metric."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"policy engine {kind}: {detail}")
+        self.kind = kind
+
+
+class DecisionEngine(Protocol):
+    """Decides one admission request from the slim policy input."""
+
+    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+        """Return the decision, or raise `EngineError`."""
+        ...
+
+    def ready(self) -> bool:
+        """Whether the engine is reachable and the policy and its data are loaded."""
+        ...
+
+
+# A request the policy can always decide: used by the readiness probe.
+PROBE_INPUT: Mapping[str, Any] = {
+    "operation": "UPDATE",
+    "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+    "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+    "subResource": "",
+    "name": "gitwarden-readiness-probe",
+    "namespace": "gitwarden-readiness-probe",
+    "dryRun": True,
+    "namespaceProtected": False,
+    "changedFields": [],
+    "userInfo": {"username": "gitwarden:readiness-probe", "groups": []},
+    "object": {"labels": {}, "annotations": {}},
+    "oldObject": {"labels": {}, "annotations": {}},
+}
+
+
+def decision_from_result(result: Any) -> Decision:
+    """Turn the policy's JSON decision into a `Decision`; anything malformed is an EngineError."""
+    if not isinstance(result, dict) or not isinstance(result.get("allowed"), bool):
+        raise EngineError("undefined", "the policy returned no decision")
+    warnings = result.get("warnings", [])
+    audit = result.get("audit", {})
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        raise EngineError("malformed", "decision.warnings is not a list of strings")
+    if not isinstance(audit, dict) or not all(isinstance(v, str) for v in audit.values()):
+        raise EngineError("malformed", "decision.audit is not a map of strings")
+    return Decision(
+        allowed=result["allowed"],
+        reason=str(result.get("reason", "")),
+        mode=str(result.get("mode", "enforce")),
+        message=str(result.get("message", "")),
+        warnings=tuple(warnings),
+        audit=dict(audit),
+    )
+
+
+class OpaEngine:
+    """Decisions from an OPA server through opa-python-client."""
+
+    def __init__(self, url: str, decision_path: str, timeout: float) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"OPA URL must be http(s)://host:port, got {url!r}")
+        self._path = decision_path.strip("/")
+        # retries=0: a retry would only spend the API server's deadline on a dead engine.
+        self._client = OpaClient(
+            host=parsed.hostname,
+            port=parsed.port or (443 if parsed.scheme == "https" else 80),
+            ssl=parsed.scheme == "https",
+            retries=0,
+            timeout=timeout,
+        )
+
+    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+        """Query the decision rule; transport errors, timeouts and bad answers raise EngineError."""
+        try:
+            answer = self._client.query_rule(dict(policy_input), self._path)
+        except requests.Timeout as exc:
+            raise EngineError("timeout", "no answer within the timeout") from exc
+        except requests.ConnectionError as exc:
+            raise EngineError("unavailable", "cannot connect") from exc
+        except requests.RequestException as exc:
+            raise EngineError("error", type(exc).__name__) from exc
+        except ValueError as exc:  # a body that is not JSON
+            raise EngineError("malformed", "answer is not JSON") from exc
+        return decision_from_result(answer.get("result") if isinstance(answer, dict) else None)
+
+    def ready(self) -> bool:
+        """OPA answers, and the policy decides the probe request."""
+        try:
+            self.decide(PROBE_INPUT)
+        except EngineError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Release the client's connections."""
+        self._client.close_connection()

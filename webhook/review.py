@@ -1,0 +1,244 @@
+"""The AdmissionReview v1 wire format: parse a request, build the policy input, build a response.
+
+Owns validation of untrusted request bodies (anything off is `MalformedReview`, answered 400 by
+the app) and the three pure translations: body -> `AdmissionRequest`, `AdmissionRequest` ->
+the slim OPA input, `Decision` -> AdmissionReview response. It never sees the network, never
+logs, and copies only labels and the configured annotations out of objects, so Secret data
+and other object contents never leave this module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from webhook import policy
+
+API_VERSION = "admission.k8s.io/v1"
+KIND = "AdmissionReview"
+OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
+POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
+
+# metadata fields the API server maintains itself; a change to them is not a user's change.
+_VOLATILE_METADATA = frozenset(
+    {"resourceVersion", "managedFields", "generation", "uid", "creationTimestamp", "selfLink"}
+)
+
+
+class MalformedReview(ValueError):
+    """The body is not a usable admission.k8s.io/v1 AdmissionReview request."""
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    """What the policy may know of an object: its labels and the configured annotations."""
+
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class AdmissionRequest:
+    """The parts of an AdmissionRequest GitWarden decides on."""
+
+    uid: str
+    operation: str
+    group: str
+    version: str
+    kind: str
+    resource: str
+    resource_group: str
+    resource_version: str
+    sub_resource: str
+    name: str
+    namespace: str
+    username: str
+    groups: tuple[str, ...]
+    pod_name: str
+    dry_run: bool
+    object: ObjectMeta | None
+    old_object: ObjectMeta | None
+    changed_fields: tuple[str, ...]
+
+    @property
+    def ref(self) -> str:
+        """`Kind namespace/name` for logs (no contents)."""
+        where = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return f"{self.kind} {where}"
+
+
+def parse(body: bytes, annotation_keys: frozenset[str]) -> AdmissionRequest:
+    """Validate and parse a request body; raise `MalformedReview` with the reason."""
+    try:
+        review = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise MalformedReview(f"body is not JSON: {type(exc).__name__}") from None
+    if not isinstance(review, dict):
+        raise MalformedReview("body is not a JSON object")
+    if review.get("apiVersion") != API_VERSION:
+        raise MalformedReview(f"apiVersion must be {API_VERSION}")
+    if review.get("kind") != KIND:
+        raise MalformedReview(f"kind must be {KIND}")
+    request = review.get("request")
+    if not isinstance(request, dict):
+        raise MalformedReview("request is missing or not an object")
+    operation = _string(request, "operation", required=True)
+    if operation not in OPERATIONS:
+        raise MalformedReview(f"request.operation must be one of {sorted(OPERATIONS)}")
+    kind = _mapping(request, "kind")
+    resource = _mapping(request, "resource")
+    user = _mapping(request, "userInfo")
+    groups = user.get("groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise MalformedReview("request.userInfo.groups must be a list of strings")
+    new = _object(request, "object", annotation_keys)
+    old = _object(request, "oldObject", annotation_keys)
+    if operation == "CREATE" and new is None:
+        raise MalformedReview("request.object is required for CREATE")
+    if operation == "UPDATE" and (new is None or old is None):
+        raise MalformedReview("request.object and request.oldObject are required for UPDATE")
+    if operation == "DELETE" and old is None:
+        raise MalformedReview("request.oldObject is required for DELETE")
+    dry_run = request.get("dryRun", False)
+    if not isinstance(dry_run, bool):
+        raise MalformedReview("request.dryRun must be a boolean")
+    return AdmissionRequest(
+        uid=_string(request, "uid", required=True),
+        operation=operation,
+        group=_string(kind, "group"),
+        version=_string(kind, "version"),
+        kind=_string(kind, "kind", required=True),
+        resource=_string(resource, "resource", required=True),
+        resource_group=_string(resource, "group"),
+        resource_version=_string(resource, "version"),
+        sub_resource=_string(request, "subResource"),
+        name=_string(request, "name"),
+        namespace=_string(request, "namespace"),
+        username=_string(user, "username", required=True),
+        groups=tuple(groups),
+        pod_name=_pod_name(user),
+        dry_run=dry_run,
+        object=new,
+        old_object=old,
+        changed_fields=_changed_fields(request) if operation == "UPDATE" else (),
+    )
+
+
+def _string(container: dict[str, Any], key: str, *, required: bool = False) -> str:
+    value = container.get(key, "")
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise MalformedReview(
+            f"{key} must be a non-empty string" if required else f"{key} must be a string"
+        )
+    return value
+
+
+def _mapping(container: dict[str, Any], key: str) -> dict[str, Any]:
+    value = container.get(key)
+    if not isinstance(value, dict):
+        raise MalformedReview(f"request.{key} is missing or not an object")
+    return value
+
+
+def _pod_name(user: dict[str, Any]) -> str:
+    extra = user.get("extra")
+    if extra is None:
+        return ""
+    if not isinstance(extra, dict):
+        raise MalformedReview("request.userInfo.extra must be an object")
+    values = extra.get(POD_NAME_EXTRA, [])
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise MalformedReview("request.userInfo.extra values must be lists of strings")
+    # The API server sets exactly one value; anything else is not a pod-bound token.
+    return values[0] if len(values) == 1 else ""
+
+
+def _object(
+    request: dict[str, Any], key: str, annotation_keys: frozenset[str]
+) -> ObjectMeta | None:
+    obj = request.get(key)
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise MalformedReview(f"request.{key} must be an object or null")
+    meta = obj.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise MalformedReview(f"request.{key}.metadata must be an object")
+    labels = _string_map(meta.get("labels"), f"request.{key}.metadata.labels")
+    annotations = _string_map(meta.get("annotations"), f"request.{key}.metadata.annotations")
+    return ObjectMeta(
+        labels=labels,
+        annotations={k: v for k, v in annotations.items() if k in annotation_keys},
+    )
+
+
+def _string_map(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise MalformedReview(f"{where} must map strings to strings")
+    return value
+
+
+def _changed_fields(request: dict[str, Any]) -> tuple[str, ...]:
+    """Top-level fields (and metadata.<field>) that differ between oldObject and object."""
+    new, old = request["object"], request["oldObject"]
+    changed = [k for k in new.keys() | old.keys() if k != "metadata" and new.get(k) != old.get(k)]
+    new_meta, old_meta = new.get("metadata") or {}, old.get("metadata") or {}
+    changed += [
+        f"metadata.{k}"
+        for k in new_meta.keys() | old_meta.keys()
+        if k not in _VOLATILE_METADATA and new_meta.get(k) != old_meta.get(k)
+    ]
+    return tuple(sorted(changed))
+
+
+def policy_input(request: AdmissionRequest, *, namespace_protected: bool) -> dict[str, Any]:
+    """The slim input the Rego policy reads (documented at the top of admission.rego)."""
+
+    def meta(m: ObjectMeta | None) -> dict[str, Any] | None:
+        return None if m is None else {"labels": dict(m.labels), "annotations": dict(m.annotations)}
+
+    user: dict[str, Any] = {"username": request.username, "groups": list(request.groups)}
+    if request.pod_name:
+        user["podName"] = request.pod_name
+    return {
+        "operation": request.operation,
+        "kind": {"group": request.group, "version": request.version, "kind": request.kind},
+        "resource": {
+            "group": request.resource_group,
+            "version": request.resource_version,
+            "resource": request.resource,
+        },
+        "subResource": request.sub_resource,
+        "name": request.name,
+        "namespace": request.namespace,
+        "dryRun": request.dry_run,
+        "namespaceProtected": namespace_protected,
+        "changedFields": list(request.changed_fields),
+        "userInfo": user,
+        "object": meta(request.object),
+        "oldObject": meta(request.old_object),
+    }
+
+
+def response(uid: str, decision: policy.Decision) -> dict[str, Any]:
+    """The AdmissionReview v1 answer to one request."""
+    answer: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
+    if not decision.allowed:
+        answer["status"] = {
+            "code": 403,
+            "reason": "Forbidden",
+            "message": decision.message or "denied by GitWarden",
+        }
+    if decision.warnings:
+        answer["warnings"] = list(decision.warnings)
+    if decision.audit:
+        answer["auditAnnotations"] = dict(decision.audit)
+    return {"apiVersion": API_VERSION, "kind": KIND, "response": answer}

@@ -1,0 +1,154 @@
+"""Serving the webhook with gunicorn over TLS only.
+
+Owns the gunicorn application object, its configuration derived from `WebhookSettings`, and
+the TLS context: TLS 1.2 or newer, built once per worker and rebuilt when the certificate or
+key file changes (checked at most every `cert_reload_seconds`). Connections already open keep
+the context they started with, so a rotation drops no request; a half-written pair (key and
+certificate not matching yet) keeps the previous context until the pair is whole again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from prometheus_client import multiprocess
+
+from webhook import app as app_mod
+from webhook import settings as settings_mod
+
+log = logging.getLogger("gitwarden.webhook.tls")
+
+
+class ReloadingTLS:
+    """An SSLContext that follows its certificate files."""
+
+    def __init__(self, cert: Path, key: Path, check_every: float) -> None:
+        self._cert, self._key, self._check_every = cert, key, check_every
+        self._lock = threading.Lock()
+        self._stamp = self._file_stamp()
+        self._context = self._build()
+        self._next_check = time.monotonic() + check_every
+
+    def _file_stamp(self) -> tuple[tuple[int, int, int], ...]:
+        stamps = []
+        for path in (self._cert, self._key):
+            st = path.stat()  # follows the ..data symlink a mounted Secret swaps on update
+            stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(stamps)
+
+    def _build(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(certfile=str(self._cert), keyfile=str(self._key))
+        return context
+
+    def context(self) -> ssl.SSLContext:
+        """The current context, rebuilt first if the files changed since the last check."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return self._context
+        with self._lock:
+            if now >= self._next_check:
+                self._next_check = now + self._check_every
+                self._maybe_reload()
+        return self._context
+
+    def _maybe_reload(self) -> None:
+        try:
+            stamp = self._file_stamp()
+            if stamp == self._stamp:
+                return
+            context = self._build()
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("TLS files changed but cannot be loaded yet; keeping the old ones: %s", exc)
+            return
+        self._stamp, self._context = stamp, context
+        log.info("TLS certificate reloaded from %s", self._cert)
+
+
+class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type information
+    """gunicorn running `create_app(settings)` in each worker (created after fork)."""
+
+    def __init__(self, settings: settings_mod.WebhookSettings) -> None:
+        if settings.tls_cert is None or settings.tls_key is None:
+            raise settings_mod.SettingsError(
+                "the webhook serves TLS only: "
+                "set GITWARDEN_WEBHOOK_TLS_CERT and GITWARDEN_WEBHOOK_TLS_KEY"
+            )
+        self._settings = settings
+        self._tls: ReloadingTLS | None = None
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self._settings
+        options: dict[str, Any] = {
+            "bind": [s.bind],
+            "workers": s.workers,
+            "threads": s.threads,
+            "worker_class": "gthread",
+            "certfile": str(s.tls_cert),
+            "keyfile": str(s.tls_key),
+            "ssl_context": self._ssl_context,
+            # The API server keeps connections to webhooks alive; don't close them every 2 s.
+            "keepalive": 30,
+            "timeout": 30,
+            "graceful_timeout": 20,
+            "loglevel": s.log_level,
+            "accesslog": None,
+            "child_exit": self._child_exit,
+            "proc_name": "gitwarden-webhook",
+            "limit_request_line": 8190,
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def _ssl_context(
+        self, conf: Any, default_factory: Callable[[], ssl.SSLContext]
+    ) -> ssl.SSLContext:
+        # Called per connection in each worker; the arbiter never calls it, so every worker
+        # builds its own context after fork.
+        if self._tls is None:
+            s = self._settings
+            if s.tls_cert is None or s.tls_key is None:  # checked in __init__; for the type checker
+                raise settings_mod.SettingsError("TLS certificate and key are required")
+            self._tls = ReloadingTLS(s.tls_cert, s.tls_key, s.cert_reload_seconds)
+        return self._tls.context()
+
+    def _child_exit(self, server: Any, worker: Any) -> None:
+        if self._settings.metrics_dir is not None:
+            multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]  # untyped in the library
+                worker.pid, path=str(self._settings.metrics_dir)
+            )
+
+    def load(self) -> Any:
+        return app_mod.create_app(self._settings)
+
+
+def run(settings: settings_mod.WebhookSettings) -> None:
+    """Serve until terminated. Prepares the metrics directory before any worker starts."""
+    owned_dir: Path | None = None
+    if settings.metrics_dir is None:
+        owned_dir = Path(tempfile.mkdtemp(prefix="gitwarden-metrics-"))
+        settings = dataclasses.replace(settings, metrics_dir=owned_dir)
+    else:
+        shutil.rmtree(settings.metrics_dir, ignore_errors=True)
+        settings.metrics_dir.mkdir(parents=True, exist_ok=True)
+    # prometheus-client picks its multiprocess value store from this variable when a metric is
+    # created; it must be set before the workers build their Metrics.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(settings.metrics_dir)
+    try:
+        WebhookServer(settings).run()
+    finally:
+        if owned_dir is not None:
+            shutil.rmtree(owned_dir, ignore_errors=True)
