@@ -7,11 +7,14 @@ reads the environment here, at the entry point, and nowhere below.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import base64
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ import yaml
 
 from gitwarden_cli import main as cli
 from webhook import config as config_mod
-from webhook import registration, serve
+from webhook import registration
 from webhook import settings as settings_mod
 
 ENV_HELP = """\
@@ -95,10 +98,24 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
     )
+    metrics_dir = settings.metrics_dir or Path(tempfile.mkdtemp(prefix="gitwarden-metrics-"))
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    # prometheus-client chooses its multiprocess value store when it is first imported, so
+    # the directory must be in the environment before `webhook.serve` pulls it in.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError(
+            "prometheus_client was imported before its multiprocess directory was set"
+        )
+    from webhook import serve  # noqa: PLC0415 - must follow the environment variable above
+
     try:
-        serve.run(settings)
+        serve.run(dataclasses.replace(settings, metrics_dir=metrics_dir))
     except settings_mod.SettingsError as exc:
         raise cli.UsageError(str(exc)) from exc
+    finally:
+        if settings.metrics_dir is None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return cli.EXIT_OK
 
 

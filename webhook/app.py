@@ -116,12 +116,18 @@ def _bad_request(metrics: metrics_mod.Metrics, reason: str) -> tuple[Response, i
 
 
 def _read_body(limit: int) -> bytes | None:
-    """The request body, or None when it is larger than `limit` (read no further than that)."""
-    length = request.content_length
-    if length is not None and length > limit:
-        return None
+    """The request body, or None when it is larger than `limit`.
+
+    An oversized body is drained (up to 4x the limit, in chunks, never kept) so the client
+    can read the 400 instead of seeing its connection cut mid-upload.
+    """
     data = request.stream.read(limit + 1)
-    return None if len(data) > limit else data
+    if len(data) <= limit:
+        return data
+    remaining = 3 * limit
+    while remaining > 0 and (chunk := request.stream.read(min(remaining, 1 << 16))):
+        remaining -= len(chunk)
+    return None
 
 
 def _decide(

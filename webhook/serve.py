@@ -9,12 +9,8 @@ certificate not matching yet) keeps the previous context until the pair is whole
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import shutil
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -136,19 +132,13 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
 
 
 def run(settings: settings_mod.WebhookSettings) -> None:
-    """Serve until terminated. Prepares the metrics directory before any worker starts."""
-    owned_dir: Path | None = None
+    """Serve until terminated.
+
+    The caller prepares `settings.metrics_dir` and exports it as PROMETHEUS_MULTIPROC_DIR
+    before prometheus-client is first imported (the library picks its value store at import).
+    """
     if settings.metrics_dir is None:
-        owned_dir = Path(tempfile.mkdtemp(prefix="gitwarden-metrics-"))
-        settings = dataclasses.replace(settings, metrics_dir=owned_dir)
-    else:
-        shutil.rmtree(settings.metrics_dir, ignore_errors=True)
-        settings.metrics_dir.mkdir(parents=True, exist_ok=True)
-    # prometheus-client picks its multiprocess value store from this variable when a metric is
-    # created; it must be set before the workers build their Metrics.
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(settings.metrics_dir)
-    try:
-        WebhookServer(settings).run()
-    finally:
-        if owned_dir is not None:
-            shutil.rmtree(owned_dir, ignore_errors=True)
+        raise settings_mod.SettingsError("serving needs a metrics directory shared by the workers")
+    for stale in settings.metrics_dir.glob("*.db"):
+        stale.unlink()  # samples of a previous run's workers
+    WebhookServer(settings).run()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import json
 import ctypes
 import os
 import shutil
@@ -173,6 +174,12 @@ class ControlPlane:
         )
         client_ca = self.workdir / "client-ca.crt"
         client_ca.write_bytes(self.client_ca.cert_pem)
+        audit_policy = self.workdir / "audit-policy.yaml"
+        # Metadata level records who did what and every admission webhook's audit annotations.
+        audit_policy.write_text(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n"
+            "rules:\n- level: Metadata\n"
+        )
         sa_pub, sa_key = self.workdir / "sa.pub", self.workdir / "sa.key"
         sa_pub.write_bytes(pki.public_key_pem(self._sa_key))
         sa_key.touch(mode=0o600)
@@ -223,6 +230,9 @@ class ControlPlane:
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--allow-privileged=true",
                 "--endpoint-reconciler-type=none",
+                f"--audit-policy-file={audit_policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-mode=blocking",
                 "--v=1",
             ],
             self.workdir / "kube-apiserver.log",
@@ -238,6 +248,18 @@ class ControlPlane:
                 proc.stop()
         if self._cleanup_dir and self.workdir.exists():
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (JSON lines, Metadata level)."""
+        return self.workdir / "audit.log"
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """Every audit event written so far."""
+        if not self.audit_log.exists():
+            return []
+        with self.audit_log.open() as f:
+            return [json.loads(line) for line in f if line.strip()]
 
     def pids(self) -> list[int]:
         """PIDs of the running control-plane processes (for orphan checks)."""

@@ -1,0 +1,590 @@
+"""The admission webhook end to end: real kube-apiserver, real OPA, gunicorn over TLS.
+
+One module-scoped stack: OPA loaded with policies/admission and a configuration, the webhook
+served by `gitwarden webhook serve`, and the ValidatingWebhookConfiguration generated from the
+same configuration, registered in the real API server. Every verdict below is the API
+server's answer to a real client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from kubernetes import client as k8s
+
+from tests.harness.controlplane import ControlPlane, Credentials
+from tests.harness.services import OpaServer, WebhookServer
+from webhook import config as config_mod
+from webhook import registration
+
+pytestmark = pytest.mark.cluster
+
+GITOPS_NS, GITOPS_SA = "gitwarden", "reconciler"
+MANAGED = {"gitwarden.dev/managed": "true"}
+BREAK_GLASS = "gitwarden:break-glass"
+REPO = "https://git.example.com/platform/cluster.git"
+HOOK = "managed.gitwarden.gitwarden.dev"
+CONTROLLER = "system:serviceaccount:kube-system:"
+
+CONFIG = config_mod.AdmissionConfig(
+    namespace=GITOPS_NS,
+    gitops_service_account=GITOPS_SA,
+    repository_url=REPO,
+    default_path="clusters/test/",
+    intercept_status=True,
+    break_glass_groups=(BREAK_GLASS,),
+)
+
+
+@dataclass
+class Stack:
+    """Everything the tests drive."""
+
+    plane: ControlPlane
+    opa: OpaServer
+    webhook: WebhookServer
+    gitops: k8s.ApiClient
+    alice: k8s.ApiClient
+    alice_creds: Credentials
+    oncall_creds: Credentials
+    workdir: Path
+
+    def metric(self, name: str) -> float:
+        """Sum of a metric's samples whose line starts with `name`, across all workers."""
+        with urllib.request.urlopen(  # noqa: S310 - loopback URL built here
+            f"{self.webhook.url}/metrics", context=self.webhook.tls_context(), timeout=5
+        ) as resp:
+            text = resp.read().decode()
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)
+        )
+
+    def kubectl(self, creds: Credentials, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the installed kubectl as `creds`."""
+        kubeconfig = self.plane.kubeconfig(creds, self.workdir / f"kc-{uuid.uuid4().hex}")
+        return subprocess.run(
+            ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "KUBECTL_KUBERC": "false"},
+        )
+
+
+def _grant(
+    admin: k8s.ApiClient, name: str, subjects: list[dict[str, str]], rules: list[Any]
+) -> None:
+    rbac = k8s.RbacAuthorizationV1Api(admin)
+    rbac.create_cluster_role({"metadata": {"name": name}, "rules": rules})
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": name,
+            },
+            "subjects": subjects,
+        }
+    )
+
+
+EDIT = [
+    {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["*"]},
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments", "deployments/scale", "deployments/status"],
+        "verbs": ["*"],
+    },
+]
+
+
+def _user(name: str) -> dict[str, str]:
+    return {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}
+
+
+def _sa(namespace: str, name: str) -> dict[str, str]:
+    return {"kind": "ServiceAccount", "namespace": namespace, "name": name}
+
+
+def _wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    control_plane: ControlPlane, admin: k8s.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("webhook-e2e")
+    core = k8s.CoreV1Api(admin)
+    for ns in (GITOPS_NS, "kube-system"):
+        try:
+            core.create_namespace({"metadata": {"name": ns}})
+        except k8s.ApiException as exc:
+            if exc.status != 409:
+                raise
+    opa = OpaServer(workdir, {"gitwarden": {"admission": CONFIG.to_opa_data()}})
+    opa.start()
+    webhook = WebhookServer(
+        workdir,
+        control_plane.webhook_serving_cert(),
+        control_plane.webhook_ca.cert_pem,
+        env={
+            "GITWARDEN_WEBHOOK_OPA_URL": opa.url,
+            "GITWARDEN_WEBHOOK_OPA_TIMEOUT": "1.0",
+            "GITWARDEN_WEBHOOK_CERT_RELOAD_SECONDS": "0.5",
+        },
+    )
+    webhook.start()
+    _grant(
+        admin,
+        "e2e-editors",
+        [_sa(GITOPS_NS, GITOPS_SA), _user("alice"), _user("oncall")]
+        + [
+            _sa("kube-system", n)
+            for n in (
+                "deployment-controller",
+                "horizontal-pod-autoscaler",
+                "generic-garbage-collector",
+            )
+        ],
+        EDIT,
+    )
+    alice_creds = control_plane.user_credentials("alice", ("team-a",))
+    oncall_creds = control_plane.user_credentials("oncall", (BREAK_GLASS,))
+    control_plane.register_validating_webhook(
+        registration.validating_webhook_configuration(CONFIG, {"url": webhook.url})
+    )
+    stack = Stack(
+        plane=control_plane,
+        opa=opa,
+        webhook=webhook,
+        gitops=control_plane.as_service_account(GITOPS_NS, GITOPS_SA),
+        alice=control_plane.client_for(alice_creds),
+        alice_creds=alice_creds,
+        oncall_creds=oncall_creds,
+        workdir=workdir,
+    )
+    _wait_for_webhook(admin)
+    try:
+        yield stack
+    finally:
+        control_plane.delete_validating_webhook(registration.NAME)
+        webhook.stop()
+        opa.stop()
+
+
+def _wait_for_webhook(admin: k8s.ApiClient) -> None:
+    """The API server loads webhook configurations asynchronously: probe with a dry run."""
+    core = k8s.CoreV1Api(admin)
+
+    def denied() -> bool:
+        try:
+            core.create_namespaced_config_map(
+                "default",
+                {"metadata": {"name": "probe", "labels": MANAGED}},
+                dry_run="All",
+            )
+        except k8s.ApiException as exc:
+            return exc.status == 403 and HOOK in (exc.body or "")
+        return False
+
+    _wait_until(denied, "the webhook to be called by the API server")
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def configmap(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": labels or {}}, "data": {"k": "v"}}
+
+
+def secret(name: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": MANAGED},
+        "stringData": {"password": "hunter2-e2e"},
+    }
+
+
+def deployment(name: str, replicas: int = 1) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": MANAGED},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
+            },
+        },
+    }
+
+
+def denied_message(call: Callable[[], object], hook: str = HOOK) -> str:
+    """Run an API call that must be denied by our webhook; return the denial message."""
+    with pytest.raises(k8s.ApiException) as excinfo:
+        call()
+    exc = excinfo.value
+    assert exc.status == 403, exc.body
+    message = str(json.loads(exc.body or "{}")["message"])
+    assert f'admission webhook "{hook}" denied the request' in message, message
+    return message
+
+
+def create_managed(stack: Stack, namespace: str) -> None:
+    """The GitOps identity creates one managed object of each kind."""
+    core, apps = k8s.CoreV1Api(stack.gitops), k8s.AppsV1Api(stack.gitops)
+    core.create_namespaced_config_map(namespace, configmap("cm", MANAGED))
+    core.create_namespaced_secret(namespace, secret("sec"))
+    apps.create_namespaced_deployment(namespace, deployment("web"))
+
+
+# -------------------------------------------------------------------------------- tests
+
+
+def test_gitops_identity_creates_updates_and_deletes_managed_objects(
+    stack: Stack, namespace: str
+) -> None:
+    """The GitOps service account may create, update and delete managed objects."""
+    core, apps = k8s.CoreV1Api(stack.gitops), k8s.AppsV1Api(stack.gitops)
+    create_managed(stack, namespace)
+    core.patch_namespaced_config_map("cm", namespace, {"data": {"k": "v2"}})
+    core.patch_namespaced_secret("sec", namespace, {"stringData": {"password": "rotated-e2e"}})
+    apps.patch_namespaced_deployment("web", namespace, {"spec": {"replicas": 2}})
+    assert core.read_namespaced_config_map("cm", namespace).data == {"k": "v2"}
+    core.delete_namespaced_config_map("cm", namespace)
+    core.delete_namespaced_secret("sec", namespace)
+    apps.delete_namespaced_deployment("web", namespace)
+    assert core.list_namespaced_config_map(namespace).items == []
+
+
+@pytest.mark.parametrize("who", ["admin", "alice"])
+def test_admin_and_ordinary_user_are_denied_with_a_git_message(
+    stack: Stack, admin: k8s.ApiClient, namespace: str, who: str
+) -> None:
+    """system:masters and an RBAC-entitled user cannot change managed objects, and are told how."""
+    create_managed(stack, namespace)
+    actor = admin if who == "admin" else stack.alice
+    core, apps = k8s.CoreV1Api(actor), k8s.AppsV1Api(actor)
+    message = denied_message(
+        lambda: apps.patch_namespaced_deployment("web", namespace, {"spec": {"replicas": 5}})
+    )
+    assert f"Deployment {namespace}/web is managed by GitOps: {who} may not update it" in message
+    assert f"clusters/test/ on branch main of {REPO}" in message
+    denied_message(lambda: core.delete_namespaced_secret("sec", namespace))
+    denied_message(lambda: core.patch_namespaced_config_map("cm", namespace, {"data": {"k": "x"}}))
+    denied_message(lambda: core.create_namespaced_config_map(namespace, configmap("new", MANAGED)))
+    # Nothing changed.
+    assert (
+        k8s.AppsV1Api(stack.gitops).read_namespaced_deployment("web", namespace).spec.replicas == 1
+    )
+
+
+def test_kubectl_shows_how_to_change_it_through_git(stack: Stack, namespace: str) -> None:
+    """A user running kubectl sees the denial and where in Git to make the change."""
+    create_managed(stack, namespace)
+    result = stack.kubectl(
+        stack.alice_creds, "-n", namespace, "scale", "deployment/web", "--replicas=3"
+    )
+    assert result.returncode != 0
+    assert "denied the request" in result.stderr
+    assert "Make the change in Git instead" in result.stderr
+    assert REPO in result.stderr
+
+
+def test_unmanaged_objects_in_unprotected_namespaces_never_reach_the_webhook(
+    stack: Stack, admin: k8s.ApiClient, namespace: str
+) -> None:
+    """Creates, updates and deletes of unlabelled objects are never sent to the webhook."""
+    before = stack.metric("gitwarden_webhook_decisions_total")
+    core = k8s.CoreV1Api(stack.alice)
+    core.create_namespaced_config_map(namespace, configmap("free"))
+    core.patch_namespaced_config_map("free", namespace, {"data": {"k": "edited"}})
+    core.delete_namespaced_config_map("free", namespace)
+    k8s.CoreV1Api(admin).create_namespaced_config_map(namespace, configmap("free2"))
+    assert stack.metric("gitwarden_webhook_decisions_total") == before
+    assert f"ConfigMap {namespace}/free" not in stack.webhook.log()
+
+
+def test_controllers_write_status_scale_and_delete_managed_objects(
+    stack: Stack, namespace: str
+) -> None:
+    """Status by a controller, scale by the HPA and delete by the garbage collector are allowed."""
+    create_managed(stack, namespace)
+    plane = stack.plane
+    controller = k8s.AppsV1Api(plane.as_service_account("kube-system", "deployment-controller"))
+    controller.patch_namespaced_deployment_status(
+        "web", namespace, {"status": {"observedGeneration": 1, "replicas": 1}}
+    )
+    hpa = k8s.AppsV1Api(plane.as_service_account("kube-system", "horizontal-pod-autoscaler"))
+    hpa.patch_namespaced_deployment_scale("web", namespace, {"spec": {"replicas": 4}})
+    assert (
+        k8s.AppsV1Api(stack.gitops).read_namespaced_deployment("web", namespace).spec.replicas == 4
+    )
+    gc = k8s.AppsV1Api(plane.as_service_account("kube-system", "generic-garbage-collector"))
+    gc.delete_namespaced_deployment("web", namespace)
+    # The same actions by a person are denied: the webhook really saw them.
+    alice = k8s.AppsV1Api(stack.alice)
+    k8s.AppsV1Api(stack.gitops).create_namespaced_deployment(namespace, deployment("web2"))
+    denied_message(
+        lambda: alice.patch_namespaced_deployment_status(
+            "web2", namespace, {"status": {"replicas": 9}}
+        )
+    )
+    denied_message(
+        lambda: alice.patch_namespaced_deployment_scale(
+            "web2", namespace, {"spec": {"replicas": 9}}
+        )
+    )
+
+
+def test_break_glass_is_allowed_with_a_warning_and_an_audit_annotation(
+    stack: Stack, namespace: str
+) -> None:
+    """A break-glass user's change goes through; kubectl warns and the audit log records it."""
+    create_managed(stack, namespace)
+    result = stack.kubectl(
+        stack.oncall_creds, "-n", namespace, "label", "configmap/cm", "hotfix=yes"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Warning: break-glass: oncall changed ConfigMap" in result.stderr
+    assert "GitWarden will revert it" in result.stderr
+
+    def annotated() -> bool:
+        for event in stack.plane.audit_events():
+            annotations = event.get("annotations", {})
+            value = annotations.get(f"{HOOK}/break-glass")
+            if value == f"oncall update ConfigMap {namespace}/cm":
+                return event["user"]["username"] == "oncall"
+        return False
+
+    _wait_until(annotated, "the break-glass audit annotation")
+
+
+def test_protected_namespace_creates_need_gitops(stack: Stack, admin: k8s.ApiClient) -> None:
+    """In a namespace labelled protected, only GitOps may create, even unlabelled objects."""
+    ns = f"prot-{uuid.uuid4().hex[:8]}"
+    label = CONFIG.protected_namespace_label
+    k8s.CoreV1Api(admin).create_namespace(
+        {"metadata": {"name": ns, "labels": {label.key: label.value}}}
+    )
+    admin_core = k8s.CoreV1Api(admin)
+    message = denied_message(
+        lambda: admin_core.create_namespaced_config_map(ns, configmap("x")),
+        hook="protected-namespaces.gitwarden.gitwarden.dev",
+    )
+    assert f"ConfigMap {ns}/x is in a protected namespace: admin may not create it" in message
+    k8s.CoreV1Api(stack.gitops).create_namespaced_config_map(ns, configmap("x"))
+    # Updates of unmanaged objects are not guarded by the namespace label.
+    admin_core.patch_namespaced_config_map("x", ns, {"data": {"k": "admin-edit"}})
+
+
+@pytest.mark.parametrize("ns", ["kube-system", GITOPS_NS])
+def test_kube_system_and_our_namespace_are_never_blocked(
+    stack: Stack, admin: k8s.ApiClient, ns: str
+) -> None:
+    """Even objects labelled managed in kube-system and GitWarden's namespace stay writable."""
+    core = k8s.CoreV1Api(admin)
+    name = f"lock-{uuid.uuid4().hex[:6]}"
+    core.create_namespaced_config_map(ns, configmap(name, MANAGED))
+    core.patch_namespaced_config_map(name, ns, {"data": {"k": "changed"}})
+    core.delete_namespaced_config_map(name, ns)
+
+
+def test_opa_down_denies_in_time_and_recovers_without_restart(stack: Stack, namespace: str) -> None:
+    """With OPA stopped, changes are denied quickly with a clear message; then it recovers."""
+    create_managed(stack, namespace)
+    core = k8s.CoreV1Api(stack.alice)
+    pid = (
+        stack.webhook.process.popen.pid
+        if stack.webhook.process and stack.webhook.process.popen
+        else 0
+    )
+    stack.opa.stop()
+    try:
+        started = time.monotonic()
+        message = denied_message(
+            lambda: core.patch_namespaced_config_map("cm", namespace, {"data": {"k": "x"}})
+        )
+        assert time.monotonic() - started < CONFIG.timeout_seconds
+        assert "policy engine unavailable" in message
+        with pytest.raises(urllib.error.HTTPError) as excinfo:
+            urllib.request.urlopen(  # noqa: S310 - loopback URL built here
+                f"{stack.webhook.url}/readyz", context=stack.webhook.tls_context(), timeout=5
+            )
+        assert excinfo.value.code == 503
+    finally:
+        stack.opa.start()
+    message = denied_message(
+        lambda: core.patch_namespaced_config_map("cm", namespace, {"data": {"k": "x"}})
+    )
+    assert "is managed by GitOps" in message
+    assert stack.webhook.process is not None and stack.webhook.process.popen is not None
+    assert stack.webhook.process.popen.pid == pid
+    assert stack.metric('gitwarden_webhook_policy_engine_errors_total{kind="unavailable"}') >= 1
+
+
+MALFORMED_BODIES = {
+    "garbage": b"\x00\xffnot json",
+    "wrong-version": json.dumps(
+        {"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {}}
+    ).encode(),
+    "wrong-kind": json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "Pod"}).encode(),
+    "no-request": json.dumps(
+        {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}
+    ).encode(),
+    "oversized": b'{"apiVersion": "admission.k8s.io/v1", "pad": "'
+    + b"A" * (7 * 1024 * 1024)
+    + b'"}',
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED_BODIES))
+def test_malformed_bodies_over_tls_get_400(stack: Stack, name: str) -> None:
+    """Straight to gunicorn over TLS: a 400 with a reason, never a 500 and never an allow."""
+    request = urllib.request.Request(  # noqa: S310 - loopback URL built here
+        f"{stack.webhook.url}/validate",
+        data=MALFORMED_BODIES[name],
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as excinfo:
+        urllib.request.urlopen(request, context=stack.webhook.tls_context(), timeout=30)  # noqa: S310
+    assert excinfo.value.code == 400
+    body = json.loads(excinfo.value.read())
+    assert body["reason"]
+    assert "allowed" not in json.dumps(body)
+
+
+def test_tls_is_1_2_or_newer(stack: Stack) -> None:
+    """A client limited to TLS 1.1 cannot connect."""
+    context = stack.webhook.tls_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1
+    context.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises((ssl.SSLError, urllib.error.URLError)):
+        urllib.request.urlopen(f"{stack.webhook.url}/healthz", context=context, timeout=5)  # noqa: S310
+
+
+def _served_serial(stack: Stack) -> int:
+    host, port = stack.webhook.url.removeprefix("https://").split(":")
+    with (
+        socket.create_connection((host, int(port)), timeout=5) as raw,
+        stack.webhook.tls_context().wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_rotated_certificate_is_picked_up_without_dropping_requests(stack: Stack) -> None:
+    """Rewrite the certificate files: new connections get the new one, no request fails."""
+    old_serial = _served_serial(stack)
+    errors: list[str] = []
+    done = threading.Event()
+
+    def hammer() -> None:
+        count = 0
+        while not done.is_set() and count < 2000:
+            count += 1
+            try:
+                with urllib.request.urlopen(  # noqa: S310 - loopback URL built here
+                    f"{stack.webhook.url}/healthz", context=stack.webhook.tls_context(), timeout=5
+                ) as resp:
+                    if resp.status != 200:
+                        errors.append(f"HTTP {resp.status}")
+            except Exception as exc:  # noqa: BLE001 - any failure is what this test counts
+                errors.append(repr(exc))
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        new = stack.plane.webhook_serving_cert()
+        crt, key = stack.webhook.cert_paths
+        # Write to temporary files and rename, as a Secret volume's symlink swap does.
+        tmp_crt, tmp_key = crt.with_suffix(".new"), key.with_suffix(".new")
+        tmp_crt.write_bytes(new.cert_pem)
+        tmp_key.write_bytes(new.key_pem)
+        tmp_key.chmod(0o600)
+        os.replace(tmp_key, key)
+        os.replace(tmp_crt, crt)
+        new_serial = x509.load_pem_x509_certificate(new.cert_pem).serial_number
+        _wait_until(lambda: _served_serial(stack) == new_serial, "the rotated certificate", 15)
+    finally:
+        done.set()
+        thread.join(timeout=30)
+    assert new_serial != old_serial
+    assert errors == []
+
+
+def test_metrics_sum_over_every_worker(stack: Stack) -> None:
+    """Decisions served by different gunicorn workers all show up in /metrics."""
+    body = json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "m",
+                "operation": "DELETE",
+                "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+                "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+                "name": "metrics-probe",
+                "namespace": "metrics",
+                "userInfo": {"username": "metrics-probe"},
+                "oldObject": {"metadata": {"name": "metrics-probe", "labels": MANAGED}},
+            },
+        }
+    ).encode()
+    before = stack.metric(
+        'gitwarden_webhook_decisions_total{mode="enforce",reason="not-gitops",result="deny"}'
+    )
+    answers: list[bool] = []
+
+    def send(count: int) -> None:
+        for _ in range(count):  # a new connection each time, accepted by whichever worker is free
+            request = urllib.request.Request(  # noqa: S310 - loopback URL built here
+                f"{stack.webhook.url}/validate",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(
+                request, context=stack.webhook.tls_context(), timeout=5
+            ) as resp:  # noqa: S310
+                answers.append(json.loads(resp.read())["response"]["allowed"])
+
+    threads = [threading.Thread(target=send, args=(10,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    n = len(answers)
+    assert n == 40
+    assert not any(answers)
+    after = stack.metric(
+        'gitwarden_webhook_decisions_total{mode="enforce",reason="not-gitops",result="deny"}'
+    )
+    assert after - before == n
+    pids = set(
+        re.findall(r"\[(\d+)\] m delete ConfigMap metrics/metrics-probe", stack.webhook.log())
+    )
+    assert len(pids) >= 2, f"all {n} requests were served by one worker: {pids}"
