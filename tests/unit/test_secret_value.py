@@ -32,4 +32,4 @@ def test_cannot_be_pickled() -> None:
 
 def test_holds_only_bytes() -> None:
     with pytest.raises(TypeError):
-        secret_value.SecretValue("text")  # type: ignore[arg-type]
+        secret_value.SecretValue("text")
