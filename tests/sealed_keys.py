@@ -16,16 +16,25 @@ from reconciler.sealed import keys
 EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-@functools.cache
 def private_key(bits: int = 2048, index: int = 0) -> rsa.RSAPrivateKey:
+    return _private_key(bits, index)
+
+
+def sealing_key(bits: int = 2048, index: int = 0, days: int | None = None) -> keys.SealingKey:
+    """Key `index`, certified `days` (default: `index`) days after EPOCH, so higher is newer."""
+    return _sealing_key(bits, index, index if days is None else days)
+
+
+# The caches take positional arguments only, so `f(2048, 0)` and `f(index=0)` are one entry.
+@functools.cache
+def _private_key(bits: int, index: int) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
 
 @functools.cache
-def sealing_key(bits: int = 2048, index: int = 0, days: int | None = None) -> keys.SealingKey:
-    """Key `index`, certified `days` (default: `index`) days after EPOCH, so higher is newer."""
-    when = EPOCH + dt.timedelta(days=index if days is None else days)
-    return keys.certify(private_key(bits, index), when, keys.KeyPolicy())
+def _sealing_key(bits: int, index: int, days: int) -> keys.SealingKey:
+    when = EPOCH + dt.timedelta(days=days)
+    return keys.certify(_private_key(bits, index), when, keys.KeyPolicy())
 
 
 def ring(*indexes: int, bits: int = 2048) -> keys.KeyRing:
