@@ -188,16 +188,7 @@ def unseal(
     if failures:
         raise errors.DecryptionError(obj, tuple(failures))
 
-    immutable = template.get("immutable")
-    return manifests.DecryptedSecret(
-        source=source,
-        namespace=namespace,
-        name=name,
-        metadata=_secret_metadata(template.get("metadata")),
-        type=_optional_str(template.get("type")),
-        immutable=immutable if isinstance(immutable, bool) else None,
-        data=MappingProxyType(data),
-    )
+    return _decrypted(source, (namespace, name), template, data)
 
 
 def _unseal_v1(
@@ -228,16 +219,28 @@ def _unseal_v1(
     values = _v1_values(secret)
     if values is None:
         raise fail("decrypted Secret has data that is not valid base64 or text")
-    immutable = secret.get("immutable")
+    return _decrypted(
+        source, place, secret, {k: secret_value.SecretValue(v) for k, v in values.items()}
+    )
+
+
+def _decrypted(
+    source: str,
+    place: tuple[str, str],
+    shape: Mapping[str, Any],
+    data: dict[str, secret_value.SecretValue],
+) -> manifests.DecryptedSecret:
+    """The Secret: metadata, type and immutable from `shape` (the template, or the v1 Secret)."""
     namespace, name = place
+    immutable = shape.get("immutable")
     return manifests.DecryptedSecret(
         source=source,
         namespace=namespace,
         name=name,
-        metadata=_secret_metadata(secret.get("metadata")),
-        type=_optional_str(secret.get("type")),
+        metadata=_secret_metadata(shape.get("metadata")),
+        type=_optional_str(shape.get("type")),
         immutable=immutable if isinstance(immutable, bool) else None,
-        data=MappingProxyType({k: secret_value.SecretValue(v) for k, v in values.items()}),
+        data=MappingProxyType(data),
     )
 
 

@@ -72,9 +72,10 @@ def test_remembered_keys_cost_one_rsa_operation_per_value() -> None:
         "r1", tuple(sealed_manifest(f"s{i}", 0, values=3) for i in range(4))
     )
     first = decrypt.run(loaded, ring)
-    # The first value pays for trying the four newer keys; after that the key that opened the
-    # previous value (and the other values of the same object) is tried first.
-    assert first.rsa_operations == 5 + (4 * 3 - 1)
+    # Only the first value may pay for the four newer keys (fewer when a key's modulus is
+    # smaller than the wrapped key, which is skipped for free); every later value is opened by
+    # the first key tried: the one that opened the previous value or another of its object.
+    assert 4 * 3 <= first.rsa_operations <= 4 + 4 * 3
     second = decrypt.run(manifests.Manifests("r2", loaded.items), ring, first.key_hints)
     assert second.rsa_operations == 4 * 3
     assert len(second.key_hints.by_value) == 12
