@@ -7,8 +7,8 @@ reads the environment here, at the entry point, and nowhere below.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import base64
+import dataclasses
 import json
 import logging
 import os

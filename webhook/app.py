@@ -8,13 +8,17 @@ line per decision names the request (kind, namespace/name, user, verdict), never
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 import time
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
+from webhook import decision as decision_mod
 from webhook import metrics as metrics_mod
+from webhook import parents as parents_mod
 from webhook import policy, review
 from webhook import settings as settings_mod
 
@@ -26,11 +30,17 @@ UNAVAILABLE = (
     "emergency, use the break-glass group."
 )
 
+SCALE_LOOKUP_FAILED = (
+    "GitWarden: cannot read the object being scaled, so this change cannot be checked and is "
+    "denied (fail-closed). Retry shortly or make the change through Git."
+)
+
 
 def create_app(
     settings: settings_mod.WebhookSettings,
     engine: policy.DecisionEngine | None = None,
     metrics: metrics_mod.Metrics | None = None,
+    parents: parents_mod.ParentLookup | None = None,
 ) -> Flask:
     """Build the app. Collaborators are explicit: tests pass their own engine and metrics."""
     if engine is None:
@@ -39,8 +49,9 @@ def create_app(
         metrics = metrics_mod.Metrics(settings.metrics_dir)
     annotation_keys = frozenset({settings.path_annotation})
     app = Flask("gitwarden-webhook")
+    lookup = _LazyLookup(settings, parents)
 
-    def validate(namespace_protected: bool) -> tuple[Response, int]:
+    def validate(namespace_protected: bool = False, scale: bool = False) -> tuple[Response, int]:
         started = time.perf_counter()
         body = _read_body(settings.max_body_bytes)
         if body is None:
@@ -49,7 +60,12 @@ def create_app(
             req = review.parse(body, annotation_keys)
         except review.MalformedReview as exc:
             return _bad_request(metrics, str(exc))
-        decision = _decide(engine, metrics, req, namespace_protected, settings.fail_open)
+        try:
+            if scale:
+                req = _with_parent_metadata(req, lookup.get(), annotation_keys)
+            decision = _decide(engine, metrics, req, namespace_protected)
+        except (policy.EngineError, parents_mod.LookupFailed) as exc:
+            decision = _undecided(metrics, req, exc, settings.fail_open)
         metrics.decisions.labels(
             "allow" if decision.allowed else "deny", decision.mode, decision.reason
         ).inc()
@@ -70,7 +86,13 @@ def create_app(
 
     @app.post("/validate")
     def validate_scoped() -> tuple[Response, int]:
-        return validate(namespace_protected=False)
+        return validate()
+
+    @app.post("/validate/scale")
+    def validate_scale() -> tuple[Response, int]:
+        # */scale requests carry a Scale object without the parent's labels; the scale webhook
+        # is registered without an objectSelector and decided on the parent's metadata.
+        return validate(scale=True)
 
     @app.post("/validate/protected-namespace")
     def validate_protected_namespace() -> tuple[Response, int]:
@@ -130,28 +152,73 @@ def _read_body(limit: int) -> bytes | None:
     return None
 
 
+class _LazyLookup:
+    """Builds the parent lookup on first use, so a worker starts even without cluster access."""
+
+    def __init__(
+        self,
+        settings: settings_mod.WebhookSettings,
+        given: parents_mod.ParentLookup | None,
+    ) -> None:
+        self._settings, self._lookup = settings, given
+        self._lock = threading.Lock()
+
+    def get(self) -> parents_mod.ParentLookup:
+        with self._lock:
+            if self._lookup is None:
+                try:
+                    self._lookup = parents_mod.KubeParentLookup(
+                        self._settings.kubeconfig, self._settings.opa_timeout
+                    )
+                except Exception as exc:
+                    raise parents_mod.LookupFailed(
+                        f"no cluster credentials for scale lookups: {type(exc).__name__}"
+                    ) from None
+            return self._lookup
+
+
+def _with_parent_metadata(
+    req: review.AdmissionRequest,
+    lookup: parents_mod.ParentLookup,
+    annotation_keys: frozenset[str],
+) -> review.AdmissionRequest:
+    parent = lookup.metadata(
+        req.resource_group, req.resource_version, req.resource, req.namespace, req.name
+    )
+    meta = review.ObjectMeta(
+        labels=dict(parent.labels),
+        annotations={k: v for k, v in parent.annotations.items() if k in annotation_keys},
+    )
+    return dataclasses.replace(req, object=meta, old_object=meta)
+
+
 def _decide(
     engine: policy.DecisionEngine,
     metrics: metrics_mod.Metrics,
     req: review.AdmissionRequest,
     namespace_protected: bool,
+) -> decision_mod.Decision:
+    return engine.decide(review.policy_input(req, namespace_protected=namespace_protected))
+
+
+def _undecided(
+    metrics: metrics_mod.Metrics,
+    req: review.AdmissionRequest,
+    exc: policy.EngineError | parents_mod.LookupFailed,
     fail_open: bool,
-) -> policy.Decision:
-    try:
-        return engine.decide(review.policy_input(req, namespace_protected=namespace_protected))
-    except policy.EngineError as exc:
-        metrics.engine_errors.labels(exc.kind).inc()
-        log.error("%s %s: %s", req.uid, req.ref, exc)  # noqa: TRY400 - the kind says it all
-        if fail_open:
-            return policy.Decision(
-                allowed=True,
-                reason="engine-unavailable",
-                mode="fail-open",
-                warnings=(
-                    "GitWarden: policy engine unavailable; allowed without a check (fail-open)",
-                ),
-                audit={"engine-unavailable": str(exc)},
-            )
-        return policy.Decision(
-            allowed=False, reason="engine-unavailable", mode="fail-closed", message=UNAVAILABLE
+) -> decision_mod.Decision:
+    kind = exc.kind if isinstance(exc, policy.EngineError) else "parent-lookup"
+    metrics.engine_errors.labels(kind).inc()
+    log.error("%s %s: %s", req.uid, req.ref, exc)
+    if fail_open:
+        return decision_mod.Decision(
+            allowed=True,
+            reason="engine-unavailable",
+            mode="fail-open",
+            warnings=("GitWarden: policy engine unavailable; allowed without a check (fail-open)",),
+            audit={"engine-unavailable": str(exc)},
         )
+    message = UNAVAILABLE if kind != "parent-lookup" else SCALE_LOOKUP_FAILED
+    return decision_mod.Decision(
+        allowed=False, reason="engine-unavailable", mode="fail-closed", message=message
+    )

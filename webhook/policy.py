@@ -11,23 +11,12 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import requests
 from opa_client import OpaClient
 
-
-@dataclass(frozen=True)
-class Decision:
-    """What to answer the API server: allow or deny, and what to tell the user and the audit log."""
-
-    allowed: bool
-    reason: str
-    mode: str = "enforce"
-    message: str = ""
-    warnings: tuple[str, ...] = ()
-    audit: Mapping[str, str] = field(default_factory=dict)
+from webhook import decision as decision_mod
 
 
 class EngineError(Exception):
@@ -41,7 +30,7 @@ class EngineError(Exception):
 class DecisionEngine(Protocol):
     """Decides one admission request from the slim policy input."""
 
-    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+    def decide(self, policy_input: Mapping[str, Any]) -> decision_mod.Decision:
         """Return the decision, or raise `EngineError`."""
         ...
 
@@ -67,8 +56,8 @@ PROBE_INPUT: Mapping[str, Any] = {
 }
 
 
-def decision_from_result(result: Any) -> Decision:
-    """Turn the policy's JSON decision into a `Decision`; anything malformed is an EngineError."""
+def decision_from_result(result: Any) -> decision_mod.Decision:
+    """Turn the policy's JSON answer into a `Decision`; anything malformed is an EngineError."""
     if not isinstance(result, dict) or not isinstance(result.get("allowed"), bool):
         raise EngineError("undefined", "the policy returned no decision")
     warnings = result.get("warnings", [])
@@ -77,7 +66,7 @@ def decision_from_result(result: Any) -> Decision:
         raise EngineError("malformed", "decision.warnings is not a list of strings")
     if not isinstance(audit, dict) or not all(isinstance(v, str) for v in audit.values()):
         raise EngineError("malformed", "decision.audit is not a map of strings")
-    return Decision(
+    return decision_mod.Decision(
         allowed=result["allowed"],
         reason=str(result.get("reason", "")),
         mode=str(result.get("mode", "enforce")),
@@ -104,7 +93,7 @@ class OpaEngine:
             timeout=timeout,
         )
 
-    def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+    def decide(self, policy_input: Mapping[str, Any]) -> decision_mod.Decision:
         """Query the decision rule; transport errors, timeouts and bad answers raise EngineError."""
         try:
             answer = self._client.query_rule(dict(policy_input), self._path)

@@ -20,6 +20,7 @@ from webhook import review
 NAME = "gitwarden"
 PATH = "/validate"
 PROTECTED_NAMESPACE_PATH = "/validate/protected-namespace"
+SCALE_PATH = "/validate/scale"
 OPERATIONS = ["CREATE", "UPDATE", "DELETE"]
 
 
@@ -99,7 +100,7 @@ def validating_webhook_configuration(
         "timeoutSeconds": config.timeout_seconds,
         "matchConditions": match_conditions(config),
     }
-    resources = ["*", "*/scale"] + (["*/status"] if config.intercept_status else [])
+    resources = ["*", "*/status"] if config.intercept_status else ["*"]
     label = config.managed_label
     webhooks: list[dict[str, Any]] = [
         {
@@ -118,6 +119,23 @@ def validating_webhook_configuration(
             # Matches when the object or the stored object carries the label, so removing the
             # label is itself checked.
             "objectSelector": {"matchLabels": {label.key: label.value}},
+            **common,
+        },
+        {
+            # A Scale object has none of its parent's labels, so no objectSelector can find
+            # managed ones: every */scale update is sent, and decided on the parent's metadata.
+            "name": f"scale.{name}.gitwarden.dev",
+            "clientConfig": _client_config(client_config, SCALE_PATH),
+            "rules": [
+                {
+                    "operations": ["UPDATE"],
+                    "apiGroups": ["*"],
+                    "apiVersions": ["*"],
+                    "resources": ["*/scale"],
+                    "scope": "Namespaced",
+                }
+            ],
+            "namespaceSelector": {"matchExpressions": [not_excluded]},
             **common,
         },
         {

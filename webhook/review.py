@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook import policy
+from webhook import decision
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
@@ -228,7 +228,7 @@ def policy_input(request: AdmissionRequest, *, namespace_protected: bool) -> dic
     }
 
 
-def response(uid: str, decision: policy.Decision) -> dict[str, Any]:
+def response(uid: str, decision: decision.Decision) -> dict[str, Any]:
     """The AdmissionReview v1 answer to one request."""
     answer: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
     if not decision.allowed:

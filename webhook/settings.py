@@ -41,6 +41,8 @@ class WebhookSettings:
     """An AdmissionReview carries object and oldObject, each up to etcd's 1.5 MiB default."""
     path_annotation: str = "gitwarden.dev/source-path"
     """The one annotation forwarded to the policy (for the denial message)."""
+    kubeconfig: Path | None = None
+    """Credentials for reading the object behind a */scale request; unset: in-cluster."""
     metrics_dir: Path | None = None
     """prometheus-client multiprocess directory, so /metrics sums every worker."""
     log_level: str = "info"

@@ -134,9 +134,14 @@ mode := m if {
 
 # ------------------------------------------------------------------------------ messages
 
-_object_ref := sprintf("%s %s/%s", [input.kind.kind, input.namespace, input.name]) if {
+# A Scale names neither its parent's kind nor labels; its resource (deployments) reads better.
+_kind_name := input.resource.resource if input.subResource == "scale"
+
+else := input.kind.kind
+
+_object_ref := sprintf("%s %s/%s", [_kind_name, input.namespace, input.name]) if {
 	input.namespace != ""
-} else := sprintf("%s %s", [input.kind.kind, input.name])
+} else := sprintf("%s %s", [_kind_name, input.name])
 
 # object is null on DELETE and oldObject on CREATE; the newer object's annotations win.
 _annotations_of(o) := object.get(o, "annotations", {}) if is_object(o)

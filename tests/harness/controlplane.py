@@ -15,8 +15,8 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
-import json
 import ctypes
+import json
 import os
 import shutil
 import signal

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from webhook import decision as decision_mod
 from webhook import policy
 
 
@@ -13,14 +14,16 @@ from webhook import policy
 class FakeEngine:
     """A DecisionEngine that records inputs and answers a fixed decision or raises."""
 
-    decision: policy.Decision = field(
-        default_factory=lambda: policy.Decision(allowed=False, reason="not-gitops", message="no")
+    decision: decision_mod.Decision = field(
+        default_factory=lambda: decision_mod.Decision(
+            allowed=False, reason="not-gitops", message="no"
+        )
     )
     error: policy.EngineError | None = None
     is_ready: bool = True
     inputs: list[Mapping[str, Any]] = field(default_factory=list)
 
-    def decide(self, policy_input: Mapping[str, Any]) -> policy.Decision:
+    def decide(self, policy_input: Mapping[str, Any]) -> decision_mod.Decision:
         self.inputs.append(policy_input)
         if self.error is not None:
             raise self.error

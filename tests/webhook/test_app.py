@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from tests.webhook import reviews
 from tests.webhook.fakes import FakeEngine
 from webhook import app as app_mod
+from webhook import decision, policy
 from webhook import metrics as metrics_mod
-from webhook import policy
 from webhook.settings import WebhookSettings
 
 GOLDEN = reviews.golden()
@@ -34,7 +34,7 @@ def post(client: FlaskClient, body: bytes, path: str = "/validate") -> Any:
 
 def test_denial_is_answered_with_the_policy_message_and_the_uid() -> None:
     """A deny from the engine becomes allowed=false, code 403, the message, the same uid."""
-    engine = FakeEngine(policy.Decision(False, "not-gitops", message="edit it in git"))
+    engine = FakeEngine(decision.Decision(False, "not-gitops", message="edit it in git"))
     client, _ = client_for(engine)
     resp = post(client, reviews.body(reviews.review_from_input(SECRET_CASE, uid="uid-7")))
     assert resp.status_code == 200
@@ -47,7 +47,7 @@ def test_denial_is_answered_with_the_policy_message_and_the_uid() -> None:
 
 def test_protected_namespace_path_tells_the_policy() -> None:
     """The protected-namespace path sets namespaceProtected in the policy input."""
-    engine = FakeEngine(policy.Decision(True, "gitops-identity"))
+    engine = FakeEngine(decision.Decision(True, "gitops-identity"))
     client, _ = client_for(engine)
     resp = post(
         client,
@@ -91,7 +91,7 @@ def test_engine_failure_fails_closed_by_default_and_open_when_configured(
 )
 def test_malformed_bodies_get_400_and_never_reach_the_engine(body: bytes, reason: str) -> None:
     """Malformed bodies are a 400 with a reason; the engine is never asked."""
-    engine = FakeEngine(policy.Decision(True, "x"))
+    engine = FakeEngine(decision.Decision(True, "x"))
     client, metrics = client_for(engine)
     resp = post(client, body)
     assert resp.status_code == 400
@@ -102,7 +102,7 @@ def test_malformed_bodies_get_400_and_never_reach_the_engine(body: bytes, reason
 
 def test_oversized_body_gets_400() -> None:
     """A body over the limit is refused before it is parsed."""
-    engine = FakeEngine(policy.Decision(True, "x"))
+    engine = FakeEngine(decision.Decision(True, "x"))
     client, _ = client_for(engine, max_body_bytes=4096)
     big = reviews.review_from_input(SECRET_CASE)
     big["request"]["object"]["data"]["blob"] = "A" * 10_000
@@ -133,7 +133,7 @@ def test_decision_log_names_the_request_but_not_its_contents(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The decision log line has kind, name and user; never Secret data."""
-    client, _ = client_for(FakeEngine(policy.Decision(False, "not-gitops", message="m")))
+    client, _ = client_for(FakeEngine(decision.Decision(False, "not-gitops", message="m")))
     with caplog.at_level(logging.DEBUG):
         post(client, reviews.body(reviews.review_from_input(SECRET_CASE)))
     text = caplog.text
@@ -144,7 +144,7 @@ def test_decision_log_names_the_request_but_not_its_contents(
 
 def test_decision_metrics_count_by_result_and_mode() -> None:
     """Each decision is counted by result, mode and reason, and its latency observed."""
-    client, metrics = client_for(FakeEngine(policy.Decision(True, "break-glass", mode="enforce")))
+    client, metrics = client_for(FakeEngine(decision.Decision(True, "break-glass", mode="enforce")))
     for _ in range(3):
         post(client, reviews.body(reviews.review_from_input(SECRET_CASE)))
     text = metrics.exposition().decode()
@@ -186,7 +186,7 @@ def _mutated_reviews() -> st.SearchStrategy[bytes]:
 )
 def test_random_bodies_are_400_or_a_real_decision_never_500_or_a_silent_allow(body: bytes) -> None:
     """Whatever arrives, the answer is a 400 with a reason or the engine's own decision."""
-    engine = FakeEngine(policy.Decision(False, "not-gitops", message="m"))
+    engine = FakeEngine(decision.Decision(False, "not-gitops", message="m"))
     client, _ = client_for(engine)
     resp = post(client, body)
     assert resp.status_code in (200, 400)

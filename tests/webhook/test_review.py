@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.webhook import reviews
-from webhook import policy, review
+from webhook import decision, review
 
 KEYS = frozenset({"gitwarden.dev/source-path"})
 GOLDEN = reviews.golden()
@@ -120,7 +120,7 @@ def test_pod_name_needs_exactly_one_value() -> None:
 
 def test_response_for_a_denial() -> None:
     """A denial carries code 403, the message, and echoes the uid."""
-    out = review.response("abc", policy.Decision(False, "not-gitops", message="use git"))
+    out = review.response("abc", decision.Decision(False, "not-gitops", message="use git"))
     assert out == {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -134,8 +134,8 @@ def test_response_for_a_denial() -> None:
 
 def test_response_for_an_allow_with_warning_and_audit() -> None:
     """Warnings and audit annotations pass through on an allow; no status is sent."""
-    decision = policy.Decision(True, "break-glass", warnings=("w",), audit={"break-glass": "x"})
-    out = review.response("abc", decision)["response"]
+    allow = decision.Decision(True, "break-glass", warnings=("w",), audit={"break-glass": "x"})
+    out = review.response("abc", allow)["response"]
     assert out == {
         "uid": "abc",
         "allowed": True,
