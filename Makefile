@@ -45,11 +45,11 @@ imports: venv
 	$(BIN)/lint-imports
 
 policy: tools
-	@if [ -d policies ] && ls policies/*/*.rego >/dev/null 2>&1; then \
-	  opa fmt --list --fail policies && \
-	  opa check --strict policies && \
-	  opa test policies -v --coverage --threshold 90 --format=json >/dev/null && opa test policies; \
-	else echo "policy: no Rego policies yet"; fi
+	opa fmt --list --fail policies
+	opa check --strict policies
+	opa test policies
+	@# --threshold fails the run below 90% line coverage; the JSON report itself is not needed.
+	opa test policies --coverage --threshold 90 >/dev/null
 
 chart: tools
 	@if [ -d charts ] && ls charts/*/Chart.yaml >/dev/null 2>&1; then \
