@@ -130,7 +130,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("how", ["failing-test", "sigterm", "sigkill"])
 def test_no_orphans_when_a_run_fails_or_is_interrupted(how: str, tmp_path: Path) -> None:
     """A child pytest run that fails, is terminated or is killed leaves no control plane behind."""
-    pids_file = tmp_path / "pids"
+    pids_file, go_file = tmp_path / "pids", tmp_path / "go"
     test_file = tmp_path / "test_child.py"
     test_file.write_text(
         textwrap.dedent(
@@ -141,6 +141,10 @@ def test_no_orphans_when_a_run_fails_or_is_interrupted(how: str, tmp_path: Path)
             def test_child(control_plane):
                 Path({str(pids_file)!r}).write_text(
                     " ".join(str(p) for p in control_plane.pids()))
+                # Hold the control plane up until the parent has seen its processes alive.
+                deadline = time.monotonic() + 120
+                while not Path({str(go_file)!r}).exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)
                 if {how!r} == "failing-test":
                     raise AssertionError("failing on purpose")
                 time.sleep(600)
@@ -169,22 +173,28 @@ def test_no_orphans_when_a_run_fails_or_is_interrupted(how: str, tmp_path: Path)
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    deadline = time.monotonic() + 180
-    while not pids_file.exists() or not pids_file.read_text():
-        if child.poll() is not None:
-            pytest.fail(
-                f"child run ended before its control plane started:\n{log_path.read_text()}"
-            )
-        assert time.monotonic() < deadline, "child control plane did not start"
-        time.sleep(0.2)
-    pids = [int(p) for p in pids_file.read_text().split()]
-    assert len(pids) == 2
-    assert all(_alive(p) for p in pids)
-    if how == "sigterm":
-        child.send_signal(signal.SIGTERM)
-    elif how == "sigkill":
-        child.send_signal(signal.SIGKILL)
-    child.wait(timeout=120)
+    try:
+        deadline = time.monotonic() + 180
+        while not pids_file.exists() or not pids_file.read_text():
+            if child.poll() is not None:
+                pytest.fail(
+                    f"child run ended before its control plane started:\n{log_path.read_text()}"
+                )
+            assert time.monotonic() < deadline, "child control plane did not start"
+            time.sleep(0.2)
+        pids = [int(p) for p in pids_file.read_text().split()]
+        assert len(pids) == 2
+        assert all(_alive(p) for p in pids)
+        go_file.touch()
+        if how == "sigterm":
+            child.send_signal(signal.SIGTERM)
+        elif how == "sigkill":
+            child.send_signal(signal.SIGKILL)
+        child.wait(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
     output = log_path.read_text(errors="replace")
     if how == "failing-test":
         assert child.returncode == 1, output
