@@ -70,7 +70,7 @@ class AllowedSigners:
 def parse(text: str, name: str) -> AllowedSigners:
     """Parse the whole file; `name` is used in error messages."""
     entries = []
-    for number, raw_line in enumerate(text.splitlines(), start=1):
+    for number, raw_line in enumerate(text.split("\n"), start=1):
         line = raw_line.strip()
         if not line or line.startswith("#"):
             continue
@@ -99,15 +99,15 @@ def _parse_line(line: str, source: str) -> Entry:
     if not principals:
         raise AllowedSignersError("no principals")
     rest = rest.lstrip()
-    options: dict[str, str | None] = {}
+    options_text = ""
     first, _ = _take_token(rest)
     if first not in KEY_TYPES:
         options_text, rest = _take_token(rest)
-        options = _parse_options(options_text)
         rest = rest.lstrip()
     key_type, rest = _take_token(rest)
     if key_type not in KEY_TYPES:
-        raise AllowedSignersError(f"unsupported or missing key type {key_type!r}")
+        raise AllowedSignersError(f"unsupported or missing key type {key_type or first!r}")
+    options = _parse_options(options_text) if options_text else {}
     encoded, _comment = _take_token(rest.lstrip())
     try:
         blob = base64.b64decode(encoded, validate=True)

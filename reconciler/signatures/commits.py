@@ -83,7 +83,7 @@ def split_commit(raw: bytes) -> SignedObject:
     in_signature = False
     in_other_signature = False
     signed_at: int | None = None
-    for line in headers.splitlines(keepends=True):
+    for line in _lines(headers):
         if line.startswith(b" "):
             if in_signature:
                 signature += line[1:]
@@ -141,13 +141,20 @@ def split_tag(raw: bytes) -> SignedObject:
         raise MalformedObject("not a tag: object header missing")
     start = len(raw)
     offset = 0
-    for line in raw.splitlines(keepends=True):
+    for line in _lines(raw):
         if format_of(line) is not None:
             start = offset
         offset += len(line)
     if start == len(raw):
         return SignedObject(payload=raw, signature=None, signed_at=signed_at)
     return SignedObject(payload=raw[:start], signature=raw[start:], signed_at=signed_at)
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """Lines ending in LF only, each keeping its LF (bytes.splitlines would also split at CR)."""
+    lines = data.split(b"\n")
+    last = lines.pop()
+    return [line + b"\n" for line in lines] + ([last] if last else [])
 
 
 def _ident_time(value: bytes) -> int:

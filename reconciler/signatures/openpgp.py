@@ -53,9 +53,11 @@ def load_keyring(files: tuple[tuple[str, bytes], ...]) -> Keyring:
             raise KeyringError(f"{name}: not an OpenPGP public key") from exc
         if not found:
             raise KeyringError(f"{name}: no OpenPGP certificate found")
+        for pkt in packet.PacketPile.from_bytes(data):
+            if pkt.tag in (packet.Tag.SecretKey, packet.Tag.SecretSubkey):
+                # A trust directory is world-readable configuration; refuse private keys in it.
+                raise KeyringError(f"{name}: holds secret key material; export public keys")
         for cert in found:
-            if cert.has_secret_keys:
-                raise KeyringError(f"{name}: contains secret key material; export public keys")
             certs.append(cert)
             for pkt in packet.PacketPile.from_bytes(bytes(cert)):
                 if pkt.fingerprint is not None:
@@ -81,16 +83,8 @@ def verify(
         raise rejections.SignatureRejected(
             rejections.UNTRUSTED_KEY, f"OpenPGP key {issuer or '(no issuer)'} is not a trusted key"
         )
-    try:
-        result = pysequoia.verify(bytes=payload, store=lambda _ids: [cert], signature=sig)
-    except RuntimeError as exc:
-        raise rejections.SignatureRejected(
-            rejections.BAD_SIGNATURE, f"signature by {cert.fingerprint} does not verify"
-        ) from exc
-    if not result.valid_sigs:
-        raise rejections.SignatureRejected(
-            rejections.BAD_SIGNATURE, f"signature by {cert.fingerprint} does not verify"
-        )
+    # Trust before cryptography: a revoked or expired key is reported as such, not as a bad
+    # signature (Sequoia would also refuse a hard-revoked key, without saying why).
     if cert.is_revoked:
         raise rejections.SignatureRejected(
             rejections.REVOKED_KEY, f"OpenPGP key {cert.fingerprint} is revoked"
@@ -100,6 +94,16 @@ def verify(
         raise rejections.SignatureRejected(
             rejections.EXPIRED_KEY,
             f"OpenPGP key {cert.fingerprint} expired at {expiration.isoformat()}",
+        )
+    try:
+        result = pysequoia.verify(bytes=payload, store=lambda _ids: [cert], signature=sig)
+    except RuntimeError as exc:
+        raise rejections.SignatureRejected(
+            rejections.BAD_SIGNATURE, f"signature by {cert.fingerprint} does not verify"
+        ) from exc
+    if not result.valid_sigs:
+        raise rejections.SignatureRejected(
+            rejections.BAD_SIGNATURE, f"signature by {cert.fingerprint} does not verify"
         )
     valid = result.valid_sigs[0]
     return OpenPgpSigner(
