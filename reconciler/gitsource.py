@@ -55,13 +55,21 @@ def open_local(path: pathlib.Path, rev: str, since: str | None) -> Checkout:
 
 
 def fetch(
-    source: Source, cache_dir: pathlib.Path, rev: str, since: str | None, *, full: bool
+    source: Source,
+    cache_dir: pathlib.Path,
+    rev: str,
+    since: str | None,
+    *,
+    full: bool,
+    first_depth: int = _FIRST_DEPTH,
 ) -> Checkout:
     """Fetch `rev` from `source` into a bare repository under `cache_dir`.
 
     With `full` (range verification without a last applied commit) the whole history is
-    fetched. Otherwise the fetch starts shallow and deepens until `since` is an ancestor of the
-    tip or the history is complete, so a force-push is told apart from a too-shallow clone.
+    fetched. Otherwise the fetch starts `first_depth` deep (1 without `since`) and deepens
+    until `since` is an ancestor of the tip or the history is complete, so a force-push is told
+    apart from a too-shallow clone. A `since` that the complete history lacks is handed on
+    unresolved, for the verify stage to refuse.
     """
     git_dir = cache_dir / (hashlib.sha256(source.url.encode()).hexdigest()[:24] + ".git")
     if not (git_dir / "HEAD").exists():
@@ -69,25 +77,36 @@ def fetch(
         _git(source, ["init", "--quiet", "--bare", str(git_dir)])
     refspec = f"+{rev}:{_TIP_REF}"
     base = ["--git-dir", str(git_dir), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head"]
-    if full or (since is None and not _is_shallow(git_dir)):
+    if full:
         depth_args = ["--unshallow"] if _is_shallow(git_dir) else []
         _git(source, [*base, *depth_args, _remote_url(source), refspec])
         return _resolve(pygit2.Repository(str(git_dir)), _TIP_REF, since)
-    depth = 1 if since is None else _FIRST_DEPTH
+    depth = 1 if since is None else first_depth
     while True:
         _git(source, [*base, f"--depth={depth}", _remote_url(source), refspec])
         repo = pygit2.Repository(str(git_dir))
         checkout = _resolve(repo, _TIP_REF, None)
-        if since is None or _reaches(repo, checkout.tip_commit, since) or not repo.is_shallow:
-            return _resolve(repo, _TIP_REF, since) if since and since in repo else checkout
+        if since is None:
+            return checkout
+        if _reaches(repo, checkout.tip_commit, since):
+            return _resolve(repo, _TIP_REF, since)
+        if not repo.is_shallow:
+            return dataclasses.replace(checkout, since=since)
         depth *= 4
 
 
-def _reaches(repo: pygit2.Repository, tip: str, since: str) -> bool:
-    if since not in repo:
+def has_commit(repo: pygit2.Repository, sha: str) -> bool:
+    """Whether `sha` (full hex) names a commit present in `repo`."""
+    try:
+        return isinstance(repo.get(sha), pygit2.Commit)
+    except ValueError:
         return False
-    since_oid = repo.revparse_single(since).peel(pygit2.Commit).id
-    return bool(since_oid == pygit2.Oid(hex=tip) or repo.descendant_of(tip, since_oid))
+
+
+def _reaches(repo: pygit2.Repository, tip: str, since: str) -> bool:
+    if not has_commit(repo, since):
+        return False
+    return bool(since == tip or repo.descendant_of(tip, since))
 
 
 def _resolve(repo: pygit2.Repository, rev: str, since: str | None) -> Checkout:

@@ -117,6 +117,12 @@ def inspect(
     repo = pygit2.Repository(str(checkout.git_dir))
     report = Report(checkout.tip_commit, checkout.since, mode, (), None)
     since = checkout.since
+    if since is not None and not gitsource.has_commit(repo, since):
+        return dataclasses.replace(
+            report,
+            refusal=f"the last applied commit {since} is not in the history of the source"
+            " (force-push?)",
+        )
     if (
         since is not None
         and since != checkout.tip_commit

@@ -314,3 +314,41 @@ def _merge_and_force_push(corpus: Corpus) -> None:
     git(*_sign_args(corpus, "alice"), "commit", "-q", "-m", "rewritten")
     corpus.objects["rewritten"] = git("rev-parse", "HEAD")
     git("checkout", "-q", "main")
+
+
+def policy_repository(corpus: Corpus) -> dict[str, str]:
+    """A second repository whose commits touch `policies/`, for the commit policy tests.
+
+    p0 (alice) adds apps/; p1 (alice) changes policies/ on a branch that p2, a merge signed by
+    bob, brings into main; p3 (carol) changes policies/ on top of p0.
+    """
+    repo = corpus.root / "policy-repo"
+    repo.mkdir()
+    shas: dict[str, str] = {}
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=repo, env=corpus.env(), capture_output=True,
+                              check=True)  # fmt: skip
+        return done.stdout.decode().strip()
+
+    def commit(name: str, signer: str, path: str) -> None:
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text(f"{name}\n")
+        git("add", path)
+        git(*_sign_args(corpus, signer), "commit", "-q", "-m", name)
+        shas[name] = git("rev-parse", "HEAD")
+
+    git("init", "-q", "-b", "main")
+    git("config", "user.name", "Corpus")
+    git("config", "user.email", "corpus@example.com")
+    commit("p0", "alice", "apps/app.yaml")
+    git("checkout", "-q", "-b", "policy-change")
+    commit("p1", "alice", "policies/commits/extra.rego")
+    git("checkout", "-q", "main")
+    git(*_sign_args(corpus, "bob"), "merge", "-q", "--no-ff", "-m", "p2", "policy-change")
+    shas["p2"] = git("rev-parse", "HEAD")
+    git("checkout", "-q", "-b", "outsider", shas["p0"])
+    commit("p3", "carol", "policies/admission/rules.rego")
+    git("checkout", "-q", "main")
+    shas["path"] = str(repo)
+    return shas

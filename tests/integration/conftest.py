@@ -47,3 +47,9 @@ def opa() -> str:
     if not pathlib.Path(found).exists():
         pytest.fail("opa not found: run `make tools`", pytrace=False)
     return found
+
+
+@pytest.fixture(scope="session")
+def policy_repo(corpus: gitcorpus.Corpus) -> dict[str, str]:
+    """The repository whose commits touch policies/ (see gitcorpus.policy_repository)."""
+    return gitcorpus.policy_repository(corpus)

@@ -1,0 +1,121 @@
+"""Fetching with the real git from a local source: shallow, deepening, full, and failures."""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+
+import pygit2
+import pytest
+
+from reconciler import errors, gitsource, verify
+from tests.harness import gitcorpus
+
+
+def test_head_fetch_is_one_commit_deep(corpus: gitcorpus.Corpus, tmp_path: pathlib.Path) -> None:
+    source = gitsource.Source(str(corpus.repo))
+    checkout = gitsource.fetch(source, tmp_path, "merged", None, full=False)
+    assert checkout.shallow
+    assert checkout.tip_commit == corpus.objects["merge-of-unsigned"]
+    assert checkout.git_dir.is_relative_to(tmp_path)
+
+
+def test_range_fetch_deepens_until_the_last_applied_commit_is_reached(
+    corpus: gitcorpus.Corpus,
+    trust: verify.Trust,
+    now: datetime.datetime,
+    tmp_path: pathlib.Path,
+) -> None:
+    source = gitsource.Source(str(corpus.repo))
+    since = corpus.objects["root"]
+    checkout = gitsource.fetch(source, tmp_path, "main", since, full=False, first_depth=1)
+    assert checkout.since == since
+    report = verify.inspect(checkout, trust, verify.Mode.ALL, None, now)
+    assert report.refusal is None
+    assert corpus.objects["signed-alice"] in {v.sha for v in report.verdicts}
+
+
+def test_full_fetch_has_the_whole_history(corpus: gitcorpus.Corpus, tmp_path: pathlib.Path) -> None:
+    source = gitsource.Source(str(corpus.repo))
+    checkout = gitsource.fetch(source, tmp_path, "main", None, full=True)
+    assert not checkout.shallow
+    assert corpus.objects["root"] in pygit2.Repository(str(checkout.git_dir))
+
+
+def test_shallow_history_cannot_be_verified_without_a_last_applied_commit(
+    corpus: gitcorpus.Corpus,
+    trust: verify.Trust,
+    now: datetime.datetime,
+    tmp_path: pathlib.Path,
+) -> None:
+    checkout = gitsource.fetch(
+        gitsource.Source(str(corpus.repo)), tmp_path, "main", None, full=False
+    )
+    with pytest.raises(errors.SourceError, match="shallow"):
+        verify.inspect(checkout, trust, verify.Mode.ALL, None, now)
+
+
+def test_force_push_is_refused_after_fetching_the_complete_history(
+    corpus: gitcorpus.Corpus,
+    trust: verify.Trust,
+    now: datetime.datetime,
+    tmp_path: pathlib.Path,
+) -> None:
+    source = gitsource.Source(str(corpus.repo))
+    since = corpus.objects["main-side"]
+    checkout = gitsource.fetch(source, tmp_path, "rewritten", since, full=False, first_depth=1)
+    assert not checkout.shallow
+    report = verify.inspect(checkout, trust, verify.Mode.ALL, None, now)
+    assert report.refusal is not None
+
+
+def test_last_applied_commit_missing_from_the_source_is_refused(
+    corpus: gitcorpus.Corpus,
+    trust: verify.Trust,
+    now: datetime.datetime,
+    tmp_path: pathlib.Path,
+) -> None:
+    source = gitsource.Source(str(corpus.repo))
+    gone = "0123456789abcdef0123456789abcdef01234567"
+    checkout = gitsource.fetch(source, tmp_path, "main", gone, full=False, first_depth=1)
+    report = verify.inspect(checkout, trust, verify.Mode.ALL, None, now)
+    assert report.refusal is not None
+    assert "not in the history" in report.refusal
+
+
+def test_unknown_revision_is_a_fetch_error(
+    corpus: gitcorpus.Corpus, tmp_path: pathlib.Path
+) -> None:
+    with pytest.raises(errors.FetchError, match="git failed"):
+        gitsource.fetch(
+            gitsource.Source(str(corpus.repo)), tmp_path, "no-such-branch", None, full=False
+        )
+
+
+def test_fetch_errors_never_show_url_credentials(tmp_path: pathlib.Path) -> None:
+    # Port 9 on loopback: nothing listens, the connection is refused at once.
+    source = gitsource.Source("https://deploy:s3cr3t-token@127.0.0.1:9/repo.git")
+    with pytest.raises(errors.FetchError) as caught:
+        gitsource.fetch(source, tmp_path, "main", None, full=False)
+    assert "s3cr3t-token" not in str(caught.value)
+
+
+def test_ssh_fetch_refuses_an_unknown_host_key(tmp_path: pathlib.Path) -> None:
+    # An empty known_hosts file: even if something answered on loopback, its key is unknown.
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    source = gitsource.Source("ssh://git@127.0.0.1:9/repo.git", known_hosts=known_hosts)
+    with pytest.raises(errors.FetchError):
+        gitsource.fetch(source, tmp_path / "cache", "main", None, full=False)
+
+
+def test_local_repository_that_is_not_git_is_a_source_error(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(errors.SourceError, match="not a git repository"):
+        gitsource.open_local(tmp_path, "main", None)
+
+
+def test_unknown_last_applied_revision_in_a_local_repository_is_a_source_error(
+    corpus: gitcorpus.Corpus,
+) -> None:
+    with pytest.raises(errors.SourceError, match="last applied revision"):
+        gitsource.open_local(corpus.repo, "main", "no-such-rev")
