@@ -152,7 +152,8 @@ def inspect(
     for verdict in checked:
         commit = _commit(repo, verdict.sha)
         parents = tuple(str(p) for p in commit.parent_ids)
-        items.append((verdict, parents, _changed_paths(commit)))
+        # Changed paths cost a tree diff per commit; only the policy needs them.
+        items.append((verdict, parents, _changed_paths(commit) if policy else ()))
     return dataclasses.replace(report, verdicts=_apply_policy(policy, items, _later_signers(items)))
 
 
