@@ -6,10 +6,11 @@ import datetime
 import pathlib
 import shutil
 from collections.abc import Iterator
+from typing import Protocol
 
 import pytest
 
-from reconciler import verify
+from reconciler import commitpolicy, gitsource, verify
 from reconciler.signatures import allowed_signers, openpgp
 from tests.harness import gitcorpus
 
@@ -53,3 +54,28 @@ def opa() -> str:
 def policy_repo(corpus: gitcorpus.Corpus) -> dict[str, str]:
     """The repository whose commits touch policies/ (see gitcorpus.policy_repository)."""
     return gitcorpus.policy_repository(corpus)
+
+
+class Inspect(Protocol):
+    """`verify.inspect` bound to the corpus trust and the current time."""
+
+    def __call__(
+        self,
+        checkout: gitsource.Checkout,
+        mode: verify.Mode,
+        policy: commitpolicy.CommitPolicy | None = None,
+    ) -> verify.Report: ...
+
+
+@pytest.fixture
+def inspect(trust: verify.Trust, now: datetime.datetime) -> Inspect:
+    """`verify.inspect` with the corpus trust and the current time."""
+
+    def run(
+        checkout: gitsource.Checkout,
+        mode: verify.Mode,
+        policy: commitpolicy.CommitPolicy | None = None,
+    ) -> verify.Report:
+        return verify.inspect(checkout, trust, mode, policy, now)
+
+    return run

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import pathlib
 
 import pygit2
@@ -10,6 +9,7 @@ import pytest
 
 from reconciler import errors, gitsource, verify
 from tests.harness import gitcorpus
+from tests.integration import conftest
 
 
 def test_head_fetch_is_one_commit_deep(corpus: gitcorpus.Corpus, tmp_path: pathlib.Path) -> None:
@@ -22,15 +22,14 @@ def test_head_fetch_is_one_commit_deep(corpus: gitcorpus.Corpus, tmp_path: pathl
 
 def test_range_fetch_deepens_until_the_last_applied_commit_is_reached(
     corpus: gitcorpus.Corpus,
-    trust: verify.Trust,
-    now: datetime.datetime,
+    inspect: conftest.Inspect,
     tmp_path: pathlib.Path,
 ) -> None:
     source = gitsource.Source(str(corpus.repo))
     since = corpus.objects["root"]
     checkout = gitsource.fetch(source, tmp_path, "main", since, full=False, first_depth=1)
     assert checkout.since == since
-    report = verify.inspect(checkout, trust, verify.Mode.ALL, None, now)
+    report = inspect(checkout, verify.Mode.ALL)
     assert report.refusal is None
     assert corpus.objects["signed-alice"] in {v.sha for v in report.verdicts}
 
@@ -44,41 +43,38 @@ def test_full_fetch_has_the_whole_history(corpus: gitcorpus.Corpus, tmp_path: pa
 
 def test_shallow_history_cannot_be_verified_without_a_last_applied_commit(
     corpus: gitcorpus.Corpus,
-    trust: verify.Trust,
-    now: datetime.datetime,
+    inspect: conftest.Inspect,
     tmp_path: pathlib.Path,
 ) -> None:
     checkout = gitsource.fetch(
         gitsource.Source(str(corpus.repo)), tmp_path, "main", None, full=False
     )
     with pytest.raises(errors.SourceError, match="shallow"):
-        verify.inspect(checkout, trust, verify.Mode.ALL, None, now)
+        inspect(checkout, verify.Mode.ALL)
 
 
 def test_force_push_is_refused_after_fetching_the_complete_history(
     corpus: gitcorpus.Corpus,
-    trust: verify.Trust,
-    now: datetime.datetime,
+    inspect: conftest.Inspect,
     tmp_path: pathlib.Path,
 ) -> None:
     source = gitsource.Source(str(corpus.repo))
     since = corpus.objects["main-side"]
     checkout = gitsource.fetch(source, tmp_path, "rewritten", since, full=False, first_depth=1)
     assert not checkout.shallow
-    report = verify.inspect(checkout, trust, verify.Mode.ALL, None, now)
+    report = inspect(checkout, verify.Mode.ALL)
     assert report.refusal is not None
 
 
 def test_last_applied_commit_missing_from_the_source_is_refused(
     corpus: gitcorpus.Corpus,
-    trust: verify.Trust,
-    now: datetime.datetime,
+    inspect: conftest.Inspect,
     tmp_path: pathlib.Path,
 ) -> None:
     source = gitsource.Source(str(corpus.repo))
     gone = "0123456789abcdef0123456789abcdef01234567"
     checkout = gitsource.fetch(source, tmp_path, "main", gone, full=False, first_depth=1)
-    report = verify.inspect(checkout, trust, verify.Mode.ALL, None, now)
+    report = inspect(checkout, verify.Mode.ALL)
     assert report.refusal is not None
     assert "not in the history" in report.refusal
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from collections.abc import Sequence
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from reconciler import commitpolicy, errors, gitsource, verify
 from reconciler.signatures import rejections
 from tests.harness import gitcorpus
+from tests.integration import conftest
 
 
 @dataclasses.dataclass
@@ -36,10 +36,10 @@ def _checkout(corpus: gitcorpus.Corpus, tip: str, since: str | None) -> gitsourc
 
 
 def test_merge_that_brings_in_an_unsigned_commit_fails_on_that_commit_in_mode_all(
-    corpus: gitcorpus.Corpus, trust: verify.Trust, now: datetime.datetime
+    corpus: gitcorpus.Corpus, inspect: conftest.Inspect
 ) -> None:
     checkout = _checkout(corpus, "merge-of-unsigned", "range-base")
-    report = verify.inspect(checkout, trust, verify.Mode.ALL, None, now)
+    report = inspect(checkout, verify.Mode.ALL)
     by_sha = {v.sha: v for v in report.verdicts}
     names = ("feature-signed", "feature-unsigned", "main-side", "merge-of-unsigned")
     assert set(by_sha) == {corpus.objects[n] for n in names}
@@ -55,30 +55,28 @@ def test_merge_that_brings_in_an_unsigned_commit_fails_on_that_commit_in_mode_al
 
 
 def test_range_lists_parents_before_children(
-    corpus: gitcorpus.Corpus, trust: verify.Trust, now: datetime.datetime
+    corpus: gitcorpus.Corpus, inspect: conftest.Inspect
 ) -> None:
     checkout = _checkout(corpus, "merge-of-unsigned", "range-base")
-    order = [v.sha for v in verify.inspect(checkout, trust, verify.Mode.ALL, None, now).verdicts]
+    order = [v.sha for v in inspect(checkout, verify.Mode.ALL).verdicts]
     assert order[-1] == corpus.objects["merge-of-unsigned"]
     assert order.index(corpus.objects["feature-signed"]) < order.index(
         corpus.objects["feature-unsigned"]
     )
 
 
-def test_head_mode_checks_only_the_tip(
-    corpus: gitcorpus.Corpus, trust: verify.Trust, now: datetime.datetime
-) -> None:
+def test_head_mode_checks_only_the_tip(corpus: gitcorpus.Corpus, inspect: conftest.Inspect) -> None:
     checkout = _checkout(corpus, "merge-of-unsigned", "range-base")
-    revision = verify.verify(checkout, trust, verify.Mode.HEAD, None, now)
+    revision = verify.accept(checkout, inspect(checkout, verify.Mode.HEAD))
     assert revision.commit == corpus.objects["merge-of-unsigned"]
     assert [s.principals for s in revision.signers] == [("alice@example.com",)]
 
 
 def test_fully_signed_range_gives_a_verified_revision(
-    corpus: gitcorpus.Corpus, trust: verify.Trust, now: datetime.datetime
+    corpus: gitcorpus.Corpus, inspect: conftest.Inspect
 ) -> None:
     checkout = _checkout(corpus, "signed-gus", "root")
-    revision = verify.verify(checkout, trust, verify.Mode.ALL, None, now)
+    revision = verify.accept(checkout, inspect(checkout, verify.Mode.ALL))
     assert revision.commit == corpus.objects["signed-gus"]
     assert revision.since == corpus.objects["root"]
     kinds = {s.kind for s in revision.signers}
@@ -86,10 +84,10 @@ def test_fully_signed_range_gives_a_verified_revision(
 
 
 def test_tip_that_does_not_descend_from_the_last_applied_commit_is_refused(
-    corpus: gitcorpus.Corpus, trust: verify.Trust, now: datetime.datetime
+    corpus: gitcorpus.Corpus, inspect: conftest.Inspect
 ) -> None:
     checkout = _checkout(corpus, "rewritten", "main-side")
-    report = verify.inspect(checkout, trust, verify.Mode.ALL, None, now)
+    report = inspect(checkout, verify.Mode.ALL)
     assert report.refusal is not None
     assert "does not descend" in report.refusal
     assert report.verdicts == ()
@@ -99,27 +97,27 @@ def test_tip_that_does_not_descend_from_the_last_applied_commit_is_refused(
 
 @pytest.mark.parametrize("mode", [verify.Mode.HEAD, verify.Mode.TAG])
 def test_force_push_is_refused_in_every_mode(
-    corpus: gitcorpus.Corpus, trust: verify.Trust, now: datetime.datetime, mode: verify.Mode
+    corpus: gitcorpus.Corpus, inspect: conftest.Inspect, mode: verify.Mode
 ) -> None:
     checkout = _checkout(corpus, "rewritten", "main-side")
-    assert verify.inspect(checkout, trust, mode, None, now).refusal is not None
+    assert inspect(checkout, mode).refusal is not None
 
 
 def test_tip_equal_to_last_applied_has_nothing_to_verify(
-    corpus: gitcorpus.Corpus, trust: verify.Trust, now: datetime.datetime
+    corpus: gitcorpus.Corpus, inspect: conftest.Inspect
 ) -> None:
     checkout = _checkout(corpus, "main-side", "main-side")
-    report = verify.inspect(checkout, trust, verify.Mode.ALL, None, now)
+    report = inspect(checkout, verify.Mode.ALL)
     assert report.ok
     assert report.verdicts == ()
 
 
 def test_policy_sees_signed_commits_their_paths_and_later_signers(
-    corpus: gitcorpus.Corpus, trust: verify.Trust, now: datetime.datetime
+    corpus: gitcorpus.Corpus, inspect: conftest.Inspect
 ) -> None:
     policy = RecordingPolicy()
     checkout = _checkout(corpus, "merge-of-unsigned", "range-base")
-    verify.inspect(checkout, trust, verify.Mode.ALL, policy, now)
+    inspect(checkout, verify.Mode.ALL, policy)
     seen = {c.sha: c for c in policy.seen}
     # The unsigned commit fails on its own; the policy only judges verified signers.
     assert corpus.objects["feature-unsigned"] not in seen
@@ -133,12 +131,12 @@ def test_policy_sees_signed_commits_their_paths_and_later_signers(
 
 
 def test_policy_denial_fails_the_commit_with_the_policy_reason(
-    corpus: gitcorpus.Corpus, trust: verify.Trust, now: datetime.datetime
+    corpus: gitcorpus.Corpus, inspect: conftest.Inspect
 ) -> None:
     target = corpus.objects["main-side"]
     policy = RecordingPolicy(deny={target: "no changes to apps/ on Fridays"})
     checkout = _checkout(corpus, "main-side", "range-base")
-    (verdict,) = verify.inspect(checkout, trust, verify.Mode.ALL, policy, now).verdicts
+    (verdict,) = inspect(checkout, verify.Mode.ALL, policy).verdicts
     assert (verdict.ok, verdict.reason) == (False, "policy-denied")
     assert verdict.detail == "no changes to apps/ on Fridays"
     assert verdict.signer is not None

@@ -13,6 +13,7 @@ import pytest
 from reconciler import gitsource, verify
 from reconciler.signatures import rejections
 from tests.harness import gitcorpus
+from tests.integration import conftest
 
 # name: (expected reason, or "" for good)
 SAME_AS_GIT = {
@@ -43,61 +44,49 @@ TAGS_SAME_AS_GIT = {
 
 
 def _verdict(
-    corpus: gitcorpus.Corpus,
-    trust: verify.Trust,
-    now: datetime.datetime,
-    name: str,
-    mode: verify.Mode,
+    corpus: gitcorpus.Corpus, inspect: conftest.Inspect, name: str, mode: verify.Mode
 ) -> verify.Verdict:
     checkout = gitsource.open_local(corpus.repo, f"refs/cases/{name}", None)
-    (verdict,) = verify.inspect(checkout, trust, mode, None, now).verdicts
+    (verdict,) = inspect(checkout, mode).verdicts
     return verdict
 
 
-@pytest.mark.parametrize(("name", "reason"), SAME_AS_GIT.items())
-def test_commit_verdict_matches_git_verify_commit(
-    corpus: gitcorpus.Corpus,
-    trust: verify.Trust,
-    now: datetime.datetime,
-    name: str,
-    reason: str,
-) -> None:
-    verdict = _verdict(corpus, trust, now, name, verify.Mode.HEAD)
-    assert (verdict.reason, verdict.ok) == (reason, not reason), verdict.detail
-    assert verdict.ok == corpus.git_accepts(name)
+CASES = [(name, reason, verify.Mode.HEAD) for name, reason in SAME_AS_GIT.items()] + [
+    (name, reason, verify.Mode.TAG) for name, reason in TAGS_SAME_AS_GIT.items()
+]
 
 
-@pytest.mark.parametrize(("name", "reason"), TAGS_SAME_AS_GIT.items())
-def test_tag_verdict_matches_git_verify_tag(
+@pytest.mark.parametrize(("name", "reason", "mode"), CASES)
+def test_verdict_matches_git_verify_commit_or_verify_tag(
     corpus: gitcorpus.Corpus,
-    trust: verify.Trust,
-    now: datetime.datetime,
+    inspect: conftest.Inspect,
     name: str,
     reason: str,
+    mode: verify.Mode,
 ) -> None:
-    verdict = _verdict(corpus, trust, now, name, verify.Mode.TAG)
+    verdict = _verdict(corpus, inspect, name, mode)
     assert (verdict.reason, verdict.ok) == (reason, not reason), verdict.detail
-    assert verdict.ok == corpus.git_accepts(name, tag=True)
+    assert verdict.ok == corpus.git_accepts(name, tag=mode is verify.Mode.TAG)
 
 
 def test_duplicate_signature_header_is_refused_where_git_accepts(
-    corpus: gitcorpus.Corpus, trust: verify.Trust, now: datetime.datetime
+    corpus: gitcorpus.Corpus, inspect: conftest.Inspect
 ) -> None:
     # Stricter on purpose: git verifies the first gpgsig and ignores the second, but both are
     # hashed into the object id; an object that two parsers may read differently is refused.
     assert corpus.git_accepts("duplicate-signature-header")
-    verdict = _verdict(corpus, trust, now, "duplicate-signature-header", verify.Mode.HEAD)
+    verdict = _verdict(corpus, inspect, "duplicate-signature-header", verify.Mode.HEAD)
     assert not verdict.ok
     assert verdict.reason == rejections.MALFORMED_OBJECT
 
 
 def test_back_dated_commit_by_retired_ssh_key_is_refused_where_git_accepts(
-    corpus: gitcorpus.Corpus, trust: verify.Trust, now: datetime.datetime
+    corpus: gitcorpus.Corpus, inspect: conftest.Inspect
 ) -> None:
     # Stricter on purpose: git checks valid-before only at the committer date, which the
     # signer writes; we also check it now, so a retired key cannot sign by back-dating.
     assert corpus.git_accepts("dave-backdated")
-    verdict = _verdict(corpus, trust, now, "dave-backdated", verify.Mode.HEAD)
+    verdict = _verdict(corpus, inspect, "dave-backdated", verify.Mode.HEAD)
     assert verdict.reason == rejections.KEY_NOT_VALID_AT_TIME
 
 
@@ -105,23 +94,24 @@ def test_back_dated_commit_verifies_when_checked_inside_the_window(
     corpus: gitcorpus.Corpus, trust: verify.Trust
 ) -> None:
     inside = datetime.datetime(2019, 7, 1, tzinfo=datetime.UTC)
-    assert _verdict(corpus, trust, inside, "dave-backdated", verify.Mode.HEAD).ok
+    checkout = gitsource.open_local(corpus.repo, "refs/cases/dave-backdated", None)
+    assert verify.inspect(checkout, trust, verify.Mode.HEAD, None, inside).ok
 
 
 def test_lightweight_tag_fails_tag_mode(
-    corpus: gitcorpus.Corpus, trust: verify.Trust, now: datetime.datetime
+    corpus: gitcorpus.Corpus, inspect: conftest.Inspect
 ) -> None:
     checkout = gitsource.open_local(corpus.repo, "tag-lightweight", None)
-    (verdict,) = verify.inspect(checkout, trust, verify.Mode.TAG, None, now).verdicts
+    (verdict,) = inspect(checkout, verify.Mode.TAG).verdicts
     assert not verdict.ok
     assert "not an annotated tag" in verdict.detail
 
 
 def test_signers_carry_principal_and_fingerprint(
-    corpus: gitcorpus.Corpus, trust: verify.Trust, now: datetime.datetime
+    corpus: gitcorpus.Corpus, inspect: conftest.Inspect
 ) -> None:
-    gus = _verdict(corpus, trust, now, "signed-gus", verify.Mode.HEAD).signer
-    alice = _verdict(corpus, trust, now, "signed-alice", verify.Mode.HEAD).signer
+    gus = _verdict(corpus, inspect, "signed-gus", verify.Mode.HEAD).signer
+    alice = _verdict(corpus, inspect, "signed-alice", verify.Mode.HEAD).signer
     assert gus is not None
     assert alice is not None
     # The primary key's fingerprint, although a subkey made the signature.
