@@ -66,6 +66,10 @@ class AllowedSigners:
         """The plain-key entries whose key is exactly `key_blob`."""
         return tuple(e for e in self.entries if not e.cert_authority and e.key_blob == key_blob)
 
+    def for_authority(self, key_blob: bytes) -> tuple[Entry, ...]:
+        """The `cert-authority` entries whose CA key is exactly `key_blob`."""
+        return tuple(e for e in self.entries if e.cert_authority and e.key_blob == key_blob)
+
 
 def parse(text: str, name: str) -> AllowedSigners:
     """Parse the whole file; `name` is used in error messages."""

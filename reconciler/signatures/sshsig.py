@@ -23,6 +23,8 @@ from reconciler.signatures import allowed_signers, rejections
 _BEGIN = b"-----BEGIN SSH SIGNATURE-----"
 _END = b"-----END SSH SIGNATURE-----"
 _MAGIC = b"SSHSIG"
+_CERT_SUFFIX = "-cert-v01@openssh.com"
+_USER_CERTIFICATE = 1
 _HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
 _CURVES: dict[str, tuple[ec.EllipticCurve, hashes.HashAlgorithm]] = {
     "nistp256": (ec.SECP256R1(), hashes.SHA256()),
@@ -49,6 +51,25 @@ class _Envelope:
     namespace: bytes
     reserved: bytes
     hash_algorithm: str
+    signature: bytes
+
+    @property
+    def public_key_type(self) -> str:
+        return _Reader(self.public_key).string().decode(errors="replace")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Certificate:
+    """The parts of an OpenSSH certificate (PROTOCOL.certkeys) that trust depends on."""
+
+    key_blob: bytes
+    cert_type: int
+    principals: tuple[str, ...]
+    valid_after: int
+    valid_before: int
+    critical_options: bytes
+    ca_key: bytes
+    signed_part: bytes
     signature: bytes
 
 
@@ -78,30 +99,14 @@ def verify(
             f"signed for namespace {envelope.namespace.decode(errors='replace')!r},"
             f" expected {namespace!r}",
         )
-    key_fingerprint = fingerprint(envelope.public_key)
-    entries = trust.for_key(envelope.public_key)
-    if not entries:
-        if b"-cert-v01@openssh.com" in envelope.public_key[:64]:
-            # cert-authority trust needs OpenSSH certificate parsing, which is not built yet;
-            # refusing is the safe answer until it is.
-            raise rejections.SignatureRejected(
-                rejections.UNTRUSTED_KEY, "signatures by OpenSSH certificates are not supported"
-            )
-        raise rejections.SignatureRejected(
-            rejections.UNTRUSTED_KEY, f"key {key_fingerprint} is not in allowed_signers"
-        )
-    in_namespace = [e for e in entries if e.allows_namespace(namespace)]
-    if not in_namespace:
-        raise rejections.SignatureRejected(
-            rejections.WRONG_NAMESPACE,
-            f"key {key_fingerprint} is not allowed for namespace {namespace!r}",
-        )
-    in_window = [e for e in in_namespace if all(e.valid_at(t) for t in times)]
-    if not in_window:
-        raise rejections.SignatureRejected(
-            rejections.KEY_NOT_VALID_AT_TIME,
-            f"key {key_fingerprint} is outside its allowed_signers validity window",
-        )
+    if envelope.public_key_type.endswith(_CERT_SUFFIX):
+        certificate = _parse_certificate(envelope.public_key)
+        principals = _trust_certificate(certificate, trust, namespace, times)
+        signer_key = certificate.key_blob
+    else:
+        signer_key = envelope.public_key
+        principals = _trust_key(signer_key, trust, namespace, times)
+    key_fingerprint = fingerprint(signer_key)
     digest = _HASHES[envelope.hash_algorithm](payload).digest()
     signed = (
         _MAGIC
@@ -110,8 +115,87 @@ def verify(
         + _string(envelope.hash_algorithm.encode())
         + _string(digest)
     )
-    _check(envelope.public_key, envelope.signature, signed, key_fingerprint)
-    return SshSigner(principals=in_window[0].principals, fingerprint=key_fingerprint)
+    _check(signer_key, envelope.signature, signed, key_fingerprint)
+    return SshSigner(principals=principals, fingerprint=key_fingerprint)
+
+
+def _trust_key(
+    key_blob: bytes, trust: allowed_signers.AllowedSigners, namespace: str, times: tuple[int, ...]
+) -> tuple[str, ...]:
+    """The principals of the first plain entry trusting `key_blob` for `namespace` and `times`."""
+    entries = trust.for_key(key_blob)
+    if not entries:
+        raise rejections.SignatureRejected(
+            rejections.UNTRUSTED_KEY, f"key {fingerprint(key_blob)} is not in allowed_signers"
+        )
+    return _narrow(entries, namespace, times, f"key {fingerprint(key_blob)}").principals
+
+
+def _trust_certificate(
+    cert: _Certificate,
+    trust: allowed_signers.AllowedSigners,
+    namespace: str,
+    times: tuple[int, ...],
+) -> tuple[str, ...]:
+    """The certificate principals a `cert-authority` entry accepts, as `ssh-keygen -Y verify`.
+
+    The CA must be listed, the certificate must be a user certificate signed by it, valid at
+    every time, and name a principal the entry's pattern list matches. Certificates with
+    critical options are refused: no option is defined for signatures, so any is unexpected.
+    """
+    ca = f"certificate authority {fingerprint(cert.ca_key)}"
+    entries = trust.for_authority(cert.ca_key)
+    if not entries:
+        raise rejections.SignatureRejected(rejections.UNTRUSTED_KEY, f"{ca} is not trusted")
+    if cert.cert_type != _USER_CERTIFICATE or cert.critical_options:
+        raise rejections.SignatureRejected(
+            rejections.UNTRUSTED_KEY, "not a user certificate without critical options"
+        )
+    try:
+        _check(cert.ca_key, cert.signature, cert.signed_part, ca)
+    except rejections.SignatureRejected as exc:
+        raise rejections.SignatureRejected(
+            rejections.BAD_SIGNATURE, f"certificate signature by {ca} does not verify"
+        ) from exc
+    if not all(cert.valid_after <= t < cert.valid_before for t in times):
+        raise rejections.SignatureRejected(
+            rejections.KEY_NOT_VALID_AT_TIME, "certificate is outside its validity period"
+        )
+    matching = [
+        (
+            entry,
+            tuple(
+                p
+                for p in cert.principals
+                if allowed_signers.match_pattern_list(p, entry.principals)
+            ),
+        )
+        for entry in entries
+    ]
+    usable = {entry: principals for entry, principals in matching if principals}
+    if not usable:
+        raise rejections.SignatureRejected(
+            rejections.UNTRUSTED_KEY, f"no principal of the certificate is allowed for {ca}"
+        )
+    return usable[_narrow(tuple(usable), namespace, times, ca)]
+
+
+def _narrow(
+    entries: tuple[allowed_signers.Entry, ...], namespace: str, times: tuple[int, ...], what: str
+) -> allowed_signers.Entry:
+    """The first entry allowing `namespace` whose window holds at every time."""
+    in_namespace = [e for e in entries if e.allows_namespace(namespace)]
+    if not in_namespace:
+        raise rejections.SignatureRejected(
+            rejections.WRONG_NAMESPACE, f"{what} is not allowed for namespace {namespace!r}"
+        )
+    in_window = [e for e in in_namespace if all(e.valid_at(t) for t in times)]
+    if not in_window:
+        raise rejections.SignatureRejected(
+            rejections.KEY_NOT_VALID_AT_TIME,
+            f"{what} is outside its allowed_signers validity window",
+        )
+    return in_window[0]
 
 
 def _dearmor(armored: bytes) -> bytes:
@@ -145,8 +229,19 @@ class _Reader:
         self._offset += size
         return chunk
 
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    @property
+    def remaining(self) -> int:
+        return len(self._data) - self._offset
+
     def uint32(self) -> int:
         return int.from_bytes(self.raw(4), "big")
+
+    def uint64(self) -> int:
+        return int.from_bytes(self.raw(8), "big")
 
     def string(self) -> bytes:
         return self.raw(self.uint32())
@@ -186,6 +281,40 @@ def _parse_envelope(blob: bytes) -> _Envelope:
             f"unsupported hash algorithm {envelope.hash_algorithm!r}",
         )
     return envelope
+
+
+def _parse_certificate(blob: bytes) -> _Certificate:
+    reader = _Reader(blob)
+    plain_type = reader.string().decode(errors="replace").removesuffix(_CERT_SUFFIX)
+    reader.string()  # nonce
+    key_start = reader.offset
+    fields = {"ssh-ed25519": 1, "ssh-rsa": 2}.get(plain_type, 2 if "ecdsa" in plain_type else 0)
+    if not fields:
+        raise rejections.SignatureRejected(
+            rejections.UNSUPPORTED_SIGNATURE, f"certificate key type {plain_type!r}"
+        )
+    for _ in range(fields):
+        reader.string()  # ed25519 key; ecdsa curve and point; rsa e and n (mpints)
+    key_blob = _string(plain_type.encode()) + blob[key_start : reader.offset]
+    reader.uint64()  # serial
+    cert_type = reader.uint32()
+    reader.string()  # key id
+    principals_reader = _Reader(reader.string())
+    principals = []
+    while principals_reader.remaining:
+        principals.append(principals_reader.string().decode(errors="replace"))
+    valid_after, valid_before = reader.uint64(), reader.uint64()
+    critical_options = reader.string()
+    reader.string()  # extensions
+    reader.string()  # reserved
+    ca_key = reader.string()
+    signed_part = blob[: reader.offset]
+    signature = reader.string()
+    reader.finish()
+    return _Certificate(
+        key_blob, cert_type, tuple(principals), valid_after, valid_before, critical_options,
+        ca_key, signed_part, signature,
+    )  # fmt: skip
 
 
 def _check(key_blob: bytes, signature_blob: bytes, signed: bytes, key_fingerprint: str) -> None:

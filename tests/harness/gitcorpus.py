@@ -27,7 +27,24 @@ SSH_KEYS = {
     "dave": (["-t", "ed25519"], 'valid-before="20200101Z" '),
     "frank": (["-t", "ed25519"], 'valid-after="20990101Z" '),
     "nina": (["-t", "ed25519"], 'namespaces="file" '),
+    # Certificate authorities and the keys they certify (trusted only through certificates).
+    "ca": (["-t", "ed25519"], None),
+    "rogue-ca": (["-t", "ed25519"], None),
+    "ivy": (["-t", "ecdsa", "-b", "256"], None),
+    "kim": (["-t", "ed25519"], None),
+    "leo": (["-t", "ed25519"], None),
+    "rex": (["-t", "ed25519"], None),
+    "max": (["-t", "ed25519"], None),
 }
+# name: (signing CA, certificate principals, validity)
+CERTIFICATES = {
+    "ivy": ("ca", "ivy@example.com", "20200101:20990101"),
+    "kim": ("ca", "kim@example.com", "20100101:20150101"),
+    "leo": ("ca", "deploy", "20200101:20990101"),
+    "rex": ("rogue-ca", "rex@example.com", "20200101:20990101"),
+    "max": ("ca", "max@example.com", "20200101:20990101"),
+}
+CERTIFICATE_OPTIONS = {"max": ["-O", "force-command=/bin/true"]}
 OLD_DATE = "2019-06-01T12:00:00+00:00"
 
 
@@ -133,6 +150,13 @@ def _ssh_keys(corpus: Corpus) -> None:
         key_type, blob, *_ = (corpus.root / f"ssh-{name}.pub").read_text().split()
         if options is not None:
             lines.append(f"{name}@example.com {options}{key_type} {blob}")
+    ca_type, ca_blob, *_ = (corpus.root / "ssh-ca.pub").read_text().split()
+    lines.append(f"*@example.com cert-authority {ca_type} {ca_blob}")
+    for name, (ca, principals, validity) in CERTIFICATES.items():
+        _run(["ssh-keygen", "-q", "-s", str(corpus.root / f"ssh-{ca}"), "-I", name,
+              "-n", principals, "-V", validity, *CERTIFICATE_OPTIONS.get(name, []),
+              str(corpus.root / f"ssh-{name}.pub")],
+             corpus.env())  # fmt: skip
     corpus.allowed_signers.write_text("# test trust\n" + "\n".join(lines) + "\n")
 
 
@@ -216,6 +240,11 @@ def _repository(corpus: Corpus) -> None:
     commit("dave-outside-window", "dave")
     commit("dave-backdated", "dave", GIT_COMMITTER_DATE=OLD_DATE, GIT_AUTHOR_DATE=OLD_DATE)
     commit("frank-not-yet-valid", "frank")
+    commit("certificate-ivy", "ivy")
+    commit("certificate-expired", "kim")
+    commit("certificate-other-principal", "leo")
+    commit("certificate-untrusted-ca", "rex")
+    commit("certificate-critical-option", "max")
     git("tag", "base", objects["root"])
     _forge(corpus)
     _tags(corpus)
@@ -231,6 +260,8 @@ def _sign_args(corpus: Corpus, signer: str | None) -> list[str]:
         return []
     if signer in SSH_KEYS:
         key = str(corpus.root / f"ssh-{signer}")
+        if signer in CERTIFICATES:
+            key += "-cert.pub"  # ssh-keygen finds the private key next to the certificate
         return ["-c", "gpg.format=ssh", "-c", f"user.signingKey={key}", "-c", "commit.gpgSign=true",
                 "-c", "tag.gpgSign=true"]  # fmt: skip
     program = ["-c", f"gpg.program={corpus.root / 'gpg-in-2020'}"] if signer == "olga" else []

@@ -6,12 +6,13 @@ allowed_signers file and a GnuPG home holding exactly the trusted *.asc keys.
 
 from __future__ import annotations
 
+import base64
 import datetime
 
 import pytest
 
 from reconciler import gitsource, verify
-from reconciler.signatures import rejections
+from reconciler.signatures import rejections, sshsig
 from tests.harness import gitcorpus
 from tests.integration import conftest
 
@@ -33,6 +34,10 @@ SAME_AS_GIT = {
     "signed-olga": rejections.EXPIRED_KEY,
     "dave-outside-window": rejections.KEY_NOT_VALID_AT_TIME,
     "frank-not-yet-valid": rejections.KEY_NOT_VALID_AT_TIME,
+    "certificate-ivy": "",  # ecdsa key certified by a cert-authority line's CA
+    "certificate-expired": rejections.KEY_NOT_VALID_AT_TIME,
+    "certificate-other-principal": rejections.UNTRUSTED_KEY,
+    "certificate-untrusted-ca": rejections.UNTRUSTED_KEY,
 }
 
 TAGS_SAME_AS_GIT = {
@@ -41,6 +46,10 @@ TAGS_SAME_AS_GIT = {
     "tag-untrusted": rejections.UNTRUSTED_KEY,
     "tag-unsigned": rejections.UNSIGNED,
 }
+
+
+def _public_blob(corpus: gitcorpus.Corpus, name: str) -> bytes:
+    return base64.b64decode((corpus.root / f"ssh-{name}.pub").read_text().split()[1])
 
 
 def _verdict(
@@ -90,6 +99,17 @@ def test_back_dated_commit_by_retired_ssh_key_is_refused_where_git_accepts(
     assert verdict.reason == rejections.KEY_NOT_VALID_AT_TIME
 
 
+def test_certificate_with_a_critical_option_is_refused_where_git_accepts(
+    corpus: gitcorpus.Corpus, inspect: conftest.Inspect
+) -> None:
+    # Stricter on purpose: ssh-keygen ignores critical options (force-command here) when it
+    # verifies a signature; none has a meaning for signatures, so we refuse the certificate.
+    assert corpus.git_accepts("certificate-critical-option")
+    verdict = _verdict(corpus, inspect, "certificate-critical-option", verify.Mode.HEAD)
+    assert verdict.reason == rejections.UNTRUSTED_KEY
+    assert "critical options" in verdict.detail
+
+
 def test_back_dated_commit_verifies_when_checked_inside_the_window(
     corpus: gitcorpus.Corpus, trust: verify.Trust
 ) -> None:
@@ -119,3 +139,8 @@ def test_signers_carry_principal_and_fingerprint(
     assert gus.fingerprint == corpus.fingerprints["gus"].lower()
     assert (alice.kind, alice.principals) == ("ssh", ("alice@example.com",))
     assert alice.fingerprint.startswith("SHA256:")
+    ivy = _verdict(corpus, inspect, "certificate-ivy", verify.Mode.HEAD).signer
+    assert ivy is not None
+    # The certificate's principal, and the fingerprint of the certified key, not of the CA.
+    assert ivy.principals == ("ivy@example.com",)
+    assert ivy.fingerprint == sshsig.fingerprint(_public_blob(corpus, "ivy"))
