@@ -95,6 +95,9 @@ def _inspect(settings: Settings, cache_dir: pathlib.Path, now: datetime.datetime
 def _settings(args: argparse.Namespace) -> Settings:
     if args.allowed_signers is None and args.gpg_keys is None:
         raise main.UsageError("give --allowed-signers and/or --gpg-keys: nothing is trusted")
+    if args.since is not None and not pathlib.Path(args.repo).is_dir() and not _is_sha(args.since):
+        # A fetched source has no local names yet: the last applied commit must be its id.
+        raise main.UsageError("--since must be a full commit id when --repo is a URL")
     if (args.policy_dir is None) != (args.policy_data is None):
         raise main.UsageError("--policy-dir and --policy-data go together")
     policy = None
@@ -113,6 +116,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         identity_file=args.identity_file,
         cache_dir=args.cache_dir,
     )
+
+
+def _is_sha(text: str) -> bool:
+    return len(text) in {40, 64} and all(c in "0123456789abcdef" for c in text)
 
 
 def _allowed_signers(path: pathlib.Path | None) -> allowed_signers.AllowedSigners:

@@ -113,12 +113,21 @@ def test_gpg_key_directory_with_a_secret_key_exits_2(
         (["--rev", "no-such-branch"], "not a commit or tag"),
         (["--rev", "main", "--policy-dir", "policies/commits"], "go together"),
     ],
+    ids=["unknown-revision", "policy-dir-without-data"],
 )
 def test_usage_and_configuration_errors_exit_2(
     corpus: gitcorpus.Corpus, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
     assert _run(corpus, "--repo", str(corpus.repo), *args) == main.EXIT_USAGE
     assert message in capsys.readouterr().err
+
+
+def test_url_source_needs_a_full_commit_id_for_since(
+    corpus: gitcorpus.Corpus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _run(corpus, "--repo", corpus.repo.as_uri(), "--rev", "main", "--since", "main~1")
+    assert code == main.EXIT_USAGE
+    assert "full commit id" in capsys.readouterr().err
 
 
 def test_no_trust_configuration_exits_2(
