@@ -88,6 +88,11 @@ def build(root: pathlib.Path, count: int) -> tuple[pathlib.Path, list[str], veri
     return root / "repo", shas, trust
 
 
+def stop_agent(root: pathlib.Path) -> None:
+    """Stop the gpg-agent that importing the key may have started under `root`."""
+    subprocess.run(["gpgconf", "--kill", "all"], env=_env(root), capture_output=True, check=False)
+
+
 def _best(runs: int, action: Callable[[], None]) -> float:
     times = []
     for _ in range(runs):
@@ -141,7 +146,7 @@ def main() -> None:
                            capture_output=True, check=True)  # fmt: skip
             loop.append(time.perf_counter() - start)
         loop_s = statistics.mean(loop) * args.commits
-        subprocess.run(["gpgconf", "--kill", "all"], env=env, capture_output=True, check=False)
+        stop_agent(root)
     n = args.commits
     print(f"\n{n} commits, half SSH ed25519 / half OpenPGP (ed25519 subkey); best of runs")
     print(f"{'method':<58}{'seconds':>10}{'per commit':>14}{'ratio':>10}")
