@@ -20,7 +20,7 @@ import tempfile
 from typing import Any
 
 from gitwarden_cli import main
-from reconciler import commitpolicy, errors, gitsource
+from reconciler import commitpolicy, gitsource
 from reconciler import verify as stage
 from reconciler.signatures import allowed_signers, openpgp
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="gitwarden-verify-"))
             )
             report = _inspect(settings, cache, now)
-    except (errors.ConfigurationError, errors.SourceError, errors.TransientError) as exc:
+    except (gitsource.SourceError, gitsource.FetchError, commitpolicy.PolicyUnavailable) as exc:
         raise main.UsageError(str(exc)) from exc
     _print(report, settings.as_json)
     return main.EXIT_OK if report.ok else main.EXIT_FAILED

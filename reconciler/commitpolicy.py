@@ -4,7 +4,7 @@ Owns the policy's input document (one record per verified commit: the commit, it
 paths it changed, and the signers of later commits in the range that contain it) and turning
 OPA's answer into denials. It must not verify signatures or walk history (the verify stage does)
 and must not decide anything itself: every rule, and all its configuration, lives in Rego and
-OPA data. Any failure to get an answer is `errors.PolicyUnavailable`, never an allow.
+OPA data. Any failure to get an answer is `PolicyUnavailable`, never an allow.
 
 The adapter starts `opa eval` once per range with the whole batch as input: one process for a
 thousand commits costs far less than a server round trip per commit, and the CLI needs no
@@ -24,6 +24,10 @@ from reconciler import errors
 
 QUERY = "data.commits.deny"
 _TIMEOUT_SECONDS = 60
+
+
+class PolicyUnavailable(errors.ReconcileError):
+    """The policy engine could not be asked or gave no usable answer; never read as an allow."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +84,7 @@ def input_document(commits: Sequence[PolicyCommit]) -> dict[str, object]:
 def denials_from(value: object) -> tuple[Denial, ...]:
     """Read the `deny` set OPA returned; anything else is an unusable answer."""
     if not isinstance(value, list):
-        raise errors.PolicyUnavailable("commit policy returned no deny set")
+        raise PolicyUnavailable("commit policy returned no deny set")
     denials = []
     for item in value:
         if not (
@@ -88,7 +92,7 @@ def denials_from(value: object) -> tuple[Denial, ...]:
             and isinstance(item.get("sha"), str)
             and isinstance(item.get("reason"), str)
         ):
-            raise errors.PolicyUnavailable("commit policy returned a malformed denial")
+            raise PolicyUnavailable("commit policy returned a malformed denial")
         denials.append(Denial(sha=item["sha"], reason=item["reason"]))
     return tuple(sorted(denials, key=lambda d: (d.sha, d.reason)))
 
@@ -117,18 +121,18 @@ class OpaEval:
                 timeout=_TIMEOUT_SECONDS,
             )
         except FileNotFoundError as exc:
-            raise errors.PolicyUnavailable(f"cannot run {self.opa!r}: not found") from exc
+            raise PolicyUnavailable(f"cannot run {self.opa!r}: not found") from exc
         except subprocess.CalledProcessError as exc:
             first = exc.stderr.decode(errors="replace").strip().splitlines()[:1]
-            raise errors.PolicyUnavailable(f"opa eval failed: {' '.join(first)}") from exc
+            raise PolicyUnavailable(f"opa eval failed: {' '.join(first)}") from exc
         except subprocess.TimeoutExpired as exc:
-            raise errors.PolicyUnavailable("opa eval timed out") from exc
+            raise PolicyUnavailable("opa eval timed out") from exc
         try:
             results = json.loads(done.stdout)["result"]
             value = results[0]["expressions"][0]["value"]
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             # An undefined result means the policy was not loaded: deny, never allow.
-            raise errors.PolicyUnavailable(f"{QUERY} is undefined; is the policy loaded?") from exc
+            raise PolicyUnavailable(f"{QUERY} is undefined; is the policy loaded?") from exc
         return denials_from(value)
 
 

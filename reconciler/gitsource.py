@@ -3,7 +3,7 @@
 Owns talking to the `git` CLI (https, ssh with strict host-key checking against a configured
 known_hosts file, and local paths) and resolving revisions with pygit2. It returns a `Checkout`,
 the only value the verify stage accepts. It must not verify signatures, log object contents or
-retry: a failed fetch raises `errors.FetchError` and the loop decides what happens next.
+retry: a failed fetch raises `FetchError` and the loop decides what happens next.
 """
 
 from __future__ import annotations
@@ -23,6 +23,14 @@ _TIP_REF = "refs/gitwarden/tip"
 _FIRST_DEPTH = 64
 _GIT_TIMEOUT_SECONDS = 300
 _URL_CREDENTIALS = re.compile(r"://[^/@\s]+@")
+
+
+class SourceError(errors.ReconcileError):
+    """The repository, revision or history asked for is not there (stalls until config changes)."""
+
+
+class FetchError(errors.ReconcileError):
+    """`git fetch` failed: network, authentication or host key (worth retrying later)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +58,7 @@ def open_local(path: pathlib.Path, rev: str, since: str | None) -> Checkout:
     try:
         repo = pygit2.Repository(str(path))
     except pygit2.GitError as exc:
-        raise errors.SourceError(f"{path}: not a git repository") from exc
+        raise SourceError(f"{path}: not a git repository") from exc
     return _resolve(repo, rev, since)
 
 
@@ -114,17 +122,15 @@ def _resolve(repo: pygit2.Repository, rev: str, since: str | None) -> Checkout:
         tip = repo.revparse_single(rev)
         tip_commit = tip.peel(pygit2.Commit)
     except (KeyError, ValueError, pygit2.GitError) as exc:
-        raise errors.SourceError(
-            f"revision {rev!r} is not a commit or tag in the repository"
-        ) from (exc)
+        raise SourceError(f"revision {rev!r} is not a commit or tag in the repository") from (exc)
     since_sha = None
     if since is not None:
         try:
             since_sha = str(repo.revparse_single(since).peel(pygit2.Commit).id)
         except (KeyError, ValueError, pygit2.GitError) as exc:
-            raise errors.SourceError(
-                f"last applied revision {since!r} is not in the repository"
-            ) from (exc)
+            raise SourceError(f"last applied revision {since!r} is not in the repository") from (
+                exc
+            )
     return Checkout(
         git_dir=pathlib.Path(repo.path),
         tip_object=str(tip.id),
@@ -178,9 +184,9 @@ def _git(source: Source, args: list[str]) -> None:
     except subprocess.CalledProcessError as exc:
         # git's stderr names the remote and the failure; it carries no object contents.
         lines = exc.stderr.decode(errors="replace").strip().splitlines()
-        raise errors.FetchError(f"git failed: {_redact(' / '.join(lines[-3:]))}") from exc
+        raise FetchError(f"git failed: {_redact(' / '.join(lines[-3:]))}") from exc
     except subprocess.TimeoutExpired as exc:
-        raise errors.FetchError(f"git timed out after {_GIT_TIMEOUT_SECONDS}s") from exc
+        raise FetchError(f"git timed out after {_GIT_TIMEOUT_SECONDS}s") from exc
 
 
 def _redact(text: str) -> str:

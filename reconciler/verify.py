@@ -25,6 +25,18 @@ from reconciler.signatures import allowed_signers, commits, openpgp, rejections,
 SSH_NAMESPACE = "git"
 
 
+class VerificationFailed(errors.ReconcileError):
+    """At least one object failed; `failures` pairs each sha with its reason."""
+
+    def __init__(self, message: str, failures: tuple[tuple[str, str], ...]) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
+class ForcePushRefused(VerificationFailed):
+    """The tip does not descend from the last applied commit, or that commit is gone."""
+
+
 class Mode(enum.Enum):
     """What must be signed: every commit in the range, only the tip commit, or the tag object."""
 
@@ -86,17 +98,17 @@ def verify(
     policy: commitpolicy.CommitPolicy | None,
     now: datetime.datetime,
 ) -> VerifiedRevision:
-    """Verify `checkout` and return the revision, or raise `errors.VerificationFailed`."""
+    """Verify `checkout` and return the revision, or raise `VerificationFailed`."""
     return accept(checkout, inspect(checkout, trust, mode, policy, now))
 
 
 def accept(checkout: gitsource.Checkout, report: Report) -> VerifiedRevision:
     """Turn a fully passing report into a `VerifiedRevision`; anything else raises."""
     if report.refusal is not None:
-        raise errors.ForcePushRefused(report.refusal, ((report.tip, report.refusal),))
+        raise ForcePushRefused(report.refusal, ((report.tip, report.refusal),))
     failures = tuple((v.sha, f"{v.reason}: {v.detail}") for v in report.verdicts if not v.ok)
     if failures:
-        raise errors.VerificationFailed(f"{len(failures)} object(s) failed verification", failures)
+        raise VerificationFailed(f"{len(failures)} object(s) failed verification", failures)
     return VerifiedRevision(
         git_dir=str(checkout.git_dir),
         commit=checkout.tip_commit,
@@ -145,7 +157,9 @@ def inspect(
         verdicts = _apply_policy(policy, [(verdict, (), paths)], {})
         return dataclasses.replace(report, verdicts=verdicts)
     if since is None and repo.is_shallow:
-        raise errors.SourceError("history is shallow: cannot verify every commit without --since")
+        raise gitsource.SourceError(
+            "history is shallow: cannot verify every commit without --since"
+        )
     order = _range(repo, checkout.tip_commit, since)
     checked = [_check(context, sha, "commit") for sha in order]
     items: list[_Item] = []
@@ -167,7 +181,7 @@ class _Context:
 def _commit(repo: pygit2.Repository, sha: str) -> pygit2.Commit:
     commit = repo.get(sha)
     if not isinstance(commit, pygit2.Commit):
-        raise errors.SourceError(f"{sha} is not a commit")
+        raise gitsource.SourceError(f"{sha} is not a commit")
     return commit
 
 

@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from reconciler import commitpolicy, errors, gitsource, verify
+from reconciler import commitpolicy, gitsource, verify
 
 GOLDEN = pathlib.Path("policies/testdata/commits")
 POLICY = pathlib.Path("policies/commits")
@@ -65,13 +65,13 @@ def test_policy_directory_without_the_rule_is_unavailable_not_an_allow(
     empty = tmp_path / "empty"
     empty.mkdir()
     policy = commitpolicy.OpaEval(opa, empty, _data(tmp_path, two=False))
-    with pytest.raises(errors.PolicyUnavailable, match="undefined"):
+    with pytest.raises(commitpolicy.PolicyUnavailable, match="undefined"):
         policy.evaluate(_merge_by_second_admin())
 
 
 def test_missing_opa_binary_is_unavailable(tmp_path: pathlib.Path) -> None:
     policy = commitpolicy.OpaEval(str(tmp_path / "no-opa"), POLICY, _data(tmp_path, two=False))
-    with pytest.raises(errors.PolicyUnavailable, match="not found"):
+    with pytest.raises(commitpolicy.PolicyUnavailable, match="not found"):
         policy.evaluate(_merge_by_second_admin())
 
 

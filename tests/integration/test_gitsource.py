@@ -7,7 +7,7 @@ import pathlib
 import pygit2
 import pytest
 
-from reconciler import errors, gitsource, verify
+from reconciler import gitsource, verify
 from tests.harness import gitcorpus
 from tests.integration import conftest
 
@@ -49,7 +49,7 @@ def test_shallow_history_cannot_be_verified_without_a_last_applied_commit(
     checkout = gitsource.fetch(
         gitsource.Source(str(corpus.repo)), tmp_path, "main", None, full=False
     )
-    with pytest.raises(errors.SourceError, match="shallow"):
+    with pytest.raises(gitsource.SourceError, match="shallow"):
         inspect(checkout, verify.Mode.ALL)
 
 
@@ -82,7 +82,7 @@ def test_last_applied_commit_missing_from_the_source_is_refused(
 def test_unknown_revision_is_a_fetch_error(
     corpus: gitcorpus.Corpus, tmp_path: pathlib.Path
 ) -> None:
-    with pytest.raises(errors.FetchError, match="git failed"):
+    with pytest.raises(gitsource.FetchError, match="git failed"):
         gitsource.fetch(
             gitsource.Source(str(corpus.repo)), tmp_path, "no-such-branch", None, full=False
         )
@@ -91,7 +91,7 @@ def test_unknown_revision_is_a_fetch_error(
 def test_fetch_errors_never_show_url_credentials(tmp_path: pathlib.Path) -> None:
     # Port 9 on loopback: nothing listens, the connection is refused at once.
     source = gitsource.Source("https://deploy:s3cr3t-token@127.0.0.1:9/repo.git")
-    with pytest.raises(errors.FetchError) as caught:
+    with pytest.raises(gitsource.FetchError) as caught:
         gitsource.fetch(source, tmp_path, "main", None, full=False)
     assert "s3cr3t-token" not in str(caught.value)
 
@@ -102,17 +102,17 @@ def test_ssh_fetch_failure_is_a_fetch_error(tmp_path: pathlib.Path) -> None:
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text("")
     source = gitsource.Source("ssh://git@127.0.0.1:9/repo.git", known_hosts=known_hosts)
-    with pytest.raises(errors.FetchError):
+    with pytest.raises(gitsource.FetchError):
         gitsource.fetch(source, tmp_path / "cache", "main", None, full=False)
 
 
 def test_local_repository_that_is_not_git_is_a_source_error(tmp_path: pathlib.Path) -> None:
-    with pytest.raises(errors.SourceError, match="not a git repository"):
+    with pytest.raises(gitsource.SourceError, match="not a git repository"):
         gitsource.open_local(tmp_path, "main", None)
 
 
 def test_unknown_last_applied_revision_in_a_local_repository_is_a_source_error(
     corpus: gitcorpus.Corpus,
 ) -> None:
-    with pytest.raises(errors.SourceError, match="last applied revision"):
+    with pytest.raises(gitsource.SourceError, match="last applied revision"):
         gitsource.open_local(corpus.repo, "main", "no-such-rev")

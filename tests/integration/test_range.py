@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from reconciler import commitpolicy, errors, gitsource, verify
+from reconciler import commitpolicy, gitsource, verify
 from reconciler.signatures import rejections
 from tests.harness import gitcorpus
 from tests.integration import conftest
@@ -49,7 +49,7 @@ def test_merge_that_brings_in_an_unsigned_commit_fails_on_that_commit_in_mode_al
     ]
     for sha, verdict in by_sha.items():
         assert verdict.ok == corpus.git_accepts(sha)
-    with pytest.raises(errors.VerificationFailed) as caught:
+    with pytest.raises(verify.VerificationFailed) as caught:
         verify.accept(checkout, report)
     assert caught.value.failures[0][0] == corpus.objects["feature-unsigned"]
 
@@ -91,7 +91,7 @@ def test_tip_that_does_not_descend_from_the_last_applied_commit_is_refused(
     assert report.refusal is not None
     assert "does not descend" in report.refusal
     assert report.verdicts == ()
-    with pytest.raises(errors.ForcePushRefused):
+    with pytest.raises(verify.ForcePushRefused):
         verify.accept(checkout, report)
 
 
