@@ -1,0 +1,122 @@
+"""Verify OpenPGP detached signatures with pysequoia against a set of armored public keys.
+
+Owns loading certificates (a key file may hold several), mapping a signature's issuer to the
+primary key or subkey that made it, and the revocation and expiry rules. It must not start `gpg`,
+read repositories or put pysequoia's error text (which can carry a Rust backtrace) in messages.
+
+Expiry semantics: Sequoia checks that the signing key was alive and not hard-revoked when the
+signature was made. On top of that, a certificate revoked for any reason (hard or soft) or
+expired at verification time (`now`) is refused, as `git verify-commit` with GnuPG does (R, Y).
+The signature creation time is signer-asserted, so it is never the only time checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+import pysequoia
+from pysequoia import packet
+
+from reconciler.signatures import rejections
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenPgpSigner:
+    """Who signed: the certificate's primary fingerprint, the signing (sub)key and the email."""
+
+    principal: str
+    fingerprint: str
+    signing_key: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Keyring:
+    """Trusted certificates, indexed by every key's fingerprint and long key id (lowercase)."""
+
+    certs: tuple[pysequoia.Cert, ...]
+    by_key: dict[str, pysequoia.Cert]
+
+
+class KeyringError(ValueError):
+    """A key file cannot be read as OpenPGP public keys; the message names the file."""
+
+
+def load_keyring(files: tuple[tuple[str, bytes], ...]) -> Keyring:
+    """Build a keyring from `(name, armored bytes)` pairs; each may hold several certificates."""
+    certs: list[pysequoia.Cert] = []
+    by_key: dict[str, pysequoia.Cert] = {}
+    for name, data in files:
+        try:
+            found = pysequoia.Cert.split_bytes(data)
+        except RuntimeError as exc:
+            raise KeyringError(f"{name}: not an OpenPGP public key") from exc
+        if not found:
+            raise KeyringError(f"{name}: no OpenPGP certificate found")
+        for pkt in packet.PacketPile.from_bytes(data):
+            if pkt.tag in (packet.Tag.SecretKey, packet.Tag.SecretSubkey):
+                # A trust directory is world-readable configuration; refuse private keys in it.
+                raise KeyringError(f"{name}: holds secret key material; export public keys")
+        for cert in found:
+            certs.append(cert)
+            for pkt in packet.PacketPile.from_bytes(bytes(cert)):
+                if pkt.fingerprint is not None:
+                    by_key[pkt.fingerprint.lower()] = cert
+                if pkt.key_id is not None:
+                    by_key[pkt.key_id.lower()] = cert
+    return Keyring(certs=tuple(certs), by_key=by_key)
+
+
+def verify(
+    payload: bytes, armored: bytes, keyring: Keyring, *, now: datetime.datetime
+) -> OpenPgpSigner:
+    """Verify a detached armored signature over `payload`; raise SignatureRejected if not good."""
+    try:
+        sig = pysequoia.Sig.from_bytes(armored)
+    except RuntimeError as exc:
+        raise rejections.SignatureRejected(
+            rejections.MALFORMED_SIGNATURE, "unreadable OpenPGP signature"
+        ) from (exc)
+    issuer = (sig.issuer_fingerprint or sig.issuer_key_id or "").lower()
+    cert = keyring.by_key.get(issuer)
+    if cert is None:
+        raise rejections.SignatureRejected(
+            rejections.UNTRUSTED_KEY, f"OpenPGP key {issuer or '(no issuer)'} is not a trusted key"
+        )
+    # Trust before cryptography: a revoked or expired key is reported as such, not as a bad
+    # signature (Sequoia would also refuse a hard-revoked key, without saying why).
+    if cert.is_revoked:
+        raise rejections.SignatureRejected(
+            rejections.REVOKED_KEY, f"OpenPGP key {cert.fingerprint} is revoked"
+        )
+    expiration = cert.expiration
+    if expiration is not None and expiration <= now:
+        raise rejections.SignatureRejected(
+            rejections.EXPIRED_KEY,
+            f"OpenPGP key {cert.fingerprint} expired at {expiration.isoformat()}",
+        )
+    try:
+        result = pysequoia.verify(bytes=payload, store=lambda _ids: [cert], signature=sig)
+    except RuntimeError as exc:
+        raise rejections.SignatureRejected(
+            rejections.BAD_SIGNATURE, f"signature by {cert.fingerprint} does not verify"
+        ) from exc
+    if not result.valid_sigs:
+        raise rejections.SignatureRejected(
+            rejections.BAD_SIGNATURE, f"signature by {cert.fingerprint} does not verify"
+        )
+    valid = result.valid_sigs[0]
+    return OpenPgpSigner(
+        principal=_principal(cert),
+        fingerprint=str(valid.certificate),
+        signing_key=str(valid.signing_key),
+    )
+
+
+def _principal(cert: pysequoia.Cert) -> str:
+    """The email of the first valid user ID (the whole user ID when it has no email)."""
+    for user_id in cert.user_ids:
+        text = str(user_id)
+        start, end = text.rfind("<"), text.rfind(">")
+        return text[start + 1 : end] if 0 <= start < end else text
+    return cert.fingerprint

@@ -1,0 +1,118 @@
+"""Fetching with the real git from a local source: shallow, deepening, full, and failures."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pygit2
+import pytest
+
+from reconciler import gitsource, verify
+from tests.harness import gitcorpus
+from tests.integration import conftest
+
+
+def test_head_fetch_is_one_commit_deep(corpus: gitcorpus.Corpus, tmp_path: pathlib.Path) -> None:
+    source = gitsource.Source(str(corpus.repo))
+    checkout = gitsource.fetch(source, tmp_path, "merged", None, full=False)
+    assert checkout.shallow
+    assert checkout.tip_commit == corpus.objects["merge-of-unsigned"]
+    assert checkout.git_dir.is_relative_to(tmp_path)
+
+
+def test_range_fetch_deepens_until_the_last_applied_commit_is_reached(
+    corpus: gitcorpus.Corpus,
+    inspect: conftest.Inspect,
+    tmp_path: pathlib.Path,
+) -> None:
+    source = gitsource.Source(str(corpus.repo))
+    since = corpus.objects["root"]
+    checkout = gitsource.fetch(source, tmp_path, "main", since, full=False, first_depth=1)
+    assert checkout.since == since
+    report = inspect(checkout, verify.Mode.ALL)
+    assert report.refusal is None
+    assert corpus.objects["signed-alice"] in {v.sha for v in report.verdicts}
+
+
+def test_full_fetch_has_the_whole_history(corpus: gitcorpus.Corpus, tmp_path: pathlib.Path) -> None:
+    source = gitsource.Source(str(corpus.repo))
+    checkout = gitsource.fetch(source, tmp_path, "main", None, full=True)
+    assert not checkout.shallow
+    assert corpus.objects["root"] in pygit2.Repository(str(checkout.git_dir))
+
+
+def test_shallow_history_cannot_be_verified_without_a_last_applied_commit(
+    corpus: gitcorpus.Corpus,
+    inspect: conftest.Inspect,
+    tmp_path: pathlib.Path,
+) -> None:
+    checkout = gitsource.fetch(
+        gitsource.Source(str(corpus.repo)), tmp_path, "main", None, full=False
+    )
+    with pytest.raises(gitsource.SourceError, match="shallow"):
+        inspect(checkout, verify.Mode.ALL)
+
+
+def test_force_push_is_refused_after_fetching_the_complete_history(
+    corpus: gitcorpus.Corpus,
+    inspect: conftest.Inspect,
+    tmp_path: pathlib.Path,
+) -> None:
+    source = gitsource.Source(str(corpus.repo))
+    since = corpus.objects["main-side"]
+    checkout = gitsource.fetch(source, tmp_path, "rewritten", since, full=False, first_depth=1)
+    assert not checkout.shallow
+    report = inspect(checkout, verify.Mode.ALL)
+    assert report.refusal is not None
+
+
+def test_last_applied_commit_missing_from_the_source_is_refused(
+    corpus: gitcorpus.Corpus,
+    inspect: conftest.Inspect,
+    tmp_path: pathlib.Path,
+) -> None:
+    source = gitsource.Source(str(corpus.repo))
+    gone = "0123456789abcdef0123456789abcdef01234567"
+    checkout = gitsource.fetch(source, tmp_path, "main", gone, full=False, first_depth=1)
+    report = inspect(checkout, verify.Mode.ALL)
+    assert report.refusal is not None
+    assert "not in the history" in report.refusal
+
+
+def test_unknown_revision_is_a_fetch_error(
+    corpus: gitcorpus.Corpus, tmp_path: pathlib.Path
+) -> None:
+    with pytest.raises(gitsource.FetchError, match="git failed"):
+        gitsource.fetch(
+            gitsource.Source(str(corpus.repo)), tmp_path, "no-such-branch", None, full=False
+        )
+
+
+def test_fetch_errors_never_show_url_credentials(tmp_path: pathlib.Path) -> None:
+    # Port 9 on loopback: nothing listens, the connection is refused at once.
+    source = gitsource.Source("https://deploy:s3cr3t-token@127.0.0.1:9/repo.git")
+    with pytest.raises(gitsource.FetchError) as caught:
+        gitsource.fetch(source, tmp_path, "main", None, full=False)
+    assert "s3cr3t-token" not in str(caught.value)
+
+
+def test_ssh_fetch_failure_is_a_fetch_error(tmp_path: pathlib.Path) -> None:
+    # No sshd is installed here, so this covers only the failure path of the ssh transport
+    # (nothing listens on port 9); host-key checking against a live server is not exercised.
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    source = gitsource.Source("ssh://git@127.0.0.1:9/repo.git", known_hosts=known_hosts)
+    with pytest.raises(gitsource.FetchError):
+        gitsource.fetch(source, tmp_path / "cache", "main", None, full=False)
+
+
+def test_local_repository_that_is_not_git_is_a_source_error(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(gitsource.SourceError, match="not a git repository"):
+        gitsource.open_local(tmp_path, "main", None)
+
+
+def test_unknown_last_applied_revision_in_a_local_repository_is_a_source_error(
+    corpus: gitcorpus.Corpus,
+) -> None:
+    with pytest.raises(gitsource.SourceError, match="last applied revision"):
+        gitsource.open_local(corpus.repo, "main", "no-such-rev")
