@@ -12,7 +12,10 @@ import base64
 import binascii
 import datetime as dt
 import json
+import logging
+import signal
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from typing import Any
 import yaml
 
 from gitwarden_cli import main
-from reconciler import errors, manifests
+from reconciler import certserver, errors, keyservice, kube_client, manifests
 from reconciler.sealed import keys, objects, wire
 
 
@@ -28,6 +31,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the four sealing commands."""
     keys_parser = subparsers.add_parser("keys", help="manage sealing keys")
     keys_sub = keys_parser.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    serve = keys_sub.add_parser(
+        "serve",
+        help="keep a current sealing key in the cluster and serve /v1/cert.pem",
+        description=(
+            "Make a sealing key when none exists or the newest is --renew-days old (old keys "
+            "are kept for decryption), stored as the sealed-secrets controller stores them, and "
+            "serve the newest certificate at /v1/cert.pem. Run one replica."
+        ),
+    )
+    serve.add_argument("--namespace", default="gitwarden", help="where the key Secrets live")
+    serve.add_argument("--kubeconfig", type=Path, help="default: in-cluster credentials")
+    serve.add_argument("--listen", default="0.0.0.0:8080", help="HOST:PORT (default 0.0.0.0:8080)")
+    serve.add_argument(
+        "--renew-days",
+        type=float,
+        default=keys.DEFAULT_RENEW_PERIOD.days,
+        help="make a new key this often; 0 turns renewal off (default 30)",
+    )
+    serve.add_argument(
+        "--check-every",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="how often to look at the keys (default 3600)",
+    )
+    serve.set_defaults(func=_keys_serve)
+
     new = keys_sub.add_parser("new", help="make a key pair: DIR/tls.key and DIR/tls.crt")
     new.add_argument("--out", required=True, type=Path, metavar="DIR")
     new.add_argument("--bits", type=int, default=keys.DEFAULT_KEY_BITS)
@@ -74,6 +104,33 @@ def _add_keys(parser: argparse.ArgumentParser) -> None:
 
 def _add_format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", "-o", choices=["yaml", "json"], default="yaml")
+
+
+def _keys_serve(args: argparse.Namespace) -> int:
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise main.UsageError("--listen must be HOST:PORT")
+    if args.renew_days < 0 or args.check_every <= 0:
+        raise main.UsageError("--renew-days must be >= 0 and --check-every > 0")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = keyservice.Settings(
+        namespace=args.namespace,
+        listen=certserver.Settings(host=host, port=int(port)),
+        check_every=args.check_every,
+        policy=keys.KeyPolicy(renew_period=dt.timedelta(days=args.renew_days)),
+    )
+    try:
+        api = kube_client.api_client(args.kubeconfig)
+    except kube_client.ConfigError as exc:
+        raise main.UsageError(str(exc)) from exc
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        keyservice.KeyService(api, settings).run(stop)
+    except OSError as exc:  # the port cannot be bound
+        raise main.UsageError(f"--listen {args.listen}: {exc.strerror}") from exc
+    return main.EXIT_OK
 
 
 def _keys_new(args: argparse.Namespace) -> int:

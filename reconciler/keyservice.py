@@ -1,0 +1,97 @@
+"""The sealing-key service: keep a current key in the cluster and serve its certificate.
+
+Composes `kube_keys` (the labelled key Secrets) with `certserver` (`/v1/cert.pem`) on one
+schedule: on start and every `check_every` it makes a key when none exists or the newest is a
+renewal period old (old keys stay, for decryption), and the endpoint always serves the newest
+certificate of the last ring read. One pass failing (API server unreachable, a broken key
+Secret) is logged and tried again at the next tick; the last good ring keeps being served.
+Run it in one replica only (the reconciler's Lease holder), so two replicas never both make a
+key. Never logs key material: only fingerprints and Secret names.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from kubernetes import client as k8s
+from urllib3.exceptions import HTTPError
+
+from reconciler import certserver, errors, kube_keys
+from reconciler.sealed import keys
+
+log = logging.getLogger("gitwarden.keys")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the service manages and how often it looks."""
+
+    namespace: str = "gitwarden"
+    listen: certserver.Settings = field(default_factory=certserver.Settings)
+    check_every: float = 3600.0
+    policy: keys.KeyPolicy = field(default_factory=keys.KeyPolicy)
+
+
+class KeyService:
+    """Ensures a current key and serves the newest certificate."""
+
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        settings: Settings,
+        clock: keys.Clock | None = None,
+        factory: keys.KeyFactory = keys.generate,
+    ) -> None:
+        self._api, self._settings = api, settings
+        self._clock = clock or keys.SystemClock()
+        self._factory = factory
+        self._ring = keys.KeyRing()
+        self._lock = threading.Lock()
+
+    def refresh(self) -> keys.KeyRing:
+        """One pass: make a key if due, then remember the ring. Raises on failure."""
+        before = {k.fingerprint for k in self._ring.keys}
+        ring = kube_keys.ensure_current(
+            self._api, self._settings.namespace, self._settings.policy, self._clock, self._factory
+        )
+        with self._lock:
+            self._ring = ring
+        newest = ring.newest()
+        if newest.fingerprint not in before:
+            log.info(
+                "sealing certificate %s is now served (%d keys kept for decryption)",
+                newest.fingerprint,
+                len(ring.keys),
+            )
+        return ring
+
+    def certificate(self) -> bytes:
+        """The newest certificate (PEM); `KeyMaterialError` while there is none."""
+        with self._lock:
+            ring = self._ring
+        return ring.newest().certificate_pem()
+
+    def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
+        """Serve until `stop` is set, refreshing every `check_every` seconds."""
+        with certserver.CertServer(self._settings.listen, self.certificate) as server:
+            log.info(
+                "serving %s on %s:%d", certserver.CERT_PATH, self._settings.listen.host, server.port
+            )
+            while True:
+                try:
+                    self.refresh()
+                except (errors.ReconcileError, k8s.ApiException, HTTPError, OSError) as exc:
+                    # Our errors name the namespace or Secret and the reason, never key bytes;
+                    # for transport errors the type is enough.
+                    detail = str(exc) if isinstance(exc, errors.ReconcileError) else repr(type(exc))
+                    log.error(  # noqa: TRY400 - no traceback: it would add nothing at 3 a.m.
+                        "sealing keys not refreshed, retrying in %.0fs: %s",
+                        self._settings.check_every,
+                        detail,
+                    )
+                if ready is not None:
+                    ready.set()
+                if stop.wait(self._settings.check_every):
+                    return
