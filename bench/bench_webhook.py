@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.harness import pki
-from tests.harness.controlplane import LOOPBACK, Process, free_port
-from tests.harness.services import OpaServer, WebhookServer, wait_http
+from tests.harness.controlplane import LOOPBACK, Process, free_port, wait_http
+from tests.harness.services import OpaServer, WebhookServer
 from tests.webhook import reviews
 from webhook import config as config_mod
 

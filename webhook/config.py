@@ -324,36 +324,37 @@ class _Reader:
             raise self._fail(key, "{key, value}")
         return Label(k, v)
 
-    def kinds(self, key: str) -> tuple[ClusterKind, ...] | None:
+    def items(self, key: str, expected: str) -> list[_Reader] | None:
+        """A reader for each mapping in the list at `key`."""
         value = self._get(key)
         if value is None:
             return None
         if not isinstance(value, list):
-            raise self._fail(key, "a list of {group, kind, resource}")
+            raise self._fail(key, expected)
+        return [_Reader(item, f"{self._where}.{key}[{i}]") for i, item in enumerate(value)]
+
+    def kinds(self, key: str) -> tuple[ClusterKind, ...] | None:
+        items = self.items(key, "a list of {group, kind, resource}")
+        if items is None:
+            return None
         kinds = []
-        for i, item in enumerate(value):
-            sub = _Reader(item, f"{self._where}.{key}[{i}]")
+        for sub in items:
             group, kind, resource = sub.string("group"), sub.string("kind"), sub.string("resource")
             sub.reject_unknown()
             if group is None or not kind or not resource:
-                raise ConfigError(
-                    f"{self._where}.{key}[{i}]: group, kind and resource are required"
-                )
+                raise ConfigError(f"{sub.where}: group, kind and resource are required")
             kinds.append(ClusterKind(group, kind, resource))
         return tuple(kinds)
 
     def allowances(self, key: str) -> tuple[SystemAllowance, ...] | None:
-        value = self._get(key)
-        if value is None:
+        items = self.items(key, "a list of allowances")
+        if items is None:
             return None
-        if not isinstance(value, list):
-            raise self._fail(key, "a list of allowances")
         result = []
-        for i, item in enumerate(value):
-            sub = _Reader(item, f"{self._where}.{key}[{i}]")
+        for sub in items:
             name = sub.string("name")
             if not name:
-                raise ConfigError(f"{self._where}.{key}[{i}].name is required")
+                raise ConfigError(f"{sub.where}.name is required")
             fields = {
                 f: sub.strings(f) or ()
                 for f in (
@@ -368,6 +369,11 @@ class _Reader:
             sub.reject_unknown()
             result.append(SystemAllowance(name, **fields))
         return tuple(result)
+
+    @property
+    def where(self) -> str:
+        """The path of this mapping in the document, for messages."""
+        return self._where
 
 
 def opa_data_json(config: AdmissionConfig) -> str:

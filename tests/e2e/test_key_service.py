@@ -43,7 +43,7 @@ def _key_secrets(admin: k8s.ApiClient, namespace: str) -> list[str]:
     listed = k8s.CoreV1Api(admin).list_namespaced_secret(
         namespace, label_selector=f"{kube_keys.KEY_LABEL}={kube_keys.ACTIVE}"
     )
-    return sorted(s.metadata.name for s in listed.items)
+    return sorted(str(s.metadata.name) for s in listed.items)
 
 
 def test_key_service_makes_serves_and_renews_keys(

@@ -131,6 +131,32 @@ class Process:
             os.killpg(pgid, signal.SIGKILL)
 
 
+def wait_http(
+    proc: Process,
+    url: str,
+    *,
+    context: ssl.SSLContext | None = None,
+    timeout: float = START_TIMEOUT,
+) -> None:
+    """Poll `url` until it answers 200; fail with the process log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if not proc.running():
+            raise StartError(f"{proc.name} exited during start:\n{proc.log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as resp:  # noqa: S310 - loopback URL built here
+                if resp.status == 200:
+                    return
+                last = f"HTTP {resp.status}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise StartError(
+        f"{proc.name} not ready at {url} after {timeout:.0f}s ({last}):\n" + proc.log_tail()
+    )
+
+
 @dataclass(frozen=True)
 class Credentials:
     """How one identity authenticates: a client certificate or a bearer token."""
@@ -204,7 +230,7 @@ class ControlPlane:
             self.workdir / "etcd.log",
         )
         self.etcd.start()
-        self._wait(self.etcd, f"{etcd_url}/health", context=None)
+        wait_http(self.etcd, f"{etcd_url}/health")
 
         self.port = free_port()
         self.apiserver = Process(
@@ -238,7 +264,7 @@ class ControlPlane:
             self.workdir / "kube-apiserver.log",
         )
         self.apiserver.start()
-        self._wait(self.apiserver, f"{self.url}/readyz", context=self._tls_context())
+        wait_http(self.apiserver, f"{self.url}/readyz", context=self._tls_context())
         self._wait_for_default_namespace()
 
     def stop(self) -> None:
@@ -267,25 +293,6 @@ class ControlPlane:
 
     def _tls_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
-
-    def _wait(self, proc: Process, url: str, context: ssl.SSLContext | None) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        last = "no answer yet"
-        while time.monotonic() < deadline:
-            if not proc.running():
-                raise StartError(f"{proc.name} exited during start:\n{proc.log_tail()}")
-            try:
-                with urllib.request.urlopen(url, timeout=2, context=context) as resp:  # noqa: S310 - loopback URL built here
-                    if resp.status == 200:
-                        return
-                    last = f"HTTP {resp.status}"
-            except (urllib.error.URLError, OSError) as exc:
-                last = str(exc)
-            time.sleep(0.2)
-        raise StartError(
-            f"{proc.name} not ready at {url} after {START_TIMEOUT:.0f}s ({last}):\n"
-            + proc.log_tail()
-        )
 
     def _wait_for_default_namespace(self) -> None:
         api = k8s.CoreV1Api(self.admin())

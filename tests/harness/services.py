@@ -11,36 +11,14 @@ import json
 import os
 import ssl
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.harness import pki
-from tests.harness.controlplane import LOOPBACK, REPO_ROOT, Process, StartError, free_port, tool
+from tests.harness.controlplane import LOOPBACK, REPO_ROOT, Process, free_port, tool, wait_http
 
 POLICY_DIR = REPO_ROOT / "policies" / "admission"
-
-
-def wait_http(
-    proc: Process, url: str, *, context: ssl.SSLContext | None = None, timeout: float = 60
-) -> None:
-    """Poll `url` until it answers 200; fail with the process log if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    last = "no answer yet"
-    while time.monotonic() < deadline:
-        if not proc.running():
-            raise StartError(f"{proc.name} exited during start:\n{proc.log_tail()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2, context=context) as resp:  # noqa: S310 - loopback URL built here
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError) as exc:
-            last = str(exc)
-        time.sleep(0.1)
-    raise StartError(f"{proc.name} not ready at {url} ({last}):\n{proc.log_tail()}")
 
 
 @dataclass
