@@ -185,16 +185,20 @@ class AdmissionConfig:
         }
 
 
+# The narrowing fields of a SystemAllowance, as named in the configuration and the OPA data.
+_ALLOWANCE_FIELDS = (
+    "usernames",
+    "groups",
+    "operations",
+    "subresources",
+    "resources",
+    "changed_fields_within",
+)
+
+
 def _allowance_data(a: SystemAllowance) -> dict[str, Any]:
     data: dict[str, Any] = {"name": a.name}
-    for key in (
-        "usernames",
-        "groups",
-        "operations",
-        "subresources",
-        "resources",
-        "changed_fields_within",
-    ):
+    for key in _ALLOWANCE_FIELDS:
         value = getattr(a, key)
         if value:
             data[key] = list(value)
@@ -355,17 +359,7 @@ class _Reader:
             name = sub.string("name")
             if not name:
                 raise ConfigError(f"{sub.where}.name is required")
-            fields = {
-                f: sub.strings(f) or ()
-                for f in (
-                    "usernames",
-                    "groups",
-                    "operations",
-                    "subresources",
-                    "resources",
-                    "changed_fields_within",
-                )
-            }
+            fields = {f: sub.strings(f) or () for f in _ALLOWANCE_FIELDS}
             sub.reject_unknown()
             result.append(SystemAllowance(name, **fields))
         return tuple(result)
