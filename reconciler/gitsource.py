@@ -182,11 +182,12 @@ def _git(source: Source, args: list[str]) -> None:
             timeout=_GIT_TIMEOUT_SECONDS,
         )
     except subprocess.CalledProcessError as exc:
-        # git's stderr names the remote and the failure; it carries no object contents.
+        # git's stderr names the remote and the failure; it carries no object contents. The
+        # subprocess error is not chained: its text quotes the command, URL credentials and all.
         lines = exc.stderr.decode(errors="replace").strip().splitlines()
-        raise FetchError(f"git failed: {_redact(' / '.join(lines[-3:]))}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise FetchError(f"git timed out after {_GIT_TIMEOUT_SECONDS}s") from exc
+        raise FetchError(f"git failed: {_redact(' / '.join(lines[-3:]))}") from None
+    except subprocess.TimeoutExpired:
+        raise FetchError(f"git timed out after {_GIT_TIMEOUT_SECONDS}s") from None
 
 
 def _redact(text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import traceback
 
 import pygit2
 import pytest
@@ -94,6 +95,9 @@ def test_fetch_errors_never_show_url_credentials(tmp_path: pathlib.Path) -> None
     with pytest.raises(gitsource.FetchError) as caught:
         gitsource.fetch(source, tmp_path, "main", None, full=False)
     assert "s3cr3t-token" not in str(caught.value)
+    # Nor anywhere in the chain a log handler would print with the traceback.
+    assert caught.value.__cause__ is None
+    assert "s3cr3t-token" not in "".join(traceback.format_exception(caught.value))
 
 
 def test_ssh_fetch_failure_is_a_fetch_error(tmp_path: pathlib.Path) -> None:
