@@ -23,6 +23,11 @@ _TIP_REF = "refs/gitwarden/tip"
 _FIRST_DEPTH = 64
 _GIT_TIMEOUT_SECONDS = 300
 _URL_CREDENTIALS = re.compile(r"://[^/@\s]+@")
+# git's closing advice after any remote failure; dropped so the cause (for example "Host key
+# verification failed.") stays within the lines an error message keeps.
+_GENERIC_GIT_HINTS = frozenset(
+    {"Please make sure you have the correct access rights", "and the repository exists."}
+)
 
 
 class SourceError(errors.ReconcileError):
@@ -184,7 +189,11 @@ def _git(source: Source, args: list[str]) -> None:
     except subprocess.CalledProcessError as exc:
         # git's stderr names the remote and the failure; it carries no object contents. The
         # subprocess error is not chained: its text quotes the command, URL credentials and all.
-        lines = exc.stderr.decode(errors="replace").strip().splitlines()
+        lines = [
+            line
+            for line in exc.stderr.decode(errors="replace").splitlines()
+            if line.strip() and line not in _GENERIC_GIT_HINTS
+        ]
         raise FetchError(f"git failed: {_redact(' / '.join(lines[-3:]))}") from None
     except subprocess.TimeoutExpired:
         raise FetchError(f"git timed out after {_GIT_TIMEOUT_SECONDS}s") from None

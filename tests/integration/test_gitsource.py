@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pathlib
 import traceback
+from collections.abc import Iterator
 
+import asyncssh
 import pygit2
 import pytest
 
 from reconciler import gitsource, verify
-from tests.harness import gitcorpus
+from tests.harness import gitcorpus, sshgit
 from tests.integration import conftest
 
 
@@ -100,14 +102,60 @@ def test_fetch_errors_never_show_url_credentials(tmp_path: pathlib.Path) -> None
     assert "s3cr3t-token" not in "".join(traceback.format_exception(caught.value))
 
 
-def test_ssh_fetch_failure_is_a_fetch_error(tmp_path: pathlib.Path) -> None:
-    # No sshd is installed here, so this covers only the failure path of the ssh transport
-    # (nothing listens on port 9); host-key checking against a live server is not exercised.
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text("")
-    source = gitsource.Source("ssh://git@127.0.0.1:9/repo.git", known_hosts=known_hosts)
-    with pytest.raises(gitsource.FetchError):
-        gitsource.fetch(source, tmp_path / "cache", "main", None, full=False)
+@pytest.fixture(scope="module")
+def ssh_server(
+    corpus: gitcorpus.Corpus, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[sshgit.SshGitServer, pathlib.Path]]:
+    """The corpus served over SSH, and the client's private key file."""
+    client_key = asyncssh.generate_private_key("ssh-ed25519")
+    key_file = tmp_path_factory.mktemp("ssh-client") / "id_ed25519"
+    key_file.write_bytes(client_key.export_private_key("openssh"))
+    key_file.chmod(0o600)
+    with sshgit.ssh_git_server(corpus.repo.parent, client_key) as server:
+        yield server, key_file
+
+
+def _ssh_source(
+    server: sshgit.SshGitServer, corpus: gitcorpus.Corpus, key_file: pathlib.Path, known: str
+) -> gitsource.Source:
+    known_hosts = key_file.parent / f"known_hosts-{abs(hash(known))}"
+    known_hosts.write_text(known)
+    return gitsource.Source(
+        server.url(corpus.repo.name), known_hosts=known_hosts, identity_file=key_file
+    )
+
+
+def test_ssh_fetch_with_the_right_host_key(
+    ssh_server: tuple[sshgit.SshGitServer, pathlib.Path],
+    corpus: gitcorpus.Corpus,
+    tmp_path: pathlib.Path,
+) -> None:
+    """Over a real SSH connection, a host key in known_hosts lets the fetch through."""
+    server, key_file = ssh_server
+    source = _ssh_source(server, corpus, key_file, server.known_hosts_line())
+    checkout = gitsource.fetch(source, tmp_path, "merged", None, full=False)
+    assert checkout.tip_commit == corpus.objects["merge-of-unsigned"]
+    assert checkout.shallow
+
+
+@pytest.mark.parametrize("known", ["other-key", "empty"])
+def test_ssh_fetch_refuses_an_unknown_or_changed_host_key(
+    ssh_server: tuple[sshgit.SshGitServer, pathlib.Path],
+    corpus: gitcorpus.Corpus,
+    tmp_path: pathlib.Path,
+    known: str,
+) -> None:
+    """Strict host-key checking: a server whose key is not the configured one is refused."""
+    server, key_file = ssh_server
+    line = (
+        server.known_hosts_line(asyncssh.generate_private_key("ssh-ed25519"))
+        if known == "other-key"
+        else ""
+    )
+    source = _ssh_source(server, corpus, key_file, line)
+    with pytest.raises(gitsource.FetchError, match="Host key verification failed"):
+        gitsource.fetch(source, tmp_path, "main", None, full=False)
+    assert not (tmp_path / "objects").exists() or not any((tmp_path).rglob("*.pack"))
 
 
 def test_local_repository_that_is_not_git_is_a_source_error(tmp_path: pathlib.Path) -> None:
