@@ -381,19 +381,26 @@ def test_metrics_sum_over_every_worker(stack: Stack) -> None:
             ) as resp:
                 answers.append(json.loads(resp.read())["response"]["allowed"])
 
-    threads = [threading.Thread(target=send, args=(10,)) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    def serving_pids() -> set[str]:
+        log = stack.webhook.log()
+        return set(re.findall(r"\[(\d+)\] m delete ConfigMap metrics/metrics-probe", log))
+
+    # Batches of concurrent new connections until two workers have answered (bounded).
+    for _ in range(10):
+        threads = [threading.Thread(target=send, args=(10,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        if len(serving_pids()) >= 2:
+            break
     n = len(answers)
-    assert n == 40
+    assert n % 40 == 0
+    assert n > 0
     assert not any(answers)
     after = stack.metric(
         'gitwarden_webhook_decisions_total{mode="enforce",reason="not-gitops",result="deny"}'
     )
     assert after - before == n
-    pids = set(
-        re.findall(r"\[(\d+)\] m delete ConfigMap metrics/metrics-probe", stack.webhook.log())
-    )
+    pids = serving_pids()
     assert len(pids) >= 2, f"all {n} requests were served by one worker: {pids}"
