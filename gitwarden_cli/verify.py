@@ -38,6 +38,7 @@ class Settings:
     as_json: bool
     known_hosts: pathlib.Path | None
     identity_file: pathlib.Path | None
+    ca_bundle: pathlib.Path | None
     cache_dir: pathlib.Path | None
 
 
@@ -60,6 +61,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--opa", default="opa", help="opa binary (default: from PATH)")
     parser.add_argument("--known-hosts", type=pathlib.Path, help="known_hosts for ssh URLs")
     parser.add_argument("--identity-file", type=pathlib.Path, help="ssh private key for fetch")
+    parser.add_argument(
+        "--ca-bundle", type=pathlib.Path, help="PEM CAs for https URLs (default: system CAs)"
+    )
     parser.add_argument("--cache-dir", type=pathlib.Path, help="keep fetched repositories here")
     parser.add_argument("--json", action="store_true", help="one JSON record per object")
     parser.set_defaults(func=run)
@@ -86,7 +90,9 @@ def _inspect(settings: Settings, cache_dir: pathlib.Path, now: datetime.datetime
     if path.is_dir():
         checkout = gitsource.open_local(path, settings.rev, settings.since)
     else:
-        source = gitsource.Source(settings.repo, settings.known_hosts, settings.identity_file)
+        source = gitsource.Source(
+            settings.repo, settings.known_hosts, settings.identity_file, settings.ca_bundle
+        )
         full = settings.mode is stage.Mode.ALL and settings.since is None
         checkout = gitsource.fetch(source, cache_dir, settings.rev, settings.since, full=full)
     return stage.inspect(checkout, settings.trust, settings.mode, settings.policy, now)
@@ -114,6 +120,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         as_json=args.json,
         known_hosts=args.known_hosts,
         identity_file=args.identity_file,
+        ca_bundle=args.ca_bundle,
         cache_dir=args.cache_dir,
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import pathlib
 import re
 import shlex
@@ -45,6 +46,8 @@ class Source:
     url: str
     known_hosts: pathlib.Path | None = None
     identity_file: pathlib.Path | None = None
+    ca_bundle: pathlib.Path | None = None
+    """PEM CAs for https sources (a private Git server); default: the system's."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,14 +179,23 @@ def _git(source: Source, args: list[str]) -> None:
         "-c", "protocol.ssh.allow=always",
         "-c", "protocol.file.allow=always",
         "-c", "credential.interactive=never",
+        "-c", "http.sslVerify=true",
         *args,
     ]  # fmt: skip
+    # git lets GIT_SSL_CAINFO override http.sslCAInfo, and hosts often export it: a configured
+    # bundle must win, so it goes into the child's environment (inherited otherwise).
+    env = (
+        None
+        if source.ca_bundle is None
+        else {**os.environ, "GIT_SSL_CAINFO": str(source.ca_bundle)}
+    )
     try:
         subprocess.run(
             command,
             check=True,
             stdin=subprocess.DEVNULL,
             capture_output=True,
+            env=env,
             timeout=_GIT_TIMEOUT_SECONDS,
         )
     except subprocess.CalledProcessError as exc:

@@ -11,7 +11,7 @@ import pygit2
 import pytest
 
 from reconciler import gitsource, verify
-from tests.harness import gitcorpus, sshgit
+from tests.harness import gitcorpus, httpgit, pki, sshgit
 from tests.integration import conftest
 
 
@@ -156,6 +156,59 @@ def test_ssh_fetch_refuses_an_unknown_or_changed_host_key(
     with pytest.raises(gitsource.FetchError, match="Host key verification failed"):
         gitsource.fetch(source, tmp_path, "main", None, full=False)
     assert not (tmp_path / "objects").exists() or not any((tmp_path).rglob("*.pack"))
+
+
+@pytest.fixture(scope="module")
+def https_server(corpus: gitcorpus.Corpus) -> Iterator[httpgit.HttpsGitServer]:
+    """The corpus served over smart HTTP with TLS and basic authentication."""
+    with httpgit.https_git_server(corpus.repo.parent, ("deploy", "t0ken-https")) as server:
+        yield server
+
+
+def test_https_fetch_with_the_servers_ca(
+    https_server: httpgit.HttpsGitServer, corpus: gitcorpus.Corpus, tmp_path: pathlib.Path
+) -> None:
+    """Over real TLS with credentials, the configured CA bundle lets the fetch through."""
+    source = gitsource.Source(
+        https_server.url(corpus.repo.name, "deploy:t0ken-https"),
+        ca_bundle=https_server.write_ca(tmp_path / "ca.pem"),
+    )
+    checkout = gitsource.fetch(
+        source, tmp_path / "cache", "main", corpus.objects["root"], full=False
+    )
+    assert checkout.since == corpus.objects["root"]
+    assert checkout.tip_commit == str(
+        pygit2.Repository(str(corpus.repo)).revparse_single("main").id
+    )
+
+
+def test_https_fetch_refuses_a_server_the_ca_did_not_sign(
+    https_server: httpgit.HttpsGitServer, corpus: gitcorpus.Corpus, tmp_path: pathlib.Path
+) -> None:
+    """A certificate from another CA (or none configured) fails verification: no fetch."""
+    other = pki.CertificateAuthority("someone-else")
+    (tmp_path / "other.pem").write_bytes(other.cert_pem)
+    source = gitsource.Source(
+        https_server.url(corpus.repo.name, "deploy:t0ken-https"), ca_bundle=tmp_path / "other.pem"
+    )
+    with pytest.raises(gitsource.FetchError, match="certificate") as caught:
+        gitsource.fetch(source, tmp_path / "cache", "main", None, full=False)
+    assert "t0ken-https" not in "".join(traceback.format_exception(caught.value))
+
+
+def test_https_wrong_credentials_fail_without_showing_them(
+    https_server: httpgit.HttpsGitServer, corpus: gitcorpus.Corpus, tmp_path: pathlib.Path
+) -> None:
+    """A 401 is a FetchError that never repeats the password."""
+    source = gitsource.Source(
+        https_server.url(corpus.repo.name, "deploy:wr0ng-secret"),
+        ca_bundle=https_server.write_ca(tmp_path / "ca.pem"),
+    )
+    with pytest.raises(gitsource.FetchError) as caught:
+        gitsource.fetch(source, tmp_path / "cache", "main", None, full=False)
+    text = "".join(traceback.format_exception(caught.value))
+    assert "wr0ng-secret" not in text
+    assert "Authentication failed" in text or "401" in text
 
 
 def test_local_repository_that_is_not_git_is_a_source_error(tmp_path: pathlib.Path) -> None:
