@@ -214,7 +214,9 @@ def test_kube_system_and_our_namespace_are_never_blocked(
     name = f"lock-{uuid.uuid4().hex[:6]}"
     core.create_namespaced_config_map(ns, configmap(name, MANAGED))
     core.patch_namespaced_config_map(name, ns, {"data": {"k": "changed"}})
+    assert core.read_namespaced_config_map(name, ns).data == {"k": "changed"}
     core.delete_namespaced_config_map(name, ns)
+    assert name not in {c.metadata.name for c in core.list_namespaced_config_map(ns).items}
 
 
 def test_opa_down_denies_in_time_and_recovers_without_restart(stack: Stack, namespace: str) -> None:

@@ -55,7 +55,9 @@ def test_token_bound_to_a_reconciler_pod_is_the_gitops_identity(
     )
     core.create_namespaced_config_map(namespace, configmap("cm", MANAGED))
     core.patch_namespaced_config_map("cm", namespace, {"data": {"k": "v2"}})
+    assert core.read_namespaced_config_map("cm", namespace).data == {"k": "v2"}
     core.delete_namespaced_config_map("cm", namespace)
+    assert core.list_namespaced_config_map(namespace).items == []
 
 
 def test_minted_token_of_the_same_account_is_denied(
