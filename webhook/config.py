@@ -124,6 +124,13 @@ class AdmissionConfig:
     path_annotation: str = "gitwarden.dev/source-path"
     default_path: str = "the manifest that declares it"
     cluster_scoped_kinds: tuple[ClusterKind, ...] = ()
+    scale_resources: tuple[tuple[str, str], ...] = (
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("apps", "replicasets"),
+        ("", "replicationcontrollers"),
+    )
+    """(group, resource) whose */scale is guarded; the webhook needs `get` on exactly these."""
     exempt_usernames: tuple[str, ...] = ()
     exempt_groups: tuple[str, ...] = ()
     break_glass_groups: tuple[str, ...] = ("gitwarden:break-glass",)
@@ -238,6 +245,7 @@ def from_document(document: Any, *, source: str = "configuration") -> AdmissionC
         "path_annotation": repo.string("path_annotation"),
         "default_path": repo.string("default_path"),
         "cluster_scoped_kinds": doc.kinds("cluster_scoped_kinds"),
+        "scale_resources": doc.scale_resources("scale_resources"),
         "exempt_usernames": exemptions.strings("usernames"),
         "exempt_groups": exemptions.strings("groups"),
         "break_glass_groups": doc.section("break_glass").strings("groups"),
@@ -349,6 +357,19 @@ class _Reader:
                 raise ConfigError(f"{sub.where}: group, kind and resource are required")
             kinds.append(ClusterKind(group, kind, resource))
         return tuple(kinds)
+
+    def scale_resources(self, key: str) -> tuple[tuple[str, str], ...] | None:
+        items = self.items(key, "a list of {group, resource}")
+        if items is None:
+            return None
+        result = []
+        for sub in items:
+            group, resource = sub.string("group"), sub.string("resource")
+            sub.reject_unknown()
+            if group is None or not resource:
+                raise ConfigError(f"{sub.where}: group and resource are required")
+            result.append((group, resource))
+        return tuple(result)
 
     def allowances(self, key: str) -> tuple[SystemAllowance, ...] | None:
         items = self.items(key, "a list of allowances")

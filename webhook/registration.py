@@ -122,23 +122,6 @@ def validating_webhook_configuration(
             **common,
         },
         {
-            # A Scale object has none of its parent's labels, so no objectSelector can find
-            # managed ones: every */scale update is sent, and decided on the parent's metadata.
-            "name": f"scale.{name}.gitwarden.dev",
-            "clientConfig": _client_config(client_config, SCALE_PATH),
-            "rules": [
-                {
-                    "operations": ["UPDATE"],
-                    "apiGroups": ["*"],
-                    "apiVersions": ["*"],
-                    "resources": ["*/scale"],
-                    "scope": "Namespaced",
-                }
-            ],
-            "namespaceSelector": {"matchExpressions": [not_excluded]},
-            **common,
-        },
-        {
             "name": f"protected-namespaces.{name}.gitwarden.dev",
             "clientConfig": _client_config(client_config, PROTECTED_NAMESPACE_PATH),
             "rules": [
@@ -163,6 +146,34 @@ def validating_webhook_configuration(
             **common,
         },
     ]
+    if config.scale_resources:
+        # A Scale object has none of its parent's labels, so no objectSelector can find
+        # managed ones: */scale updates of the configured kinds are all sent and decided on the
+        # parent's metadata, which the webhook may read for exactly these kinds. A kind left out
+        # (a custom resource the webhook has no RBAC for) is never sent, so its HPA keeps
+        # working instead of failing closed on a lookup the webhook is not allowed to make.
+        by_group: dict[str, list[str]] = {}
+        for group, resource in config.scale_resources:
+            by_group.setdefault(group, []).append(f"{resource}/scale")
+        webhooks.insert(
+            1,
+            {
+                "name": f"scale.{name}.gitwarden.dev",
+                "clientConfig": _client_config(client_config, SCALE_PATH),
+                "rules": [
+                    {
+                        "operations": ["UPDATE"],
+                        "apiGroups": [group],
+                        "apiVersions": ["*"],
+                        "resources": sorted(res),
+                        "scope": "Namespaced",
+                    }
+                    for group, res in sorted(by_group.items())
+                ],
+                "namespaceSelector": {"matchExpressions": [not_excluded]},
+                **common,
+            },
+        )
     if config.cluster_scoped_kinds:
         groups: dict[str, list[str]] = {}
         for kind in config.cluster_scoped_kinds:

@@ -143,7 +143,8 @@ def running_stack(
                 "apiGroups": ["apps"],
                 "resources": ["deployments", "statefulsets", "replicasets"],
                 "verbs": ["get"],
-            }
+            },
+            {"apiGroups": [""], "resources": ["replicationcontrollers"], "verbs": ["get"]},
         ],
     )
     webhook_kubeconfig = control_plane.kubeconfig(

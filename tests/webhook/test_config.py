@@ -85,6 +85,25 @@ def test_registration_paths_and_selectors() -> None:
         "url": "https://127.0.0.1:9443/validate/protected-namespace"
     }
     assert protected["rules"][0]["operations"] == ["CREATE"]
+    scale = hooks["scale.gitwarden.gitwarden.dev"]
+    assert scale["clientConfig"] == {"url": "https://127.0.0.1:9443/validate/scale"}
+    assert "objectSelector" not in scale
+    assert scale["rules"] == [
+        {
+            "operations": ["UPDATE"],
+            "apiGroups": [""],
+            "apiVersions": ["*"],
+            "resources": ["replicationcontrollers/scale"],
+            "scope": "Namespaced",
+        },
+        {
+            "operations": ["UPDATE"],
+            "apiGroups": ["apps"],
+            "apiVersions": ["*"],
+            "resources": ["deployments/scale", "replicasets/scale", "statefulsets/scale"],
+            "scope": "Namespaced",
+        },
+    ]
     kinds = hooks["cluster-kinds.gitwarden.gitwarden.dev"]
     assert kinds["rules"] == [
         {
@@ -122,3 +141,24 @@ def test_match_condition_requires_the_pod_binding_when_configured() -> None:
     gitops = registration.match_conditions(c)[0]["expression"]
     assert '"authentication.kubernetes.io/pod-name" in request.userInfo.extra' in gitops
     assert 'p.startsWith("gw-rec-")' in gitops
+
+
+def test_scale_resources_are_configurable_and_can_be_turned_off() -> None:
+    """Only the listed kinds' */scale is sent; an empty list registers no scale webhook."""
+    custom = config.from_document(
+        {"scale_resources": [{"group": "argoproj.io", "resource": "rollouts"}]}
+    )
+    vwc = registration.validating_webhook_configuration(custom, {"url": "https://h:1"})
+    scale = next(h for h in vwc["webhooks"] if h["name"].startswith("scale."))
+    assert scale["rules"][0]["apiGroups"] == ["argoproj.io"]
+    assert scale["rules"][0]["resources"] == ["rollouts/scale"]
+    off = config.from_document({"scale_resources": []})
+    names = [
+        h["name"]
+        for h in registration.validating_webhook_configuration(off, {"url": "https://h:1"})[
+            "webhooks"
+        ]
+    ]
+    assert not any(n.startswith("scale.") for n in names)
+    with pytest.raises(config.ConfigError, match=r"scale_resources\[0\]: group and resource"):
+        config.from_document({"scale_resources": [{"resource": "rollouts"}]})
