@@ -98,7 +98,20 @@ DEFAULT_SYSTEM_ALLOWANCES: tuple[SystemAllowance, ...] = (
             "pods",
             "replicasets",
             "controllerrevisions",
+            "jobs",
+            "persistentvolumeclaims",
         ),
+    ),
+    # Every namespace gets these two from kube-controller-manager, protected ones included.
+    SystemAllowance(
+        "root-ca-publisher",
+        usernames=(SA_CONTROLLER + "root-ca-cert-publisher", "system:kube-controller-manager"),
+        resources=("configmaps",),
+    ),
+    SystemAllowance(
+        "service-account-controller",
+        usernames=(SA_CONTROLLER + "service-account-controller", "system:kube-controller-manager"),
+        resources=("serviceaccounts",),
     ),
     SystemAllowance(
         "kubelet-tokens", groups=("system:nodes",), operations=("CREATE",), subresources=("token",)
