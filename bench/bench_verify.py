@@ -106,6 +106,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--commits", type=int, default=1000)
     parser.add_argument("--sample", type=int, default=60)
+    pinned = pathlib.Path(__file__).resolve().parents[1] / ".tools" / "bin" / "opa"
+    parser.add_argument(
+        "--opa",
+        default=str(pinned) if pinned.exists() else "opa",
+        help="opa binary (default: the pinned one from `make tools`, else opa on PATH)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gitwarden-bench-") as tmp:
         root = pathlib.Path(tmp)
@@ -123,7 +129,7 @@ def main() -> None:
 
         policy_data = root / "commits.json"
         policy_data.write_text(json.dumps({"commits": {"settings": {"policy_admins": []}}}))
-        policy = commitpolicy.OpaEval("opa", pathlib.Path("policies/commits"), policy_data)
+        policy = commitpolicy.OpaEval(args.opa, pathlib.Path("policies/commits"), policy_data)
 
         def ours_with_policy() -> None:
             assert verify.inspect(checkout, trust, verify.Mode.ALL, policy, now).ok
