@@ -63,7 +63,9 @@ def create_app(
         try:
             if scale:
                 req = _with_parent_metadata(req, lookup.get(), annotation_keys)
-            decision = _decide(engine, metrics, req, namespace_protected)
+            decision = engine.decide(
+                review.policy_input(req, namespace_protected=namespace_protected)
+            )
         except (policy.EngineError, parents_mod.LookupFailed) as exc:
             decision = _undecided(metrics, req, exc, settings.fail_open)
         metrics.decisions.labels(
@@ -190,15 +192,6 @@ def _with_parent_metadata(
         annotations={k: v for k, v in parent.annotations.items() if k in annotation_keys},
     )
     return dataclasses.replace(req, object=meta, old_object=meta)
-
-
-def _decide(
-    engine: policy.DecisionEngine,
-    metrics: metrics_mod.Metrics,
-    req: review.AdmissionRequest,
-    namespace_protected: bool,
-) -> decision_mod.Decision:
-    return engine.decide(review.policy_input(req, namespace_protected=namespace_protected))
 
 
 def _undecided(

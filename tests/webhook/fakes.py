@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook import decision as decision_mod
-from webhook import policy
+from webhook import parents, policy
 
 
 @dataclass
@@ -31,3 +31,21 @@ class FakeEngine:
 
     def ready(self) -> bool:
         return self.is_ready
+
+
+@dataclass
+class FakeParents:
+    """A ParentLookup answering fixed metadata, or failing."""
+
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    fail: bool = False
+    asked: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+
+    def metadata(
+        self, group: str, version: str, resource: str, namespace: str, name: str
+    ) -> parents.ParentMeta:
+        self.asked.append((group, version, resource, namespace, name))
+        if self.fail:
+            raise parents.LookupFailed(f"cannot read {resource} {namespace}/{name}: HTTP 403")
+        return parents.ParentMeta(labels=self.labels, annotations=self.annotations)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.webhook import reviews
-from tests.webhook.fakes import FakeEngine
+from tests.webhook.fakes import FakeEngine, FakeParents
 from webhook import app as app_mod
 from webhook import decision, policy
 from webhook import metrics as metrics_mod
@@ -22,9 +22,13 @@ GOLDEN = reviews.golden()
 SECRET_CASE = GOLDEN["cases"]["user_update_secret_denied"]["input"]
 
 
-def client_for(engine: FakeEngine, **overrides: Any) -> tuple[FlaskClient, metrics_mod.Metrics]:
+def client_for(
+    engine: FakeEngine, parents: FakeParents | None = None, **overrides: Any
+) -> tuple[FlaskClient, metrics_mod.Metrics]:
     metrics = metrics_mod.Metrics()
-    app = app_mod.create_app(WebhookSettings(**overrides), engine=engine, metrics=metrics)
+    app = app_mod.create_app(
+        WebhookSettings(**overrides), engine=engine, metrics=metrics, parents=parents
+    )
     return app.test_client(), metrics
 
 
@@ -196,3 +200,37 @@ def test_random_bodies_are_400_or_a_real_decision_never_500_or_a_silent_allow(bo
     else:
         assert resp.get_json()["response"]["allowed"] is False
         assert len(engine.inputs) == 1
+
+
+SCALE_CASE = GOLDEN["cases"]["scale_by_human_denied"]["input"]
+
+
+def test_scale_is_decided_on_the_parents_labels() -> None:
+    """/validate/scale replaces the Scale's (empty) metadata with the parent's before deciding."""
+    engine = FakeEngine(decision.Decision(False, "not-gitops", message="m"))
+    parents = FakeParents(
+        labels={"gitwarden.dev/managed": "true"},
+        annotations={"gitwarden.dev/source-path": "apps/web.yaml", "other": "dropped"},
+    )
+    client, _ = client_for(engine, parents)
+    scale_review = reviews.review_from_input(SCALE_CASE)
+    for key in ("object", "oldObject"):
+        scale_review["request"][key]["metadata"]["labels"] = {}
+    resp = post(client, reviews.body(scale_review), "/validate/scale")
+    assert resp.get_json()["response"]["allowed"] is False
+    assert parents.asked == [("apps", "v1", "deployments", "team-a", "web")]
+    sent = engine.inputs[0]
+    assert sent["object"]["labels"] == {"gitwarden.dev/managed": "true"}
+    assert sent["oldObject"]["annotations"] == {"gitwarden.dev/source-path": "apps/web.yaml"}
+
+
+def test_scale_lookup_failure_fails_closed_with_its_own_message() -> None:
+    """A parent that cannot be read is a denial naming the cause; the engine is not asked."""
+    engine = FakeEngine(decision.Decision(True, "x"))
+    client, metrics = client_for(engine, FakeParents(fail=True))
+    resp = post(client, reviews.body(reviews.review_from_input(SCALE_CASE)), "/validate/scale")
+    response = resp.get_json()["response"]
+    assert response["allowed"] is False
+    assert "cannot read the object being scaled" in response["status"]["message"]
+    assert engine.inputs == []
+    assert 'kind="parent-lookup"' in metrics.exposition().decode()
