@@ -50,6 +50,7 @@ CONFIG = config_mod.AdmissionConfig(
     default_path="clusters/test/",
     intercept_status=True,
     break_glass_groups=(BREAK_GLASS,),
+    namespace_modes={"mode-warn": "warn", "mode-audit": "audit"},
 )
 
 
@@ -406,3 +407,27 @@ def test_metrics_sum_over_every_worker(stack: Stack) -> None:
     assert after - before == n
     pids = serving_pids()
     assert len(pids) >= 2, f"all {n} requests were served by one worker: {pids}"
+
+
+@pytest.mark.parametrize("mode", ["warn", "audit"])
+def test_per_namespace_modes_allow_and_tell(stack: Stack, admin: k8s.ApiClient, mode: str) -> None:
+    """In a warn namespace kubectl shows the Git message; in an audit one the audit log has it."""
+    ns = f"mode-{mode}"
+    k8s.CoreV1Api(admin).create_namespace({"metadata": {"name": ns}})
+    create_managed(stack, ns)
+    result = stack.kubectl(stack.alice_creds, "-n", ns, "label", "configmap/cm", f"{mode}=yes")
+    assert result.returncode == 0, result.stderr
+    if mode == "warn":
+        assert f"Warning: ConfigMap {ns}/cm is managed by GitOps" in result.stderr
+        assert "Make the change in Git instead" in result.stderr
+        return
+    assert "Warning" not in result.stderr
+
+    def audited() -> bool:
+        for event in stack.plane.audit_events():
+            value = event.get("annotations", {}).get(f"{HOOK}/violation", "")
+            if f"ConfigMap {ns}/cm is managed by GitOps: alice may not update it" in value:
+                return True
+        return False
+
+    wait_until(audited, "the audit-mode annotation")
