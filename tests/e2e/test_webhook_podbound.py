@@ -77,3 +77,19 @@ def test_token_bound_to_another_pod_is_denied(
     """A token bound to some other pod running as the account is not the GitOps identity."""
     other = k8s.CoreV1Api(control_plane.as_service_account(GITOPS_NS, GITOPS_SA, pod="debug-shell"))
     denied_message(lambda: other.create_namespaced_config_map(namespace, configmap("cm", MANAGED)))
+
+
+def test_impersonating_the_gitops_account_is_denied(
+    stack: Stack, admin: k8s.ApiClient, namespace: str
+) -> None:
+    """An admin impersonating the service account carries no pod binding: denied."""
+    impersonating = k8s.ApiClient(admin.configuration)
+    impersonating.set_default_header(
+        "Impersonate-User", f"system:serviceaccount:{GITOPS_NS}:{GITOPS_SA}"
+    )
+    core = k8s.CoreV1Api(impersonating)
+    assert core.list_namespaced_config_map(namespace).items == []  # impersonation itself works
+    message = denied_message(
+        lambda: core.create_namespaced_config_map(namespace, configmap("cm", MANAGED))
+    )
+    assert f"system:serviceaccount:{GITOPS_NS}:{GITOPS_SA} may not create it" in message
