@@ -84,7 +84,7 @@ def test_impersonating_the_gitops_account_is_denied(
 ) -> None:
     """An admin impersonating the service account carries no pod binding: denied."""
     impersonating = k8s.ApiClient(admin.configuration)
-    impersonating.set_default_header(
+    impersonating.set_default_header(  # type: ignore[no-untyped-call]  # untyped in the client
         "Impersonate-User", f"system:serviceaccount:{GITOPS_NS}:{GITOPS_SA}"
     )
     core = k8s.CoreV1Api(impersonating)
