@@ -26,7 +26,7 @@ QUERY = "data.commits.deny"
 _TIMEOUT_SECONDS = 60
 
 
-class PolicyUnavailable(errors.ReconcileError):
+class PolicyUnavailable(errors.Transient):
     """The policy engine could not be asked or gave no usable answer; never read as an allow."""
 
 

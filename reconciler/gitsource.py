@@ -31,11 +31,11 @@ _GENERIC_GIT_HINTS = frozenset(
 )
 
 
-class SourceError(errors.ReconcileError):
+class SourceError(errors.Stalled):
     """The repository, revision or history asked for is not there (stalls until config changes)."""
 
 
-class FetchError(errors.ReconcileError):
+class FetchError(errors.Transient):
     """`git fetch` failed: network, authentication or host key (worth retrying later)."""
 
 

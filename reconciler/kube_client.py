@@ -14,7 +14,7 @@ from kubernetes import config as k8s_config
 from reconciler import errors
 
 
-class ConfigError(errors.ReconcileError):
+class ConfigError(errors.Stalled):
     """No usable cluster credentials."""
 
 

@@ -25,7 +25,7 @@ LEGACY_NAME = "sealed-secrets-key"
 TLS_TYPE = "kubernetes.io/tls"
 
 
-class KeyStoreError(errors.ReconcileError):
+class KeyStoreError(errors.Transient):
     """The key Secrets could not be read or written; the API error is chained as `__cause__`."""
 
 

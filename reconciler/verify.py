@@ -25,7 +25,7 @@ from reconciler.signatures import allowed_signers, commits, openpgp, rejections,
 SSH_NAMESPACE = "git"
 
 
-class VerificationFailed(errors.ReconcileError):
+class VerificationFailed(errors.Stalled):
     """At least one object failed; `failures` pairs each sha with its reason."""
 
     def __init__(self, message: str, failures: tuple[tuple[str, str], ...]) -> None:

@@ -23,7 +23,7 @@ class Failure:
         return f"{self.key}: {self.reason}" if self.key is not None else self.reason
 
 
-class DecryptionError(errors.ReconcileError):
+class DecryptionError(errors.Stalled):
     """A SealedSecret could not be turned into a Secret; `failures` lists every reason."""
 
     def __init__(self, obj: str, failures: tuple[Failure, ...]) -> None:
@@ -32,7 +32,7 @@ class DecryptionError(errors.ReconcileError):
         super().__init__(f"SealedSecret {obj}: " + "; ".join(str(f) for f in failures))
 
 
-class RevisionRejected(errors.ReconcileError):
+class RevisionRejected(errors.Stalled):
     """At least one SealedSecret of a revision failed; nothing of the revision may be applied.
 
     The loop should stall until the revision or the key ring changes; retrying cannot help.

@@ -28,7 +28,7 @@ DEFAULT_CERT_TTL = dt.timedelta(days=3650)
 _CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
-class KeyMaterialError(errors.ReconcileError):
+class KeyMaterialError(errors.Stalled):
     """A key or certificate could not be read, is not RSA, or the two do not belong together."""
 
 
