@@ -223,9 +223,56 @@ def parse_expected(text: str) -> Expected:
     return Expected(identity, names, "given on the command line")
 
 
+# kube-controller-manager's controllers run as these service accounts (with
+# --use-service-account-credentials) and hold these permissions through the API server's
+# bootstrap ClusterRoles `system:controller:<name>`: measured with `gitwarden audit` against
+# kube-apiserver v1.35.4 (tests/e2e/test_audit.py checks a fresh cluster audits clean).
+# Each entry names one controller and exactly what it holds; anything more is a finding.
+BOOTSTRAP_CONTROLLERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("clusterrole-aggregation-controller", ("rbac-escalate",)),
+    ("cronjob-controller", ("workloads",)),
+    ("daemon-set-controller", ("pods",)),
+    ("deployment-controller", ("namespace-objects", "workloads")),
+    (
+        "generic-garbage-collector",
+        (
+            "mutating-webhooks",
+            "namespace",
+            "namespace-objects",
+            "pod-exec",
+            "read-secrets",
+            "webhook-configuration",
+            "workloads",
+        ),
+    ),
+    ("job-controller", ("pods", "workloads")),
+    ("legacy-service-account-token-cleaner", ("namespace-objects",)),
+    (
+        "namespace-controller",
+        ("namespace", "namespace-objects", "read-secrets", "webhook-configuration"),
+    ),
+    ("persistent-volume-binder", ("pods",)),
+    ("replicaset-controller", ("pods", "workloads")),
+    ("replication-controller", ("pods", "workloads")),
+    ("resourcequota-controller", ("read-secrets",)),
+    ("root-ca-cert-publisher", ("namespace-objects",)),
+    ("statefulset-controller", ("pods",)),
+)
+
+
 def default_expected(inst: Installation) -> tuple[Expected, ...]:
     """Identities that hold some of these permissions by design, each named with what it needs."""
+    controllers = tuple(
+        Expected(f"{rbac.SA_PREFIX}kube-system:{name}", perms, "kube-controller-manager")
+        for name, perms in BOOTSTRAP_CONTROLLERS
+    )
     return (
         Expected(inst.gitops_username, (ANY,), "the GitOps identity applies and restores"),
         Expected("group:system:nodes", ("gitops-token",), "kubelets mint tokens for their pods"),
+        Expected(
+            "system:kube-controller-manager",
+            ("gitops-token", "namespace-objects", "read-secrets"),
+            "kube-controller-manager's own identity",
+        ),
+        *controllers,
     )

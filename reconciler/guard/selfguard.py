@@ -220,16 +220,43 @@ def differences(target: Target, live: Mapping[str, Any]) -> list[Drift]:
             continue
         want, have = _normal(expected[name]), _normal(actual[name])
         for field_name in fields:
-            if want.get(field_name) != have.get(field_name):
-                owners = _owners(entries, ("f:webhooks", key, f"f:{field_name}"))
-                found.append(
-                    Drift(
-                        f"webhooks[{name}].{field_name}",
-                        want.get(field_name),
-                        have.get(field_name),
-                        owners or _others(entries),
-                    )
+            if want.get(field_name) == have.get(field_name):
+                continue
+            path = ("f:webhooks", key, f"f:{field_name}")
+            where = f"webhooks[{name}].{field_name}"
+            items = _by_name(want.get(field_name)), _by_name(have.get(field_name))
+            if items[0] is None or items[1] is None:
+                owners = _owners(entries, path) or _others(entries)
+                found.append(Drift(where, want.get(field_name), have.get(field_name), owners))
+            else:
+                found.extend(_item_drift(entries, path, where, *items))
+    return found
+
+
+def _by_name(value: Any) -> dict[str, Any] | None:
+    """A list of named maps (matchConditions) by name, so each item is attributed alone."""
+    if not isinstance(value, list) or not all(isinstance(v, dict) and "name" in v for v in value):
+        return None
+    return {str(v["name"]): v for v in value}
+
+
+def _item_drift(
+    entries: Sequence[ManagedEntry],
+    path: tuple[str, ...],
+    where: str,
+    want: Mapping[str, Any],
+    have: Mapping[str, Any],
+) -> list[Drift]:
+    found = []
+    for item in sorted(set(want) | set(have)):
+        if want.get(item) != have.get(item):
+            key = f'k:{{"name":{json.dumps(item, separators=(",", ":"))}}}'
+            owners = _owners(entries, (*path, key)) if item in have else ()
+            found.append(
+                Drift(
+                    f"{where}[{item}]", want.get(item), have.get(item), owners or _others(entries)
                 )
+            )
     return found
 
 
