@@ -94,6 +94,7 @@ def _audit(args: argparse.Namespace) -> int:
         webhook_configuration=args.name,
         exempt_usernames=config.exempt_usernames,
         exempt_groups=config.exempt_groups,
+        break_glass_groups=config.break_glass_groups,
     )
     permissions = checks.permissions(installation)
     expected = (*checks.default_expected(installation), *_expected(args.expect, permissions))

@@ -29,6 +29,7 @@ class Installation:
     webhook_configuration: str
     exempt_usernames: tuple[str, ...] = ()
     exempt_groups: tuple[str, ...] = ()
+    break_glass_groups: tuple[str, ...] = ()
 
     @property
     def gitops_username(self) -> str:
@@ -83,7 +84,7 @@ def permissions(inst: Installation) -> tuple[Permission, ...]:
         rbac.Request("impersonate", "", "users", name=user) for user in inst.exempt_usernames
     ) + tuple(
         rbac.Request("impersonate", "", "groups", name=group)
-        for group in (*inst.exempt_groups, MASTERS)
+        for group in (*inst.exempt_groups, *inst.break_glass_groups, MASTERS)
     )
     return (
         Permission(
@@ -104,7 +105,11 @@ def permissions(inst: Installation) -> tuple[Permission, ...]:
                 for extra in (POD_NAME_EXTRA, POD_UID_EXTRA)
             ),
         ),
-        Permission("impersonate-exempt", "act as an exempt identity or system:masters", exempt),
+        Permission(
+            "impersonate-exempt",
+            "act as an exempt identity, a break-glass group or system:masters",
+            exempt,
+        ),
         Permission(
             "gitops-token",
             "mint tokens of the GitOps service account, bound to any of its pods",

@@ -224,12 +224,12 @@ def differences(target: Target, live: Mapping[str, Any]) -> list[Drift]:
                 continue
             path = ("f:webhooks", key, f"f:{field_name}")
             where = f"webhooks[{name}].{field_name}"
-            items = _by_name(want.get(field_name)), _by_name(have.get(field_name))
-            if items[0] is None or items[1] is None:
+            want_items, have_items = _by_name(want.get(field_name)), _by_name(have.get(field_name))
+            if want_items is None or have_items is None:
                 owners = _owners(entries, path) or _others(entries)
                 found.append(Drift(where, want.get(field_name), have.get(field_name), owners))
             else:
-                found.extend(_item_drift(entries, path, where, *items))
+                found.extend(_item_drift(entries, path, where, want_items, have_items))
     return found
 
 

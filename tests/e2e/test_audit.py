@@ -136,10 +136,11 @@ def test_impersonating_the_gitops_service_account_through_a_role_is_reported_unt
     assert _rows(after, user) == []
 
 
-def test_impersonating_the_gitops_username_and_pod_extras_through_a_cluster_role_is_reported(
+def test_impersonating_the_gitops_username_pod_extras_and_masters_via_a_cluster_role_is_reported(
     installation: Audit, admin: k8s.ApiClient
 ) -> None:
-    """impersonate users/<gitops> and userextras/…/pod-name: both findings, both confirmed."""
+    """impersonate users/<gitops>, userextras/…/pod-name and groups/system:masters: each a
+    finding, each confirmed by the authorizer."""
     user = f"mallory-{uuid.uuid4().hex[:6]}"
     gitops = f"system:serviceaccount:{installation.namespace}:reconciler"
     rules = [
@@ -147,13 +148,19 @@ def test_impersonating_the_gitops_username_and_pod_extras_through_a_cluster_role
          "resourceNames": [gitops]},
         {"apiGroups": ["authentication.k8s.io"],
          "resources": [f"userextras/{checks.POD_NAME_EXTRA}"], "verbs": ["impersonate"]},
+        {"apiGroups": [""], "resources": ["groups"], "verbs": ["impersonate"],
+         "resourceNames": ["system:masters"]},
     ]  # fmt: skip
     name = f"imp-{user}"
     _role_and_binding(admin, None, name, user, rules)
     try:
         _, findings = installation.findings()
         rows = {(r["permission"], r["confirmed"]) for r in _rows(findings, user)}
-        assert rows == {("impersonate-gitops", True), ("impersonate-pod-extras", True)}
+        assert rows == {
+            ("impersonate-gitops", True),
+            ("impersonate-pod-extras", True),
+            ("impersonate-exempt", True),
+        }
     finally:
         _delete_binding(admin, None, name)
     _, after = installation.findings()

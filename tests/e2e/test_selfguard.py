@@ -177,3 +177,18 @@ def test_a_human_change_in_gitwardens_namespace_is_reported_with_its_manager(
         }
     ]
     assert "secret-ish-value" not in out
+
+
+def test_a_deleted_webhook_configuration_is_reported_missing_and_recreated(
+    stack: Stack, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """Deleting the configuration switches admission off; --restore puts it back."""
+    admin_kc = control_plane.admin_kubeconfig(tmp_path / "admin.kc")
+    k8s.CoreV1Api(stack.gitops).create_namespaced_config_map(namespace, configmap("cm", MANAGED))
+    control_plane.delete_validating_webhook("gitwarden")
+    wait_until(lambda: _alice_edit_allowed(stack, namespace), "admission to be switched off")
+    code, out, _ = _audit(stack, admin_kc, "--restore")
+    assert code == 1
+    assert "ValidatingWebhookConfiguration gitwarden: MISSING" in out
+    assert "restored with server-side apply (field manager gitwarden)" in out
+    wait_until(lambda: not _alice_edit_allowed(stack, namespace), "the recreated webhook")

@@ -9,7 +9,7 @@ ALICE = rbac.Subject("User", "alice")
 
 
 def _cluster_role(name: str, *rules: rbac.Rule, **kw: object) -> rbac.Role:
-    return rbac.Role("ClusterRole", name, rules, **kw)  # type: ignore[arg-type]
+    return rbac.Role("ClusterRole", name, rules, **kw)
 
 
 def _crb(name: str, role: str, *subjects: rbac.Subject) -> rbac.Binding:
