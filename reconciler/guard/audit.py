@@ -83,8 +83,8 @@ def run(
         if permission_id != "wildcard" and (subject, via) in wildcard:
             continue
         permission = by_id[permission_id]
-        covered = any(e.covers(subject.key, permission_id) for e in expectations)
         first = held[0]
+        covered = any(e.covers(subject.key, permission_id, first.binding.ref) for e in expectations)
         findings.append(
             Finding(
                 subject=subject,

@@ -209,11 +209,16 @@ class Expected:
     identity: str
     permissions: tuple[str, ...]
     why: str = ""
+    binding: str = ""
+    """When set, only this binding (`Kind name` or `Kind namespace/name`) is expected to grant
+    them: the same permission through any other binding is a finding."""
 
-    def covers(self, identity: str, permission: str) -> bool:
-        """Whether this expectation accounts for `identity` holding `permission`."""
-        return identity == self.identity and (
-            ANY in self.permissions or permission in self.permissions
+    def covers(self, identity: str, permission: str, binding: str) -> bool:
+        """Whether this expectation accounts for `identity` holding `permission` via `binding`."""
+        return (
+            identity == self.identity
+            and (ANY in self.permissions or permission in self.permissions)
+            and (not self.binding or binding == self.binding)
         )
 
 
@@ -268,7 +273,12 @@ BOOTSTRAP_CONTROLLERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 def default_expected(inst: Installation) -> tuple[Expected, ...]:
     """Identities that hold some of these permissions by design, each named with what it needs."""
     controllers = tuple(
-        Expected(f"{rbac.SA_PREFIX}kube-system:{name}", perms, "kube-controller-manager")
+        Expected(
+            f"{rbac.SA_PREFIX}kube-system:{name}",
+            perms,
+            "kube-controller-manager",
+            f"ClusterRoleBinding system:controller:{name}",
+        )
         for name, perms in BOOTSTRAP_CONTROLLERS
     )
     return (
@@ -278,6 +288,7 @@ def default_expected(inst: Installation) -> tuple[Expected, ...]:
             "system:kube-controller-manager",
             ("gitops-token", "namespace-objects", "read-secrets"),
             "kube-controller-manager's own identity",
+            "ClusterRoleBinding system:kube-controller-manager",
         ),
         *controllers,
     )

@@ -200,27 +200,36 @@ def test_expected_identities_are_printed_as_expected_and_exit_0_needs_nothing_el
     assert "unknown permission no-such-permission" in bad.stderr
 
 
+EXTRAS = "authentication.k8s.io"
+
+
 @pytest.mark.parametrize(
-    ("rule", "request_"),
+    ("rule", "request_", "allowed"),
     [
         # RBAC has `*/subresource` but no `resource/*`.
         ({"apiGroups": [""], "resources": ["pods/*"], "verbs": ["create"]},
-         rbac.Request("create", "", "pods", "exec", "{ns}", "p")),
+         rbac.Request("create", "", "pods", "exec", "{ns}", "p"), False),
         ({"apiGroups": [""], "resources": ["*/exec"], "verbs": ["create"]},
-         rbac.Request("create", "", "pods", "exec", "{ns}", "p")),
-        ({"apiGroups": ["authentication.k8s.io"], "resources": ["userextras/*"],
+         rbac.Request("create", "", "pods", "exec", "{ns}", "p"), True),
+        # So `userextras/*` does not grant an extra, while `*` and `*/<extra>` do.
+        ({"apiGroups": [EXTRAS], "resources": ["userextras/*"], "verbs": ["impersonate"]},
+         rbac.Request("impersonate", EXTRAS, "userextras", checks.POD_NAME_EXTRA,
+                      name="gitwarden-reconciler-0"), False),
+        ({"apiGroups": [EXTRAS], "resources": [f"*/{checks.POD_NAME_EXTRA}"],
           "verbs": ["impersonate"]},
-         rbac.Request("impersonate", "authentication.k8s.io", "userextras",
-                      checks.POD_NAME_EXTRA, name="gitwarden-reconciler-0")),
+         rbac.Request("impersonate", EXTRAS, "userextras", checks.POD_NAME_EXTRA,
+                      name="gitwarden-reconciler-0"), True),
         ({"apiGroups": ["*"], "resources": ["*"], "verbs": ["impersonate"]},
-         rbac.Request("impersonate", "authentication.k8s.io", "userextras",
-                      checks.POD_UID_EXTRA, name="0b4b6d1e")),
+         rbac.Request("impersonate", EXTRAS, "userextras", checks.POD_UID_EXTRA,
+                      name="0b4b6d1e"), True),
         # The Namespace object is "in" its own namespace for a RoleBinding.
         ({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["patch"]},
-         rbac.Request("patch", "", "namespaces", namespace="{ns}", name="{ns}")),
+         rbac.Request("patch", "", "namespaces", namespace="{ns}", name="{ns}"), True),
         ({"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"],
           "resourceNames": ["webhook"]},
-         rbac.Request("create", "", "serviceaccounts", "token", "{ns}", "reconciler")),
+         rbac.Request("create", "", "serviceaccounts", "token", "{ns}", "reconciler"), False),
+        ({"apiGroups": [""], "resources": ["pods"], "verbs": ["create"], "resourceNames": ["p"]},
+         rbac.Request("create", "", "pods", namespace="{ns}"), False),
     ],
 )  # fmt: skip
 def test_rbac_reading_agrees_with_the_authorizer(
@@ -228,8 +237,10 @@ def test_rbac_reading_agrees_with_the_authorizer(
     admin: k8s.ApiClient,
     rule: dict[str, Any],
     request_: rbac.Request,
+    allowed: bool,
 ) -> None:
-    """Our rule matching says what a SubjectAccessReview says, for the tricky rule shapes."""
+    """Our rule matching says what a SubjectAccessReview says, for the tricky rule shapes
+    (namespaced requests through a Role, cluster-scoped ones through a ClusterRole)."""
     user = f"probe-{uuid.uuid4().hex[:6]}"
     ns = installation.namespace
     request = rbac.Request(
@@ -240,11 +251,16 @@ def test_rbac_reading_agrees_with_the_authorizer(
         request_.namespace.format(ns=ns),
         request_.name.format(ns=ns),
     )
-    _role_and_binding(admin, ns, "probe", user, [rule])
-    cluster = kube.KubeCluster(admin)
-    ours = [h for h in rbac.holders(cluster.rbac_snapshot(), [request]) if h.subject.name == user]
-    theirs = cluster.allowed(rbac.Subject("User", user), request, request.name)
-    assert bool(ours) == theirs, (rule, request, theirs)
+    scope = ns if request.namespace else None
+    _role_and_binding(admin, scope, f"probe-{user}", user, [rule])
+    try:
+        cluster = kube.KubeCluster(admin)
+        snapshot = cluster.rbac_snapshot()
+        ours = [h for h in rbac.holders(snapshot, [request]) if h.subject.name == user]
+        theirs = cluster.allowed(rbac.Subject("User", user), request, request.name)
+    finally:
+        _delete_binding(admin, scope, f"probe-{user}")
+    assert (bool(ours), theirs) == (allowed, allowed), (rule, request)
 
 
 def test_aggregated_cluster_roles_are_resolved_by_the_audit_itself(

@@ -144,5 +144,23 @@ def test_confirm_is_asked_with_a_name_the_rule_covers() -> None:
 def test_parse_expected_names_one_identity_and_its_permissions() -> None:
     """`IDENTITY=a,b` lists permissions; a bare identity means all of them."""
     assert checks.parse_expected("bob=pods,pod-exec").permissions == ("pods", "pod-exec")
-    assert checks.parse_expected("group:ops").covers("group:ops", "wildcard")
-    assert not checks.parse_expected("bob=pods").covers("bob", "wildcard")
+    assert checks.parse_expected("group:ops").covers("group:ops", "wildcard", "RoleBinding a/b")
+    assert not checks.parse_expected("bob=pods").covers("bob", "wildcard", "RoleBinding a/b")
+
+
+def test_a_bootstrap_controller_is_expected_only_through_its_own_binding() -> None:
+    """The same permission granted to a controller by another binding is a finding."""
+    gc = rbac.Subject("ServiceAccount", "generic-garbage-collector", "kube-system")
+    role = _cluster_role("edit-secrets", rbac.Rule(("get",), ("",), ("secrets",)))
+    own = _crb("system:controller:generic-garbage-collector", "edit-secrets", gc)
+    extra = _crb("e2e-editors", "edit-secrets", gc)
+    findings = audit.run(
+        rbac.Snapshot((role,), (own, extra)),
+        checks.permissions(INST),
+        checks.default_expected(INST),
+    )
+    rows = {(f.via.split(" -> ")[0], f.status) for f in findings if f.subject == gc}
+    assert rows == {
+        ("ClusterRoleBinding system:controller:generic-garbage-collector", audit.EXPECTED),
+        ("ClusterRoleBinding e2e-editors", audit.FINDING),
+    }
