@@ -153,12 +153,15 @@ def permissions(inst: Installation) -> tuple[Permission, ...]:
         ),
         Permission(
             "mutating-webhooks",
-            "register mutating webhooks, which rewrite what the GitOps identity applies",
-            _each(
-                ("create", "update", "patch"),
-                ADMISSION,
-                "mutatingwebhookconfigurations",
-                any_name=True,
+            "register mutating webhooks or policies, which rewrite what GitOps applies",
+            tuple(
+                rbac.Request(verb, ADMISSION, resource, any_name=True)
+                for resource in (
+                    "mutatingwebhookconfigurations",
+                    "mutatingadmissionpolicies",
+                    "mutatingadmissionpolicybindings",
+                )
+                for verb in ("create", "update", "patch")
             ),
         ),
         Permission(

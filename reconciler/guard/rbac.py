@@ -199,7 +199,10 @@ class Holding:
 
     def via(self) -> str:
         """`binding → role (rule from the aggregated role)`, for tables."""
-        text = f"{self.binding.ref} -> {self.role.ref}"
+        same = self.role.name == self.binding.name
+        text = f"{self.binding.ref} -> " + (
+            f"{self.role.kind} (same name)" if same else self.role.ref
+        )
         if self.source != self.role.ref:
             text += f" (aggregates {self.source})"
         if self.resource_names:

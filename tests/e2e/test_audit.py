@@ -128,8 +128,7 @@ def test_impersonating_the_gitops_service_account_through_a_role_is_reported_unt
         True,
     )
     assert row["via"] == (
-        f"RoleBinding {installation.namespace}/imp -> Role {installation.namespace}/imp "
-        "[names: reconciler]"
+        f"RoleBinding {installation.namespace}/imp -> Role (same name) [names: reconciler]"
     )
     _delete_binding(admin, installation.namespace, "imp")
     _, after = installation.findings()
