@@ -238,9 +238,9 @@ def _tables(
         out.append(f"    live:     {json.dumps(d.live, sort_keys=True)}\n")
     if guard.restored:
         out.append(f"  restored with server-side apply (field manager {selfguard.FIELD_MANAGER})\n")
-    out.append(f"\nChanges in namespace {config.namespace} not made by GitOps: ")
+    out.append(f"\nChanges in namespace {config.namespace} not made by GitOps:")
     if not guard.foreign:
-        out.append("none\n")
+        out.append(" none\n")
     else:
         out.append("\n")
         out.append(
