@@ -21,7 +21,9 @@ from kubernetes import client as k8s
 
 from reconciler.guard import checks, kube, rbac
 from tests.harness import cli
-from tests.harness.controlplane import ControlPlane, Credentials, free_port
+from tests.harness.controlplane import ControlPlane, Credentials, free_port, running_control_plane
+from webhook import config as config_mod
+from webhook import registration
 
 pytestmark = pytest.mark.cluster
 
@@ -349,3 +351,38 @@ def test_the_bootstrap_identities_of_a_fresh_cluster_are_expected(installation: 
     assert {f["status"] for f in system} == {"expected", "unavoidable"}, system
     controllers = {f["subject"]["name"] for f in system if f["status"] == "expected"}
     assert {"replicaset-controller", "generic-garbage-collector"} <= controllers
+
+
+def test_a_fresh_cluster_with_gitwarden_registered_audits_clean_with_exit_0(
+    tmp_path: Path,
+) -> None:
+    """On its own control plane (the session's carries other tests' grants): only expected and
+    unavoidable rows, the registration as configured, nothing foreign in the namespace: 0."""
+    document = {"namespace": "gitwarden"}
+    config = tmp_path / "admission.yaml"
+    config.write_text(yaml.safe_dump(document))
+    ca = tmp_path / "ca.crt"
+    url = f"https://127.0.0.1:{free_port()}"
+    with running_control_plane() as plane:
+        k8s.CoreV1Api(plane.admin()).create_namespace(
+            {"metadata": {"name": "gitwarden"}}, field_manager="gitwarden"
+        )
+        plane.register_validating_webhook(
+            registration.validating_webhook_configuration(
+                config_mod.from_document(document), {"url": url}
+            )
+        )
+        ca.write_bytes(plane.webhook_ca.cert_pem)
+        done = cli.run(
+            "audit",
+            "--kubeconfig", str(plane.admin_kubeconfig(tmp_path / "kc")),
+            "--config", str(config),
+            "--url", url,
+            "--ca-bundle", str(ca),
+            "--json",
+        )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert {r["status"] for r in report["rbac"]} == {"expected", "unavoidable"}
+    assert report["webhook_configuration"]["drift"] == []
+    assert report["namespace_changes"] == []
