@@ -169,7 +169,8 @@ def restore(cluster: ClusterPort, target: Target) -> GuardReport:
 
     Server-side apply cannot remove a field another manager owns (an added matchCondition
     stays), so when applying leaves a difference the webhooks are replaced outright and applied
-    once more, which leaves `gitwarden` the manager of every field.
+    once more: the foreign manager then owns nothing, and `gitwarden` applies every field (a
+    creator that set a field to the same value keeps sharing it, which is harmless).
     """
     if not target.compare_client_config:
         raise GuardError("cannot restore without the expected clientConfig (--url or --service)")
@@ -308,7 +309,8 @@ def managed_entry(entry: Mapping[str, Any]) -> ManagedEntry:
 
 
 def _describe(entry: ManagedEntry) -> str:
-    return f"{entry.manager} ({entry.operation} {entry.time})".replace(" )", ")")
+    when = " ".join(part for part in (entry.operation, entry.time) if part)
+    return f"{entry.manager} ({when})" if when else entry.manager
 
 
 def _owners(entries: Sequence[ManagedEntry], path: tuple[str, ...]) -> tuple[str, ...]:
