@@ -183,6 +183,23 @@ def test_a_role_binding_granting_gitops_tokens_is_reported(
     ]
 
 
+def test_ways_around_the_api_server_are_reported(installation: Audit, admin: k8s.ApiClient) -> None:
+    """Kubelet access (nodes/proxy) and approving client certificates: findings, confirmed."""
+    user = f"around-{uuid.uuid4().hex[:6]}"
+    rules = [
+        {"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]},
+        {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "verbs": ["approve"],
+         "resourceNames": ["kubernetes.io/kube-apiserver-client"]},
+    ]  # fmt: skip
+    _role_and_binding(admin, None, f"around-{user}", user, rules)
+    try:
+        _, findings = installation.findings()
+    finally:
+        _delete_binding(admin, None, f"around-{user}")
+    rows = {(r["permission"], r["status"], r["confirmed"]) for r in _rows(findings, user)}
+    assert rows == {("node-proxy", "finding", True), ("client-certificates", "finding", True)}
+
+
 def test_expected_identities_are_printed_as_expected_and_exit_0_needs_nothing_else(
     installation: Audit, admin: k8s.ApiClient
 ) -> None:
