@@ -82,7 +82,8 @@ def register(subparsers: Any) -> None:
     vwc_p.set_defaults(func=_configuration)
 
 
-def _load_config(path: Path) -> config_mod.AdmissionConfig:
+def load_config(path: Path) -> config_mod.AdmissionConfig:
+    """The admission configuration, or `UsageError` naming what is wrong."""
     try:
         return config_mod.load(path)
     except config_mod.ConfigError as exc:
@@ -120,28 +121,34 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _opa_data(args: argparse.Namespace) -> int:
-    sys.stdout.write(config_mod.opa_data_json(_load_config(args.config)) + "\n")
+    sys.stdout.write(config_mod.opa_data_json(load_config(args.config)) + "\n")
     return cli.EXIT_OK
 
 
-def _configuration(args: argparse.Namespace) -> int:
-    config = _load_config(args.config)
+def client_config(url: str | None, service: str | None, ca_bundle: Path | None) -> dict[str, Any]:
+    """The webhook's clientConfig from `--url` or `--service` and `--ca-bundle`."""
     client: dict[str, Any]
-    if args.url:
-        if not args.url.startswith("https://"):
+    if url:
+        if not url.startswith("https://"):
             raise cli.UsageError("--url must be https://")
-        client = {"url": args.url}
+        client = {"url": url}
     else:
-        where, _, port = args.service.partition(":")
+        where, _, port = (service or "").partition(":")
         namespace, _, name = where.partition("/")
         if not namespace or not name or (port and not port.isdigit()):
             raise cli.UsageError("--service must be NAMESPACE/NAME[:PORT]")
         client = {"service": {"namespace": namespace, "name": name, "port": int(port or 443)}}
-    if args.ca_bundle:
+    if ca_bundle:
         try:
-            client["caBundle"] = base64.b64encode(args.ca_bundle.read_bytes()).decode()
+            client["caBundle"] = base64.b64encode(ca_bundle.read_bytes()).decode()
         except OSError as exc:
             raise cli.UsageError(f"--ca-bundle: {exc}") from exc
+    return client
+
+
+def _configuration(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    client = client_config(args.url, args.service, args.ca_bundle)
     document = registration.validating_webhook_configuration(config, client, name=args.name)
     sys.stdout.write(yaml.safe_dump(json.loads(json.dumps(document)), sort_keys=False))
     return cli.EXIT_OK

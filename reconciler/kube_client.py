@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
@@ -31,6 +32,19 @@ def api_client(kubeconfig: Path | None) -> k8s.ApiClient:
                 str(kubeconfig), client_configuration=configuration
             )
     except (k8s_config.ConfigException, OSError) as exc:
-        source = str(kubeconfig) if kubeconfig else "in-cluster service account"
-        raise ConfigError(f"cannot load cluster credentials from {source}: {exc}") from exc
+        raise ConfigError(
+            f"cannot load cluster credentials from {_source(kubeconfig)}: {exc}"
+        ) from exc
+    except (yaml.YAMLError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        # The library parses the file without checking its shape, so a malformed kubeconfig
+        # surfaces as whatever broke first. The text is left out: a YAML error quotes the
+        # offending line, which can be a token or a key.
+        raise ConfigError(
+            f"cannot load cluster credentials from {_source(kubeconfig)}: "
+            f"malformed kubeconfig ({type(exc).__name__})"
+        ) from exc
     return k8s.ApiClient(configuration)
+
+
+def _source(kubeconfig: Path | None) -> str:
+    return str(kubeconfig) if kubeconfig else "in-cluster service account"
