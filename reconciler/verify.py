@@ -12,10 +12,12 @@ retired key cannot sign new history by back-dating it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import enum
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 
 import pygit2
 
@@ -23,6 +25,7 @@ from reconciler import commitpolicy, errors, gitsource
 from reconciler.signatures import allowed_signers, commits, openpgp, rejections, sshsig
 
 SSH_NAMESPACE = "git"
+_OID = re.compile(r"\b[0-9a-f]{40}\b")
 
 
 class VerificationFailed(errors.ReconcileError):
@@ -125,8 +128,13 @@ def inspect(
     policy: commitpolicy.CommitPolicy | None,
     now: datetime.datetime,
 ) -> Report:
-    """Verify every object `mode` requires and return all verdicts, failing ones included."""
-    repo = pygit2.Repository(str(checkout.git_dir))
+    """Verify every object `mode` requires and return all verdicts, failing ones included.
+
+    Only commit (and tag) objects are read unless `policy` is set: the commit policy needs the
+    changed paths, hence trees, so a treeless clone can be verified without one. An object the
+    walk needs but the repository lacks raises `gitsource.SourceError`, never a pygit2 error.
+    """
+    repo = gitsource.open_repository(checkout.git_dir)
     report = Report(checkout.tip_commit, checkout.since, mode, (), None)
     since = checkout.since
     if since is not None and not gitsource.has_commit(repo, since):
@@ -135,11 +143,11 @@ def inspect(
             refusal=f"the last applied commit {since} is not in the history of the source"
             " (force-push?)",
         )
-    if (
-        since is not None
-        and since != checkout.tip_commit
-        and not repo.descendant_of(checkout.tip_commit, since)
-    ):
+    with _present(f"history between {since} and {checkout.tip_commit}"):
+        descends = since is None or since == checkout.tip_commit or (
+            repo.descendant_of(checkout.tip_commit, since)
+        )
+    if not descends:
         # A shallow clone that does not reach `since` cannot tell a force-push apart;
         # either way nothing is applied.
         where = " in the fetched (shallow) history" if repo.is_shallow else ""
@@ -153,7 +161,7 @@ def inspect(
         return _inspect_tag(context, checkout, policy, report)
     if mode is Mode.HEAD:
         verdict = _check(context, checkout.tip_commit, "commit")
-        paths = _paths_between(repo, since, checkout.tip_commit)
+        paths = _paths_between(repo, since, checkout.tip_commit) if policy else ()
         verdicts = _apply_policy(policy, [(verdict, (), paths)], {})
         return dataclasses.replace(report, verdicts=verdicts)
     if since is None and repo.is_shallow:
@@ -171,6 +179,19 @@ def inspect(
     return dataclasses.replace(report, verdicts=_apply_policy(policy, items, _later_signers(items)))
 
 
+@contextlib.contextmanager
+def _present(what: str) -> Iterator[None]:
+    """Turn pygit2's missing-object errors into a `SourceError` naming what was being read."""
+    try:
+        yield
+    except (KeyError, pygit2.GitError) as exc:
+        oid = _OID.search(str(exc))
+        missing = f"object {oid.group(0)}" if oid else "an object"
+        raise gitsource.SourceError(
+            f"{what}: {missing} is missing from the repository (partial or incomplete clone?)"
+        ) from exc
+
+
 @dataclasses.dataclass(frozen=True)
 class _Context:
     repo: pygit2.Repository
@@ -179,7 +200,8 @@ class _Context:
 
 
 def _commit(repo: pygit2.Repository, sha: str) -> pygit2.Commit:
-    commit = repo.get(sha)
+    with _present(f"commit {sha}"):
+        commit = repo.get(sha)
     if not isinstance(commit, pygit2.Commit):
         raise gitsource.SourceError(f"{sha} is not a commit")
     return commit
@@ -197,25 +219,31 @@ def _inspect_tag(
             "not an annotated tag: mode tag needs a signed tag object",
         )  # fmt: skip
         return dataclasses.replace(report, verdicts=(verdict,))
-    verdict = _check(context, checkout.tip_object, "tag")
-    paths = _paths_between(context.repo, checkout.since, checkout.tip_commit)
+    verdict = _check(context, checkout.tip_object, "tag", checkout.ref)
+    paths = _paths_between(context.repo, checkout.since, checkout.tip_commit) if policy else ()
     return dataclasses.replace(report, verdicts=_apply_policy(policy, [(verdict, (), paths)], {}))
 
 
 def _range(repo: pygit2.Repository, tip: str, since: str | None) -> list[str]:
     """Commits in (since, tip], both sides of merges, parents before children."""
-    walker = repo.walk(tip, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.REVERSE)
-    if since is not None:
-        walker.hide(since)
-    return [str(commit.id) for commit in walker]
+    # Hiding `since` makes libgit2 read its ancestors too, so they must be present.
+    with _present(f"commits in ({since}, {tip}]"):
+        walker = repo.walk(tip, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.REVERSE)
+        if since is not None:
+            walker.hide(since)
+        return [str(commit.id) for commit in walker]
 
 
-def _check(context: _Context, sha: str, kind: str) -> Verdict:
-    _type, raw = context.repo.odb.read(sha)
+def _check(context: _Context, sha: str, kind: str, ref: str | None = None) -> Verdict:
+    with _present(f"{kind} {sha}"):
+        _type, raw = context.repo.odb.read(sha)
     try:
         signed = commits.split_commit(raw) if kind == "commit" else commits.split_tag(raw)
     except commits.MalformedObject as exc:
         return Verdict(sha, kind, False, None, rejections.MALFORMED_OBJECT, str(exc))
+    mismatch = _tag_name_mismatch(signed.tag_name, ref) if kind == "tag" else None
+    if mismatch is not None:
+        return Verdict(sha, kind, False, None, rejections.TAG_NAME_MISMATCH, mismatch)
     if signed.signature is None:
         return Verdict(sha, kind, False, None, rejections.UNSIGNED, f"{kind} is not signed")
     try:
@@ -249,25 +277,41 @@ def _signer(
     )
 
 
+def _tag_name_mismatch(name: str | None, ref: str | None) -> str | None:
+    """Why a tag object may not stand for `ref`, or None when its own name is that ref's.
+
+    The signature covers the `tag` header, not the ref: a signed `v1.0` pushed again as
+    `refs/tags/v2.0` would otherwise vouch for a release its signer never named. A tag named
+    by its object id claims no name, so there is nothing to compare.
+    """
+    if ref is None:
+        return None
+    if name is not None and ref == f"refs/tags/{name}":
+        return None
+    return f"tag object is named {name!r} but was reached through {ref}"
+
+
 def _changed_paths(commit: pygit2.Commit) -> tuple[str, ...]:
     """Paths the commit itself changed; for a merge, only paths differing from every parent.
 
     A clean merge thus changes nothing of its own: the commits it brings in are in the range
     and each is checked with its own signer.
     """
-    if not commit.parents:
-        return _tree_paths(commit.tree)
-    per_parent = [_diff_paths(parent.tree, commit.tree) for parent in commit.parents]
+    with _present(f"trees of commit {commit.id} (the commit policy needs them)"):
+        if not commit.parents:
+            return _tree_paths(commit.tree)
+        per_parent = [_diff_paths(parent.tree, commit.tree) for parent in commit.parents]
     common = set(per_parent[0]).intersection(*per_parent[1:])
     return tuple(sorted(common))
 
 
 def _paths_between(repo: pygit2.Repository, since: str | None, tip: str) -> tuple[str, ...]:
     tip_commit = _commit(repo, tip)
-    if since is None:
-        return _tree_paths(tip_commit.tree)
-    since_commit = _commit(repo, since)
-    return _diff_paths(since_commit.tree, tip_commit.tree)
+    with _present(f"trees of {since} and {tip} (the commit policy needs them)"):
+        if since is None:
+            return _tree_paths(tip_commit.tree)
+        since_commit = _commit(repo, since)
+        return _diff_paths(since_commit.tree, tip_commit.tree)
 
 
 def _diff_paths(old: pygit2.Tree, new: pygit2.Tree) -> tuple[str, ...]:

@@ -82,10 +82,10 @@ def test_last_applied_commit_missing_from_the_source_is_refused(
     assert "not in the history" in report.refusal
 
 
-def test_unknown_revision_is_a_fetch_error(
+def test_unknown_revision_is_a_source_error(
     corpus: gitcorpus.Corpus, tmp_path: pathlib.Path
 ) -> None:
-    with pytest.raises(gitsource.FetchError, match="git failed"):
+    with pytest.raises(gitsource.SourceError, match="not a branch or tag on the remote"):
         gitsource.fetch(
             gitsource.Source(str(corpus.repo)), tmp_path, "no-such-branch", None, full=False
         )
