@@ -56,26 +56,33 @@ def test_a_name_that_is_both_a_branch_and_a_tag_is_refused(
     assert "refs/heads/main and refs/tags/main" in err
 
 
-@pytest.mark.parametrize("where", ["path", "file-url"])
 @pytest.mark.parametrize(
-    ("ref", "expected"), [("refs/heads/main", None), ("refs/tags/main", "rewritten")]
+    "case",
+    [
+        (where, ref)
+        for where in ("path", "file-url")
+        for ref in ("refs/heads/main", "refs/tags/main")
+    ],
 )
 def test_full_ref_names_pick_the_branch_or_the_tag(
     corpus: gitcorpus.Corpus,
     twisted: pathlib.Path,
     tmp_path: pathlib.Path,
     capsys: pytest.CaptureFixture[str],
-    where: str,
-    ref: str,
-    expected: str | None,
+    case: tuple[str, str],
 ) -> None:
+    where, ref = case
     repo = str(twisted) if where == "path" else twisted.as_uri()
     code = _verify(corpus, repo, "--rev", ref, "--mode", "head", "--json",
                    "--cache-dir", str(tmp_path))  # fmt: skip
     assert code == main.EXIT_OK
     (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    main_tip = corpus.git("rev-parse", "refs/heads/main")
-    assert record["sha"] == (corpus.objects[expected] if expected else main_tip)
+    expected = (
+        corpus.objects["rewritten"]
+        if ref == "refs/tags/main"
+        else corpus.git("rev-parse", "refs/heads/main")
+    )
+    assert record["sha"] == expected
 
 
 def test_fetch_records_the_exact_ref_it_fetched(
