@@ -232,21 +232,15 @@ def _remote_ref(source: Source, rev: str) -> tuple[str | None, str | None]:
 def _resolve(repo: pygit2.Repository, rev: str, since: str | None, ref: str | None) -> Checkout:
     try:
         tip = _object(repo, rev)
-        if tip is None:
-            raise KeyError(rev)
         tip_commit = tip.peel(pygit2.Commit)
     except (KeyError, ValueError, pygit2.GitError) as exc:
         shown = rev if rev != _TIP_REF else ref or "the fetched revision"
-        raise SourceError(f"revision {shown!r} is not a commit or tag in the repository") from (
-            exc
-        )
+        raise SourceError(f"revision {shown!r} is not a commit or tag in the repository") from (exc)
     since_sha = None
     if since is not None:
         try:
             since_ref = _local_ref(repo, since, "last applied revision")
             found = _object(repo, since if since_ref is None else since_ref)
-            if found is None:
-                raise KeyError(since)
             since_sha = str(found.peel(pygit2.Commit).id)
         except (KeyError, ValueError, pygit2.GitError) as exc:
             raise SourceError(f"last applied revision {since!r} is not in the repository") from (
@@ -262,12 +256,12 @@ def _resolve(repo: pygit2.Repository, rev: str, since: str | None, ref: str | No
     )
 
 
-def _object(repo: pygit2.Repository, name: str) -> pygit2.Object | None:
+def _object(repo: pygit2.Repository, name: str) -> pygit2.Object:
     """The object a full commit id or an exact ref name (symbolic refs followed) points at."""
-    if _FULL_SHA.match(name):
-        return repo.get(name)
-    target = repo.references[name].resolve().target
-    return repo.get(target)
+    found = repo.get(name if _FULL_SHA.match(name) else repo.references[name].resolve().target)
+    if found is None:
+        raise KeyError(name)
+    return found
 
 
 def _is_sha256_repository(path: pathlib.Path) -> bool:
@@ -363,9 +357,7 @@ def _git(source: Source, args: list[str]) -> str:
         if "mismatched algorithms" in stderr:
             raise SourceError(f"{_redact(source.url)}: {SHA256_UNSUPPORTED}") from None
         lines = [
-            line
-            for line in stderr.splitlines()
-            if line.strip() and line not in _GENERIC_GIT_HINTS
+            line for line in stderr.splitlines() if line.strip() and line not in _GENERIC_GIT_HINTS
         ]
         raise FetchError(f"git failed: {_redact(' / '.join(lines[-3:]))}") from None
     except subprocess.TimeoutExpired:

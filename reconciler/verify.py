@@ -143,20 +143,17 @@ def inspect(
             refusal=f"the last applied commit {since} is not in the history of the source"
             " (force-push?)",
         )
+    context = _Context(repo, trust, now)
+    if mode is Mode.ALL:
+        return _inspect_range(context, checkout, policy, report)
     with _present(f"history between {since} and {checkout.tip_commit}"):
-        descends = since is None or since == checkout.tip_commit or (
-            repo.descendant_of(checkout.tip_commit, since)
+        descends = (
+            since is None
+            or since == checkout.tip_commit
+            or (repo.descendant_of(checkout.tip_commit, since))
         )
     if not descends:
-        # A shallow clone that does not reach `since` cannot tell a force-push apart;
-        # either way nothing is applied.
-        where = " in the fetched (shallow) history" if repo.is_shallow else ""
-        return dataclasses.replace(
-            report,
-            refusal=f"tip {checkout.tip_commit} does not descend from the last applied "
-            f"commit {since}{where} (force-push?)",
-        )
-    context = _Context(repo, trust, now)
+        return dataclasses.replace(report, refusal=_force_push(repo, checkout))
     if mode is Mode.TAG:
         return _inspect_tag(context, checkout, policy, report)
     if mode is Mode.HEAD:
@@ -164,18 +161,46 @@ def inspect(
         paths = _paths_between(repo, since, checkout.tip_commit) if policy else ()
         verdicts = _apply_policy(policy, [(verdict, (), paths)], {})
         return dataclasses.replace(report, verdicts=verdicts)
+    raise AssertionError(mode)  # every mode is handled above
+
+
+def _force_push(repo: pygit2.Repository, checkout: gitsource.Checkout) -> str:
+    # A shallow clone that does not reach `since` cannot tell a force-push apart; either way
+    # nothing is applied.
+    where = " in the fetched (shallow) history" if repo.is_shallow else ""
+    return (
+        f"tip {checkout.tip_commit} does not descend from the last applied "
+        f"commit {checkout.since}{where} (force-push?)"
+    )
+
+
+def _inspect_range(
+    context: _Context,
+    checkout: gitsource.Checkout,
+    policy: commitpolicy.CommitPolicy | None,
+    report: Report,
+) -> Report:
+    """Mode all: one walk gives the range and, for free, whether the tip descends from since."""
+    repo, since = context.repo, checkout.since
     if since is None and repo.is_shallow:
         raise gitsource.SourceError(
             "history is shallow: cannot verify every commit without --since"
         )
-    order = _range(repo, checkout.tip_commit, since)
-    checked = [_check(context, sha, "commit") for sha in order]
-    items: list[_Item] = []
-    for verdict in checked:
-        commit = _commit(repo, verdict.sha)
-        parents = tuple(str(p) for p in commit.parent_ids)
+    walked = _range(repo, checkout.tip_commit, since)
+    # `since` is an ancestor of the tip exactly when a commit of (since, tip] is its child.
+    if since is not None and since != checkout.tip_commit:
+        since_id = pygit2.Oid(hex=since)
+        if not any(since_id in commit.parent_ids for commit in walked):
+            return dataclasses.replace(report, refusal=_force_push(repo, checkout))
+    with _present(f"commits in ({since}, {checkout.tip_commit}]"):
+        checked = [_check(context, str(c.id), "commit", raw=c.read_raw()) for c in walked]
+    if policy is None:
+        return dataclasses.replace(report, verdicts=tuple(checked))
+    items: list[_Item] = [
         # Changed paths cost a tree diff per commit; only the policy needs them.
-        items.append((verdict, parents, _changed_paths(commit) if policy else ()))
+        (verdict, tuple(str(p) for p in commit.parent_ids), _changed_paths(commit))
+        for verdict, commit in zip(checked, walked, strict=True)
+    ]
     return dataclasses.replace(report, verdicts=_apply_policy(policy, items, _later_signers(items)))
 
 
@@ -224,19 +249,22 @@ def _inspect_tag(
     return dataclasses.replace(report, verdicts=_apply_policy(policy, [(verdict, (), paths)], {}))
 
 
-def _range(repo: pygit2.Repository, tip: str, since: str | None) -> list[str]:
+def _range(repo: pygit2.Repository, tip: str, since: str | None) -> list[pygit2.Commit]:
     """Commits in (since, tip], both sides of merges, parents before children."""
     # Hiding `since` makes libgit2 read its ancestors too, so they must be present.
     with _present(f"commits in ({since}, {tip}]"):
         walker = repo.walk(tip, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.REVERSE)
         if since is not None:
             walker.hide(since)
-        return [str(commit.id) for commit in walker]
+        return list(walker)
 
 
-def _check(context: _Context, sha: str, kind: str, ref: str | None = None) -> Verdict:
-    with _present(f"{kind} {sha}"):
-        _type, raw = context.repo.odb.read(sha)
+def _check(
+    context: _Context, sha: str, kind: str, ref: str | None = None, raw: bytes | None = None
+) -> Verdict:
+    if raw is None:
+        with _present(f"{kind} {sha}"):
+            _type, raw = context.repo.odb.read(sha)
     try:
         signed = commits.split_commit(raw) if kind == "commit" else commits.split_tag(raw)
     except commits.MalformedObject as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import hashlib
 
 from cryptography.exceptions import InvalidSignature
@@ -317,9 +318,35 @@ def _parse_certificate(blob: bytes) -> _Certificate:
     )  # fmt: skip
 
 
-def _check(key_blob: bytes, signature_blob: bytes, signed: bytes, key_fingerprint: str) -> None:
+_PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+
+
+@functools.lru_cache(maxsize=256)
+def _public_key(key_blob: bytes) -> tuple[str, _PublicKey | None, hashes.HashAlgorithm | None]:
+    """The key type and loaded key of an SSH public key blob (None for an unsupported type).
+
+    Cached: a range is signed by a handful of keys, and loading one (an RSA key above all)
+    costs as much as a verification. Only the blob's own bytes decide the result.
+    """
     key = _Reader(key_blob)
     key_type = key.string().decode(errors="replace")
+    public: _PublicKey | None = None
+    digest: hashes.HashAlgorithm | None = None
+    if key_type == "ssh-ed25519":
+        public = ed25519.Ed25519PublicKey.from_public_bytes(key.string())
+    elif key_type.startswith("ecdsa-sha2-"):
+        curve, digest = _CURVES[key.string().decode(errors="replace")]
+        public = ec.EllipticCurvePublicKey.from_encoded_point(curve, key.string())
+    elif key_type == "ssh-rsa":
+        exponent, modulus = key.mpint(), key.mpint()
+        public = rsa.RSAPublicNumbers(exponent, modulus).public_key()
+    else:
+        return key_type, None, None
+    key.finish()
+    return key_type, public, digest
+
+
+def _check(key_blob: bytes, signature_blob: bytes, signed: bytes, key_fingerprint: str) -> None:
     sig = _Reader(signature_blob)
     sig_type = sig.string().decode(errors="replace")
     raw_sig = sig.string()
@@ -327,25 +354,18 @@ def _check(key_blob: bytes, signature_blob: bytes, signed: bytes, key_fingerprin
     bad = rejections.SignatureRejected(
         rejections.BAD_SIGNATURE, f"signature by {key_fingerprint} does not verify"
     )
+    key_type = _Reader(key_blob).string().decode(errors="replace")
     try:
-        if key_type == "ssh-ed25519" and sig_type == key_type:
-            public = ed25519.Ed25519PublicKey.from_public_bytes(key.string())
-            key.finish()
+        _type, public, digest = _public_key(key_blob)
+        if isinstance(public, ed25519.Ed25519PublicKey) and sig_type == key_type:
             public.verify(raw_sig, signed)
-        elif key_type.startswith("ecdsa-sha2-") and sig_type == key_type:
-            curve, digest = _CURVES[key.string().decode(errors="replace")]
-            point = key.string()
-            key.finish()
-            ec_key = ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
+        elif isinstance(public, ec.EllipticCurvePublicKey) and digest and sig_type == key_type:
             parts = _Reader(raw_sig)
             r, s = parts.mpint(), parts.mpint()
             parts.finish()
-            ec_key.verify(encode_dss_signature(r, s), signed, ec.ECDSA(digest))
-        elif key_type == "ssh-rsa" and sig_type in _RSA_HASHES:
-            exponent, modulus = key.mpint(), key.mpint()
-            key.finish()
-            rsa_key = rsa.RSAPublicNumbers(exponent, modulus).public_key()
-            rsa_key.verify(raw_sig, signed, padding.PKCS1v15(), _RSA_HASHES[sig_type])
+            public.verify(encode_dss_signature(r, s), signed, ec.ECDSA(digest))
+        elif isinstance(public, rsa.RSAPublicKey) and sig_type in _RSA_HASHES:
+            public.verify(raw_sig, signed, padding.PKCS1v15(), _RSA_HASHES[sig_type])
         else:
             # Includes plain `ssh-rsa` (SHA-1) signatures, which OpenSSH refuses for SSHSIG too.
             raise rejections.SignatureRejected(
