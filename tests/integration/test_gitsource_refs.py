@@ -151,3 +151,14 @@ def test_a_tag_named_by_its_object_id_claims_no_name(
     under_its_name = gitsource.open_local(twisted, "tag-gpg", None)
     assert under_its_name.ref == "refs/tags/tag-gpg"
     assert inspect(under_its_name, verify.Mode.TAG).ok
+
+
+def test_head_names_the_checked_out_branch_locally_and_the_remote_default(
+    corpus: gitcorpus.Corpus, tmp_path: pathlib.Path
+) -> None:
+    main_tip = corpus.git("rev-parse", "refs/heads/main")
+    local = gitsource.open_local(corpus.repo, "HEAD", None)
+    assert (local.ref, local.tip_commit) == ("refs/heads/main", main_tip)
+    fetched = gitsource.fetch(gitsource.Source(corpus.repo.as_uri()), tmp_path, "HEAD", None,
+                              full=False)  # fmt: skip
+    assert fetched.tip_commit == main_tip
