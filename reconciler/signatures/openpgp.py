@@ -71,7 +71,7 @@ def load_keyring(files: tuple[tuple[str, bytes], ...]) -> Keyring:
                 # A trust directory is world-readable configuration; refuse private keys in it.
                 raise KeyringError(f"{name}: holds secret key material; export public keys")
         for cert in found:
-            _check_usable(name, cert, data)
+            _check_usable(name, cert)
             certs.append(cert)
             for pkt in packet.PacketPile.from_bytes(bytes(cert)):
                 if pkt.fingerprint is not None:
@@ -81,7 +81,7 @@ def load_keyring(files: tuple[tuple[str, bytes], ...]) -> Keyring:
     return Keyring(certs=tuple(certs), by_key=by_key)
 
 
-def _check_usable(name: str, cert: pysequoia.Cert, data: bytes) -> None:
+def _check_usable(name: str, cert: pysequoia.Cert) -> None:
     """Refuse a certificate without a binding signature valid under the backend's policy."""
     try:
         _ = cert.user_ids, cert.expiration
