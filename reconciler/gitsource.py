@@ -110,11 +110,11 @@ def fetch(
     base = ["--git-dir", str(git_dir), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head"]
     if full:
         depth_args = ["--unshallow"] if _is_shallow(git_dir) else []
-        _git(source, [*base, *depth_args, _remote_url(source), refspec])
+        _git(source, [*base, *depth_args, "--", _remote_url(source), refspec])
         return _fetched(git_dir, rev, since, ref, listed)
     depth = 1 if since is None else first_depth
     while True:
-        _git(source, [*base, f"--depth={depth}", _remote_url(source), refspec])
+        _git(source, [*base, f"--depth={depth}", "--", _remote_url(source), refspec])
         checkout = _fetched(git_dir, rev, None, ref, listed)
         if since is None:
             return checkout
@@ -190,7 +190,7 @@ def _local_ref(repo: pygit2.Repository, rev: str, what: str) -> str | None:
         head = repo.references.get("HEAD")
         target = None if head is None else head.target
         return target if isinstance(target, str) else None
-    if rev.startswith("refs/"):
+    if rev.startswith("refs/") and pygit2.reference_is_valid_name(rev):
         return rev
     if not _valid_short_name(rev):
         raise SourceError(_refusal(rev, what))
@@ -206,13 +206,15 @@ def _remote_ref(source: Source, rev: str) -> tuple[str | None, str | None]:
     """The exact remote ref for `rev` and the object id the remote lists for it."""
     if _FULL_SHA.match(rev):
         return None, None
-    if rev == "HEAD" or rev.startswith("refs/"):
+    if rev == "HEAD" or (rev.startswith("refs/") and pygit2.reference_is_valid_name(rev)):
         wanted = [rev]
     elif _valid_short_name(rev):
         wanted = [f"refs/heads/{rev}", f"refs/tags/{rev}"]
     else:
         raise SourceError(_refusal(rev, "revision"))
-    listing = _git(source, ["ls-remote", _remote_url(source), *wanted])
+    # `--` before the URL: a source URL starting with `-` is never read as an option
+    # (`--upload-pack=<command>` would run a command).
+    listing = _git(source, ["ls-remote", "--", _remote_url(source), *wanted])
     found: dict[str, str] = {}
     for line in listing.splitlines():
         oid, _, name = line.partition("\t")

@@ -143,7 +143,7 @@ def inspect(
             refusal=f"the last applied commit {since} is not in the history of the source"
             " (force-push?)",
         )
-    context = _Context(repo, trust, now)
+    context = _Context(repo, trust, now, int(now.timestamp()))
     if mode is Mode.ALL:
         return _inspect_range(context, checkout, policy, report)
     with _present(f"history between {since} and {checkout.tip_commit}"):
@@ -222,6 +222,7 @@ class _Context:
     repo: pygit2.Repository
     trust: Trust
     now: datetime.datetime
+    now_ts: int
 
 
 def _commit(repo: pygit2.Repository, sha: str) -> pygit2.Commit:
@@ -286,7 +287,7 @@ def _signer(
 ) -> commitpolicy.Signer:
     signature_format = signed.signature_format
     if signature_format is commits.SignatureFormat.SSH:
-        now_ts = int(context.now.timestamp())
+        now_ts = context.now_ts
         times = (now_ts,) if signed.signed_at is None else (signed.signed_at, now_ts)
         ssh = sshsig.verify(
             signed.payload,

@@ -131,3 +131,14 @@ def test_the_git_child_environment_is_an_allow_list(
     assert checkout.tip_commit == corpus.objects["merge-of-unsigned"]
     assert not (tmp_path / "trace").exists()
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_source_url_is_never_read_as_a_git_option(
+    tmp_path: pathlib.Path,
+) -> None:
+    """`--upload-pack=<command>` as the URL would make git run that command."""
+    marker = tmp_path / "ran"
+    source = gitsource.Source(f"--upload-pack=touch {marker}")
+    with pytest.raises(gitsource.FetchError):
+        gitsource.fetch(source, tmp_path / "cache", "refs/heads/main", None, full=False)
+    assert not marker.exists()
