@@ -14,6 +14,7 @@ name must be exactly one of `refs/heads/<name>` and `refs/tags/<name>`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -22,6 +23,7 @@ import re
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Iterator
 
 import pygit2
 
@@ -33,6 +35,7 @@ _GIT_TIMEOUT_SECONDS = 300
 _URL_CREDENTIALS = re.compile(r"://[^/@\s]+@")
 _FULL_SHA = re.compile(r"^[0-9a-fA-F]{40}$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_OID = re.compile(r"\b[0-9a-f]{40}\b")
 # git's closing advice after any remote failure; dropped so the cause (for example "Host key
 # verification failed.") stays within the lines an error message keeps.
 _GENERIC_GIT_HINTS = frozenset(
@@ -124,6 +127,19 @@ def fetch(
         if not repo.is_shallow:
             return dataclasses.replace(checkout, since=since)
         depth *= 4
+
+
+@contextlib.contextmanager
+def present(what: str) -> Iterator[None]:
+    """Turn pygit2's missing-object errors into a `SourceError` naming what was being read."""
+    try:
+        yield
+    except (KeyError, pygit2.GitError) as exc:
+        oid = _OID.search(str(exc))
+        missing = f"object {oid.group(0)}" if oid else "an object"
+        raise SourceError(
+            f"{what}: {missing} is missing from the repository (partial or incomplete clone?)"
+        ) from exc
 
 
 def has_commit(repo: pygit2.Repository, sha: str) -> bool:

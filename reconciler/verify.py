@@ -12,20 +12,17 @@ retired key cannot sign new history by back-dating it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import enum
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import pygit2
 
-from reconciler import commitpolicy, errors, gitsource
+from reconciler import changedpaths, commitpolicy, errors, gitsource
 from reconciler.signatures import allowed_signers, commits, openpgp, rejections, sshsig
 
 SSH_NAMESPACE = "git"
-_OID = re.compile(r"\b[0-9a-f]{40}\b")
 
 
 class VerificationFailed(errors.ReconcileError):
@@ -146,7 +143,7 @@ def inspect(
     context = _Context(repo, trust, now, int(now.timestamp()))
     if mode is Mode.ALL:
         return _inspect_range(context, checkout, policy, report)
-    with _present(f"history between {since} and {checkout.tip_commit}"):
+    with gitsource.present(f"history between {since} and {checkout.tip_commit}"):
         descends = (
             since is None
             or since == checkout.tip_commit
@@ -158,7 +155,7 @@ def inspect(
         return _inspect_tag(context, checkout, policy, report)
     if mode is Mode.HEAD:
         verdict = _check(context, checkout.tip_commit, "commit")
-        paths = _paths_between(repo, since, checkout.tip_commit) if policy else ()
+        paths = changedpaths.between(repo, since, checkout.tip_commit) if policy else ()
         verdicts = _apply_policy(policy, [(verdict, (), paths)], {})
         return dataclasses.replace(report, verdicts=verdicts)
     raise AssertionError(mode)  # every mode is handled above
@@ -192,29 +189,16 @@ def _inspect_range(
         since_id = pygit2.Oid(hex=since)
         if not any(since_id in commit.parent_ids for commit in walked):
             return dataclasses.replace(report, refusal=_force_push(repo, checkout))
-    with _present(f"commits in ({since}, {checkout.tip_commit}]"):
+    with gitsource.present(f"commits in ({since}, {checkout.tip_commit}]"):
         checked = [_check(context, str(c.id), "commit", raw=c.read_raw()) for c in walked]
     if policy is None:
         return dataclasses.replace(report, verdicts=tuple(checked))
     items: list[_Item] = [
         # Changed paths cost a tree diff per commit; only the policy needs them.
-        (verdict, tuple(str(p) for p in commit.parent_ids), _changed_paths(commit))
+        (verdict, tuple(str(p) for p in commit.parent_ids), changedpaths.of_commit(commit))
         for verdict, commit in zip(checked, walked, strict=True)
     ]
     return dataclasses.replace(report, verdicts=_apply_policy(policy, items, _later_signers(items)))
-
-
-@contextlib.contextmanager
-def _present(what: str) -> Iterator[None]:
-    """Turn pygit2's missing-object errors into a `SourceError` naming what was being read."""
-    try:
-        yield
-    except (KeyError, pygit2.GitError) as exc:
-        oid = _OID.search(str(exc))
-        missing = f"object {oid.group(0)}" if oid else "an object"
-        raise gitsource.SourceError(
-            f"{what}: {missing} is missing from the repository (partial or incomplete clone?)"
-        ) from exc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,14 +207,6 @@ class _Context:
     trust: Trust
     now: datetime.datetime
     now_ts: int
-
-
-def _commit(repo: pygit2.Repository, sha: str) -> pygit2.Commit:
-    with _present(f"commit {sha}"):
-        commit = repo.get(sha)
-    if not isinstance(commit, pygit2.Commit):
-        raise gitsource.SourceError(f"{sha} is not a commit")
-    return commit
 
 
 def _inspect_tag(
@@ -246,14 +222,16 @@ def _inspect_tag(
         )  # fmt: skip
         return dataclasses.replace(report, verdicts=(verdict,))
     verdict = _check(context, checkout.tip_object, "tag", checkout.ref)
-    paths = _paths_between(context.repo, checkout.since, checkout.tip_commit) if policy else ()
+    paths = (
+        changedpaths.between(context.repo, checkout.since, checkout.tip_commit) if policy else ()
+    )
     return dataclasses.replace(report, verdicts=_apply_policy(policy, [(verdict, (), paths)], {}))
 
 
 def _range(repo: pygit2.Repository, tip: str, since: str | None) -> list[pygit2.Commit]:
     """Commits in (since, tip], both sides of merges, parents before children."""
     # Hiding `since` makes libgit2 read its ancestors too, so they must be present.
-    with _present(f"commits in ({since}, {tip}]"):
+    with gitsource.present(f"commits in ({since}, {tip}]"):
         walker = repo.walk(tip, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.REVERSE)
         if since is not None:
             walker.hide(since)
@@ -264,7 +242,7 @@ def _check(
     context: _Context, sha: str, kind: str, ref: str | None = None, raw: bytes | None = None
 ) -> Verdict:
     if raw is None:
-        with _present(f"{kind} {sha}"):
+        with gitsource.present(f"{kind} {sha}"):
             _type, raw = context.repo.odb.read(sha)
     try:
         signed = commits.split_commit(raw) if kind == "commit" else commits.split_tag(raw)
@@ -318,48 +296,6 @@ def _tag_name_mismatch(name: str | None, ref: str | None) -> str | None:
     if name is not None and ref == f"refs/tags/{name}":
         return None
     return f"tag object is named {name!r} but was reached through {ref}"
-
-
-def _changed_paths(commit: pygit2.Commit) -> tuple[str, ...]:
-    """Paths the commit itself changed; for a merge, only paths differing from every parent.
-
-    A clean merge thus changes nothing of its own: the commits it brings in are in the range
-    and each is checked with its own signer.
-    """
-    with _present(f"trees of commit {commit.id} (the commit policy needs them)"):
-        if not commit.parents:
-            return _tree_paths(commit.tree)
-        per_parent = [_diff_paths(parent.tree, commit.tree) for parent in commit.parents]
-    common = set(per_parent[0]).intersection(*per_parent[1:])
-    return tuple(sorted(common))
-
-
-def _paths_between(repo: pygit2.Repository, since: str | None, tip: str) -> tuple[str, ...]:
-    tip_commit = _commit(repo, tip)
-    with _present(f"trees of {since} and {tip} (the commit policy needs them)"):
-        if since is None:
-            return _tree_paths(tip_commit.tree)
-        since_commit = _commit(repo, since)
-        return _diff_paths(since_commit.tree, tip_commit.tree)
-
-
-def _diff_paths(old: pygit2.Tree, new: pygit2.Tree) -> tuple[str, ...]:
-    paths: set[str] = set()
-    for delta in old.diff_to_tree(new).deltas:
-        paths.add(delta.old_file.path)
-        paths.add(delta.new_file.path)
-    return tuple(sorted(paths))
-
-
-def _tree_paths(tree: pygit2.Tree, prefix: str = "") -> tuple[str, ...]:
-    paths: list[str] = []
-    for entry in tree:
-        name = f"{prefix}{entry.name}"
-        if isinstance(entry, pygit2.Tree):
-            paths.extend(_tree_paths(entry, f"{name}/"))
-        else:
-            paths.append(name)
-    return tuple(paths)
 
 
 _Item = tuple[Verdict, tuple[str, ...], tuple[str, ...]]
