@@ -23,6 +23,7 @@ import datetime
 import json
 import os
 import pathlib
+import resource
 import statistics
 import subprocess
 import tempfile
@@ -138,6 +139,25 @@ def _signature_checks(
     return run
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of the children it waited for (git, gpg, opa)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _timed(runs: int, action: Callable[[], None]) -> tuple[float, float]:
+    """The best wall time and the best CPU time over `runs` (CPU time is what a loaded,
+    shared machine cannot inflate much: it approximates the wall time on an idle one)."""
+    walls, cpus = [], []
+    for _ in range(runs):
+        wall, cpu = time.perf_counter(), _cpu()
+        action()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(_cpu() - cpu)
+    return min(walls), min(cpus)
+
+
 def startup(count: int, sample: int, opa: str) -> None:
     """Time the reconciler's start-up verification of (anchor, tip] over `count` commits."""
     with tempfile.TemporaryDirectory(prefix="gitwarden-bench-startup-") as tmp:
@@ -148,43 +168,48 @@ def startup(count: int, sample: int, opa: str) -> None:
         anchor = shas[0]
         now = datetime.datetime.now(datetime.UTC)
 
-        def start_up() -> None:
+        def start_up(policy: commitpolicy.CommitPolicy | None = None) -> None:
             checkout = gitsource.open_local(repo, "refs/heads/main", anchor)
-            report = verify.inspect(checkout, trust, verify.Mode.ALL, None, now)
+            report = verify.inspect(checkout, trust, verify.Mode.ALL, policy, now)
             assert report.ok
             assert len(report.verdicts) == count
 
-        ours_s = _best(3, start_up)
-        floor_s = _best(3, _signature_checks(repo, shas[1:], trust))
+        ours = _timed(3, start_up)
+        floor = _timed(3, _signature_checks(repo, shas[1:], trust))
         policy_data = root / "commits.json"
         policy_data.write_text(json.dumps({"commits": {"settings": {"policy_admins": []}}}))
         policy = commitpolicy.OpaEval(opa, pathlib.Path("policies/commits"), policy_data)
-        checkout = gitsource.open_local(repo, "refs/heads/main", anchor)
-        start = time.perf_counter()
-        assert verify.inspect(checkout, trust, verify.Mode.ALL, policy, now).ok
-        policy_s = time.perf_counter() - start
-        start = time.perf_counter()
-        log = subprocess.run(
-            ["git", "--git-dir", str(repo), "log", "--format=%G?", f"-n{sample}", "main"],
-            env=_env(root), capture_output=True, check=True, text=True,
-        ).stdout.split()  # fmt: skip
-        log_s = (time.perf_counter() - start) / sample * count
+        with_policy = _timed(1, lambda: start_up(policy))
+        log: list[str] = []
+
+        def git_log() -> None:
+            log[:] = subprocess.run(
+                ["git", "--git-dir", str(repo), "log", "--format=%G?", f"-n{sample}", "main"],
+                env=_env(root), capture_output=True, check=True, text=True,
+            ).stdout.split()  # fmt: skip
+
+        log_wall, log_cpu = _timed(1, git_log)
         assert log == ["G"] * sample, sorted(set(log))
         stop_agent(root)
-    verdict = "met" if ours_s <= STARTUP_TARGET_SECONDS else "MISSED"
+    scale = count / sample
+    verdict = "met" if ours[0] <= STARTUP_TARGET_SECONDS else "MISSED"
     print(f"\nstart-up: (anchor, tip] over {count} signed commits (built and packed in"
           f" {built_s:.1f}s); best of 3")  # fmt: skip
-    print(f"{'method':<58}{'seconds':>10}{'per commit':>14}{'ratio':>10}")
+    print(f"{'method':<58}{'wall s':>9}{'CPU s':>9}{'CPU/commit':>13}{'ratio':>9}")
     rows = [
-        ("resolve refs/heads/main + verify (anchor, tip]", ours_s),
-        ("the signature checks alone (floor: no git, no walk)", floor_s),
-        ("the same plus the commit policy (changed paths, opa eval)", policy_s),
-        (f"git log --format=%G? ({sample} newest, extrapolated)", log_s),
+        ("resolve refs/heads/main + verify (anchor, tip]", ours),
+        ("the signature checks alone (floor: no git, no walk)", floor),
+        ("the same plus the commit policy (changed paths, opa eval)", with_policy),
+        (
+            f"git log --format=%G? ({sample} newest, extrapolated)",
+            (log_wall * scale, log_cpu * scale),
+        ),
     ]
-    for label, seconds in rows:
-        ratio = seconds / ours_s
-        print(f"{label:<58}{seconds:>10.3f}{seconds / count * 1e6:>11.0f} µs{ratio:>9.2f}x")
-    print(f"target ≤ {STARTUP_TARGET_SECONDS:.1f}s: {verdict} ({ours_s:.3f}s)")
+    for label, (wall, cpu) in rows:
+        ratio = wall / ours[0]
+        print(f"{label:<58}{wall:>9.3f}{cpu:>9.3f}{cpu / count * 1e6:>10.0f} µs{ratio:>8.2f}x")
+    print(f"target ≤ {STARTUP_TARGET_SECONDS:.1f}s wall: {verdict} ({ours[0]:.3f}s wall,"
+          f" {ours[1]:.3f}s CPU)")  # fmt: skip
 
 
 def main() -> None:

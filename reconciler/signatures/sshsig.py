@@ -74,6 +74,7 @@ class _Certificate:
     signature: bytes
 
 
+@functools.lru_cache(maxsize=256)
 def fingerprint(key_blob: bytes) -> str:
     """The `SHA256:...` fingerprint ssh-keygen prints for a public key blob."""
     digest = base64.b64encode(hashlib.sha256(key_blob).digest()).rstrip(b"=")
@@ -351,9 +352,6 @@ def _check(key_blob: bytes, signature_blob: bytes, signed: bytes, key_fingerprin
     sig_type = sig.string().decode(errors="replace")
     raw_sig = sig.string()
     sig.finish()
-    bad = rejections.SignatureRejected(
-        rejections.BAD_SIGNATURE, f"signature by {key_fingerprint} does not verify"
-    )
     key_type = _Reader(key_blob).string().decode(errors="replace")
     try:
         _type, public, digest = _public_key(key_blob)
@@ -373,7 +371,9 @@ def _check(key_blob: bytes, signature_blob: bytes, signed: bytes, key_fingerprin
                 f"key type {key_type!r} with signature {sig_type!r}",
             )
     except InvalidSignature as exc:
-        raise bad from exc
+        raise rejections.SignatureRejected(
+            rejections.BAD_SIGNATURE, f"signature by {key_fingerprint} does not verify"
+        ) from exc
     except (KeyError, ValueError) as exc:
         raise rejections.SignatureRejected(
             rejections.MALFORMED_SIGNATURE, f"unusable public key {key_type!r}"
