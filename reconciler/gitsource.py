@@ -214,7 +214,10 @@ def _local_ref(repo: pygit2.Repository, rev: str, what: str) -> str | None:
     if len(found) > 1:
         raise _ambiguous(rev, what)
     if not found:
-        raise SourceError(f"{what} {rev!r} is not a branch or tag in the repository")
+        raise SourceError(
+            f"{what} {rev!r} is not a branch or tag in the repository"
+            " (name other refs in full, for example refs/remotes/origin/main)"
+        )
     return found[0]
 
 
