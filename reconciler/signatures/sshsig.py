@@ -1,4 +1,9 @@
-"""Verify SSH signatures (OpenSSH PROTOCOL.sshsig) over a payload with `cryptography`.
+"""Verify SSH signatures (OpenSSH PROTOCOL.sshsig) over a payload with libsodium and `cryptography`.
+
+Ed25519 goes to libsodium (PyNaCl): it is about twice as fast as OpenSSL's here, and half of
+a start-up range check is spent there. libsodium is also stricter than OpenSSH's ref10 code
+(non-canonical and small-order points are refused), so it can only refuse more, never accept
+more. ECDSA and RSA go to `cryptography`.
 
 Owns the SSHSIG armor and wire format, the SSH public-key and signature encodings for ed25519,
 ecdsa (nistp256/384/521) and rsa (rsa-sha2-256/512 only), and the trust decision against an
@@ -16,8 +21,10 @@ import hashlib
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from nacl import exceptions as nacl_exceptions
+from nacl import signing as nacl_signing
 
 from reconciler.signatures import allowed_signers, rejections
 
@@ -319,7 +326,8 @@ def _parse_certificate(blob: bytes) -> _Certificate:
     )  # fmt: skip
 
 
-_PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+_ED25519_SIGNATURE_BYTES = 64
+_PublicKey = nacl_signing.VerifyKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 
 @functools.lru_cache(maxsize=256)
@@ -334,7 +342,7 @@ def _public_key(key_blob: bytes) -> tuple[str, _PublicKey | None, hashes.HashAlg
     public: _PublicKey | None = None
     digest: hashes.HashAlgorithm | None = None
     if key_type == "ssh-ed25519":
-        public = ed25519.Ed25519PublicKey.from_public_bytes(key.string())
+        public = nacl_signing.VerifyKey(key.string())
     elif key_type.startswith("ecdsa-sha2-"):
         curve, digest = _CURVES[key.string().decode(errors="replace")]
         public = ec.EllipticCurvePublicKey.from_encoded_point(curve, key.string())
@@ -347,6 +355,14 @@ def _public_key(key_blob: bytes) -> tuple[str, _PublicKey | None, hashes.HashAlg
     return key_type, public, digest
 
 
+def _verify_ed25519(public: nacl_signing.VerifyKey, signature: bytes, signed: bytes) -> None:
+    # libsodium reports a signature of the wrong length as a ValueError; it is a bad signature
+    # like any other, as it was with OpenSSL.
+    if len(signature) != _ED25519_SIGNATURE_BYTES:
+        raise InvalidSignature
+    public.verify(signed, signature)
+
+
 def _check(key_blob: bytes, signature_blob: bytes, signed: bytes, key_fingerprint: str) -> None:
     sig = _Reader(signature_blob)
     sig_type = sig.string().decode(errors="replace")
@@ -355,8 +371,8 @@ def _check(key_blob: bytes, signature_blob: bytes, signed: bytes, key_fingerprin
     key_type = _Reader(key_blob).string().decode(errors="replace")
     try:
         _type, public, digest = _public_key(key_blob)
-        if isinstance(public, ed25519.Ed25519PublicKey) and sig_type == key_type:
-            public.verify(raw_sig, signed)
+        if isinstance(public, nacl_signing.VerifyKey) and sig_type == key_type:
+            _verify_ed25519(public, raw_sig, signed)
         elif isinstance(public, ec.EllipticCurvePublicKey) and digest and sig_type == key_type:
             parts = _Reader(raw_sig)
             r, s = parts.mpint(), parts.mpint()
@@ -370,7 +386,7 @@ def _check(key_blob: bytes, signature_blob: bytes, signed: bytes, key_fingerprin
                 rejections.UNSUPPORTED_SIGNATURE,
                 f"key type {key_type!r} with signature {sig_type!r}",
             )
-    except InvalidSignature as exc:
+    except (InvalidSignature, nacl_exceptions.BadSignatureError) as exc:
         raise rejections.SignatureRejected(
             rejections.BAD_SIGNATURE, f"signature by {key_fingerprint} does not verify"
         ) from exc
