@@ -174,8 +174,9 @@ def startup(count: int, sample: int, opa: str) -> None:
             assert report.ok
             assert len(report.verdicts) == count
 
-        ours = _timed(3, start_up)
-        floor = _timed(3, _signature_checks(repo, shas[1:], trust))
+        # Best of 5: on a shared machine the minimum is the figure least inflated by others.
+        ours = _timed(5, start_up)
+        floor = _timed(5, _signature_checks(repo, shas[1:], trust))
         policy_data = root / "commits.json"
         policy_data.write_text(json.dumps({"commits": {"settings": {"policy_admins": []}}}))
         policy = commitpolicy.OpaEval(opa, pathlib.Path("policies/commits"), policy_data)
@@ -194,7 +195,7 @@ def startup(count: int, sample: int, opa: str) -> None:
     scale = count / sample
     verdict = "met" if ours[0] <= STARTUP_TARGET_SECONDS else "MISSED"
     print(f"\nstart-up: (anchor, tip] over {count} signed commits (built and packed in"
-          f" {built_s:.1f}s); best of 3")  # fmt: skip
+          f" {built_s:.1f}s); best of 5")  # fmt: skip
     print(f"{'method':<58}{'wall s':>9}{'CPU s':>9}{'CPU/commit':>13}{'ratio':>9}")
     rows = [
         ("resolve refs/heads/main + verify (anchor, tip]", ours),
