@@ -193,3 +193,24 @@ def test_ed25519_signatures_of_the_wrong_length_or_non_canonical_are_bad(
     with pytest.raises(rejections.SignatureRejected) as caught:
         _verify(_ed25519_sshsig(key, change), trust)
     assert caught.value.reason == rejections.BAD_SIGNATURE
+
+
+def test_a_non_canonical_ed25519_signature_is_refused_where_ssh_keygen_accepts_it(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Stricter on purpose: s + L is the same signature made malleable; OpenSSH's ref10 code
+    # checks only the top bits of s, libsodium refuses anything non-canonical.
+    key = _key("ed25519")
+    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    line = f"a@example.com {signing.public_line(key)}"
+    (tmp_path / "allowed").write_text(line + "\n")
+    (tmp_path / "sig").write_bytes(_ed25519_sshsig(key, _non_canonical))
+    done = subprocess.run(
+        ["ssh-keygen", "-Y", "verify", "-f", str(tmp_path / "allowed"), "-I", "a@example.com",
+         "-n", "git", "-s", str(tmp_path / "sig")],
+        input=MESSAGE, capture_output=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(rejections.SignatureRejected) as caught:
+        _verify((tmp_path / "sig").read_bytes(), _trust(line))
+    assert caught.value.reason == rejections.BAD_SIGNATURE
