@@ -4,7 +4,8 @@ Owns the command's arguments, building the trust and policy settings from files 
 command line, and printing verdicts (text or JSON lines). It must not implement verification:
 it composes `reconciler.gitsource`, `reconciler.verify` and `reconciler.commitpolicy`.
 Exit codes: 0 everything verified, 1 an object failed (each printed with its reason), 2 usage
-or configuration errors (including an unreachable source or a policy that cannot be evaluated).
+or configuration errors (including an unreachable source, an ambiguous revision, objects missing
+from the repository, an unusable trusted key or a policy that cannot be evaluated).
 """
 
 from __future__ import annotations
@@ -51,8 +52,12 @@ def register(subparsers: Any) -> None:
         " or the tag REV (tag) is signed by a trusted SSH or OpenPGP key.",
     )
     parser.add_argument("--repo", required=True, help="local path or https/ssh URL")
-    parser.add_argument("--rev", required=True, help="branch, tag or commit to verify")
-    parser.add_argument("--since", help="last applied (already trusted) commit")
+    parser.add_argument(
+        "--rev",
+        required=True,
+        help="branch or tag name (refused when it is both), refs/... name, HEAD, or full commit id",
+    )
+    parser.add_argument("--since", help="last applied (already trusted) commit, named the same way")
     parser.add_argument("--mode", choices=[m.value for m in stage.Mode], default="all")
     parser.add_argument("--allowed-signers", type=pathlib.Path, help="git allowed_signers file")
     parser.add_argument("--gpg-keys", type=pathlib.Path, help="directory of armored *.asc keys")

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 import pygit2
 
-from reconciler import commitpolicy, errors, gitsource
+from reconciler import changedpaths, commitpolicy, errors, gitsource
 from reconciler.signatures import allowed_signers, commits, openpgp, rejections, sshsig
 
 SSH_NAMESPACE = "git"
@@ -125,8 +125,13 @@ def inspect(
     policy: commitpolicy.CommitPolicy | None,
     now: datetime.datetime,
 ) -> Report:
-    """Verify every object `mode` requires and return all verdicts, failing ones included."""
-    repo = pygit2.Repository(str(checkout.git_dir))
+    """Verify every object `mode` requires and return all verdicts, failing ones included.
+
+    Only commit (and tag) objects are read unless `policy` is set: the commit policy needs the
+    changed paths, hence trees, so a treeless clone can be verified without one. An object the
+    walk needs but the repository lacks raises `gitsource.SourceError`, never a pygit2 error.
+    """
+    repo = gitsource.open_repository(checkout.git_dir)
     report = Report(checkout.tip_commit, checkout.since, mode, (), None)
     since = checkout.since
     if since is not None and not gitsource.has_commit(repo, since):
@@ -135,39 +140,64 @@ def inspect(
             refusal=f"the last applied commit {since} is not in the history of the source"
             " (force-push?)",
         )
-    if (
-        since is not None
-        and since != checkout.tip_commit
-        and not repo.descendant_of(checkout.tip_commit, since)
-    ):
-        # A shallow clone that does not reach `since` cannot tell a force-push apart;
-        # either way nothing is applied.
-        where = " in the fetched (shallow) history" if repo.is_shallow else ""
-        return dataclasses.replace(
-            report,
-            refusal=f"tip {checkout.tip_commit} does not descend from the last applied "
-            f"commit {since}{where} (force-push?)",
+    context = _Context(repo, trust, now, int(now.timestamp()))
+    if mode is Mode.ALL:
+        return _inspect_range(context, checkout, policy, report)
+    with gitsource.present(f"history between {since} and {checkout.tip_commit}"):
+        descends = (
+            since is None
+            or since == checkout.tip_commit
+            or (repo.descendant_of(checkout.tip_commit, since))
         )
-    context = _Context(repo, trust, now)
+    if not descends:
+        return dataclasses.replace(report, refusal=_force_push(repo, checkout))
     if mode is Mode.TAG:
         return _inspect_tag(context, checkout, policy, report)
     if mode is Mode.HEAD:
         verdict = _check(context, checkout.tip_commit, "commit")
-        paths = _paths_between(repo, since, checkout.tip_commit)
+        paths = changedpaths.between(repo, since, checkout.tip_commit) if policy else ()
         verdicts = _apply_policy(policy, [(verdict, (), paths)], {})
         return dataclasses.replace(report, verdicts=verdicts)
+    raise AssertionError(mode)  # every mode is handled above
+
+
+def _force_push(repo: pygit2.Repository, checkout: gitsource.Checkout) -> str:
+    # A shallow clone that does not reach `since` cannot tell a force-push apart; either way
+    # nothing is applied.
+    where = " in the fetched (shallow) history" if repo.is_shallow else ""
+    return (
+        f"tip {checkout.tip_commit} does not descend from the last applied "
+        f"commit {checkout.since}{where} (force-push?)"
+    )
+
+
+def _inspect_range(
+    context: _Context,
+    checkout: gitsource.Checkout,
+    policy: commitpolicy.CommitPolicy | None,
+    report: Report,
+) -> Report:
+    """Mode all: one walk gives the range and, for free, whether the tip descends from since."""
+    repo, since = context.repo, checkout.since
     if since is None and repo.is_shallow:
         raise gitsource.SourceError(
             "history is shallow: cannot verify every commit without --since"
         )
-    order = _range(repo, checkout.tip_commit, since)
-    checked = [_check(context, sha, "commit") for sha in order]
-    items: list[_Item] = []
-    for verdict in checked:
-        commit = _commit(repo, verdict.sha)
-        parents = tuple(str(p) for p in commit.parent_ids)
+    walked = _range(repo, checkout.tip_commit, since)
+    # `since` is an ancestor of the tip exactly when a commit of (since, tip] is its child.
+    if since is not None and since != checkout.tip_commit:
+        since_id = pygit2.Oid(hex=since)
+        if not any(since_id in commit.parent_ids for commit in walked):
+            return dataclasses.replace(report, refusal=_force_push(repo, checkout))
+    with gitsource.present(f"commits in ({since}, {checkout.tip_commit}]"):
+        checked = [_check(context, str(c.id), "commit", raw=c.read_raw()) for c in walked]
+    if policy is None:
+        return dataclasses.replace(report, verdicts=tuple(checked))
+    items: list[_Item] = [
         # Changed paths cost a tree diff per commit; only the policy needs them.
-        items.append((verdict, parents, _changed_paths(commit) if policy else ()))
+        (verdict, tuple(str(p) for p in commit.parent_ids), changedpaths.of_commit(commit))
+        for verdict, commit in zip(checked, walked, strict=True)
+    ]
     return dataclasses.replace(report, verdicts=_apply_policy(policy, items, _later_signers(items)))
 
 
@@ -176,13 +206,7 @@ class _Context:
     repo: pygit2.Repository
     trust: Trust
     now: datetime.datetime
-
-
-def _commit(repo: pygit2.Repository, sha: str) -> pygit2.Commit:
-    commit = repo.get(sha)
-    if not isinstance(commit, pygit2.Commit):
-        raise gitsource.SourceError(f"{sha} is not a commit")
-    return commit
+    now_ts: int
 
 
 def _inspect_tag(
@@ -197,25 +221,36 @@ def _inspect_tag(
             "not an annotated tag: mode tag needs a signed tag object",
         )  # fmt: skip
         return dataclasses.replace(report, verdicts=(verdict,))
-    verdict = _check(context, checkout.tip_object, "tag")
-    paths = _paths_between(context.repo, checkout.since, checkout.tip_commit)
+    verdict = _check(context, checkout.tip_object, "tag", checkout.ref)
+    paths = (
+        changedpaths.between(context.repo, checkout.since, checkout.tip_commit) if policy else ()
+    )
     return dataclasses.replace(report, verdicts=_apply_policy(policy, [(verdict, (), paths)], {}))
 
 
-def _range(repo: pygit2.Repository, tip: str, since: str | None) -> list[str]:
+def _range(repo: pygit2.Repository, tip: str, since: str | None) -> list[pygit2.Commit]:
     """Commits in (since, tip], both sides of merges, parents before children."""
-    walker = repo.walk(tip, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.REVERSE)
-    if since is not None:
-        walker.hide(since)
-    return [str(commit.id) for commit in walker]
+    # Hiding `since` makes libgit2 read its ancestors too, so they must be present.
+    with gitsource.present(f"commits in ({since}, {tip}]"):
+        walker = repo.walk(tip, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.REVERSE)
+        if since is not None:
+            walker.hide(since)
+        return list(walker)
 
 
-def _check(context: _Context, sha: str, kind: str) -> Verdict:
-    _type, raw = context.repo.odb.read(sha)
+def _check(
+    context: _Context, sha: str, kind: str, ref: str | None = None, raw: bytes | None = None
+) -> Verdict:
+    if raw is None:
+        with gitsource.present(f"{kind} {sha}"):
+            _type, raw = context.repo.odb.read(sha)
     try:
         signed = commits.split_commit(raw) if kind == "commit" else commits.split_tag(raw)
     except commits.MalformedObject as exc:
         return Verdict(sha, kind, False, None, rejections.MALFORMED_OBJECT, str(exc))
+    mismatch = _tag_name_mismatch(signed.tag_name, ref) if kind == "tag" else None
+    if mismatch is not None:
+        return Verdict(sha, kind, False, None, rejections.TAG_NAME_MISMATCH, mismatch)
     if signed.signature is None:
         return Verdict(sha, kind, False, None, rejections.UNSIGNED, f"{kind} is not signed")
     try:
@@ -230,7 +265,7 @@ def _signer(
 ) -> commitpolicy.Signer:
     signature_format = signed.signature_format
     if signature_format is commits.SignatureFormat.SSH:
-        now_ts = int(context.now.timestamp())
+        now_ts = context.now_ts
         times = (now_ts,) if signed.signed_at is None else (signed.signed_at, now_ts)
         ssh = sshsig.verify(
             signed.payload,
@@ -249,44 +284,18 @@ def _signer(
     )
 
 
-def _changed_paths(commit: pygit2.Commit) -> tuple[str, ...]:
-    """Paths the commit itself changed; for a merge, only paths differing from every parent.
+def _tag_name_mismatch(name: str | None, ref: str | None) -> str | None:
+    """Why a tag object may not stand for `ref`, or None when its own name is that ref's.
 
-    A clean merge thus changes nothing of its own: the commits it brings in are in the range
-    and each is checked with its own signer.
+    The signature covers the `tag` header, not the ref: a signed `v1.0` pushed again as
+    `refs/tags/v2.0` would otherwise vouch for a release its signer never named. A tag named
+    by its object id claims no name, so there is nothing to compare.
     """
-    if not commit.parents:
-        return _tree_paths(commit.tree)
-    per_parent = [_diff_paths(parent.tree, commit.tree) for parent in commit.parents]
-    common = set(per_parent[0]).intersection(*per_parent[1:])
-    return tuple(sorted(common))
-
-
-def _paths_between(repo: pygit2.Repository, since: str | None, tip: str) -> tuple[str, ...]:
-    tip_commit = _commit(repo, tip)
-    if since is None:
-        return _tree_paths(tip_commit.tree)
-    since_commit = _commit(repo, since)
-    return _diff_paths(since_commit.tree, tip_commit.tree)
-
-
-def _diff_paths(old: pygit2.Tree, new: pygit2.Tree) -> tuple[str, ...]:
-    paths: set[str] = set()
-    for delta in old.diff_to_tree(new).deltas:
-        paths.add(delta.old_file.path)
-        paths.add(delta.new_file.path)
-    return tuple(sorted(paths))
-
-
-def _tree_paths(tree: pygit2.Tree, prefix: str = "") -> tuple[str, ...]:
-    paths: list[str] = []
-    for entry in tree:
-        name = f"{prefix}{entry.name}"
-        if isinstance(entry, pygit2.Tree):
-            paths.extend(_tree_paths(entry, f"{name}/"))
-        else:
-            paths.append(name)
-    return tuple(paths)
+    if ref is None:
+        return None
+    if name is not None and ref == f"refs/tags/{name}":
+        return None
+    return f"tag object is named {name!r} but was reached through {ref}"
 
 
 _Item = tuple[Verdict, tuple[str, ...], tuple[str, ...]]

@@ -49,6 +49,8 @@ class SignedObject:
     # Seconds since the epoch from the committer (commit) or tagger (tag) line; git hands
     # this self-asserted time to ssh-keygen as the verification time.
     signed_at: int | None
+    # The `tag` header of a tag object (the name its signer gave it); None for commits.
+    tag_name: str | None = None
 
     @property
     def signature_format(self) -> SignatureFormat | None:
@@ -126,9 +128,12 @@ def split_tag(raw: bytes) -> SignedObject:
     header_end = raw.find(b"\n\n")
     headers = raw if header_end < 0 else raw[:header_end]
     signed_at: int | None = None
+    tag_name: str | None = None
     seen: set[bytes] = set()
     for line in headers.split(b"\n"):
         name, _, value = line.partition(b" ")
+        if name == b"tag" and b"tag" not in seen:
+            tag_name = value.decode(errors="replace")
         if name in _SINGLETON_HEADERS:
             if name in seen:
                 raise MalformedObject(f"duplicate {name.decode()} header")
@@ -146,8 +151,10 @@ def split_tag(raw: bytes) -> SignedObject:
             start = offset
         offset += len(line)
     if start == len(raw):
-        return SignedObject(payload=raw, signature=None, signed_at=signed_at)
-    return SignedObject(payload=raw[:start], signature=raw[start:], signed_at=signed_at)
+        return SignedObject(payload=raw, signature=None, signed_at=signed_at, tag_name=tag_name)
+    return SignedObject(
+        payload=raw[:start], signature=raw[start:], signed_at=signed_at, tag_name=tag_name
+    )
 
 
 def _lines(data: bytes) -> list[bytes]:

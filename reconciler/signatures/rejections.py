@@ -17,6 +17,7 @@ WRONG_NAMESPACE = "wrong-namespace"
 KEY_NOT_VALID_AT_TIME = "key-not-valid-at-time"
 REVOKED_KEY = "revoked-key"
 EXPIRED_KEY = "expired-key"
+TAG_NAME_MISMATCH = "tag-name-mismatch"
 
 
 class SignatureRejected(Exception):

@@ -8,11 +8,12 @@ import shutil
 from collections.abc import Iterator
 from typing import Protocol
 
+import asyncssh
 import pytest
 
 from reconciler import commitpolicy, gitsource, verify
 from reconciler.signatures import allowed_signers, openpgp
-from tests.harness import gitcorpus
+from tests.harness import gitcorpus, httpgit, sshgit
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +80,34 @@ def inspect(trust: verify.Trust, now: datetime.datetime) -> Inspect:
         return verify.inspect(checkout, trust, mode, policy, now)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def ssh_server(
+    corpus: gitcorpus.Corpus, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[sshgit.SshGitServer, pathlib.Path]]:
+    """The corpus served over SSH, and the client's private key file."""
+    client_key = asyncssh.generate_private_key("ssh-ed25519")
+    key_file = tmp_path_factory.mktemp("ssh-client") / "id_ed25519"
+    key_file.write_bytes(client_key.export_private_key("openssh"))
+    key_file.chmod(0o600)
+    with sshgit.ssh_git_server(corpus.repo.parent, client_key) as server:
+        yield server, key_file
+
+
+def ssh_source(
+    server: sshgit.SshGitServer, corpus: gitcorpus.Corpus, key_file: pathlib.Path, known: str
+) -> gitsource.Source:
+    """An ssh source for the corpus that trusts exactly the known_hosts text `known`."""
+    known_hosts = key_file.parent / f"known_hosts-{abs(hash(known))}"
+    known_hosts.write_text(known)
+    return gitsource.Source(
+        server.url(corpus.repo.name), known_hosts=known_hosts, identity_file=key_file
+    )
+
+
+@pytest.fixture(scope="module")
+def https_server(corpus: gitcorpus.Corpus) -> Iterator[httpgit.HttpsGitServer]:
+    """The corpus served over smart HTTP with TLS and basic authentication."""
+    with httpgit.https_git_server(corpus.repo.parent, ("deploy", "t0ken-https")) as server:
+        yield server

@@ -110,7 +110,7 @@ def test_gpg_key_directory_with_a_secret_key_exits_2(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--rev", "no-such-branch"], "not a commit or tag"),
+        (["--rev", "no-such-branch"], "not a branch or tag"),
         (["--rev", "main", "--policy-dir", "policies/commits"], "go together"),
     ],
     ids=["unknown-revision", "policy-dir-without-data"],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pathlib
 import traceback
-from collections.abc import Iterator
 
 import asyncssh
 import pygit2
@@ -82,10 +81,10 @@ def test_last_applied_commit_missing_from_the_source_is_refused(
     assert "not in the history" in report.refusal
 
 
-def test_unknown_revision_is_a_fetch_error(
+def test_unknown_revision_is_a_source_error(
     corpus: gitcorpus.Corpus, tmp_path: pathlib.Path
 ) -> None:
-    with pytest.raises(gitsource.FetchError, match="git failed"):
+    with pytest.raises(gitsource.SourceError, match="not a branch or tag on the remote"):
         gitsource.fetch(
             gitsource.Source(str(corpus.repo)), tmp_path, "no-such-branch", None, full=False
         )
@@ -102,29 +101,6 @@ def test_fetch_errors_never_show_url_credentials(tmp_path: pathlib.Path) -> None
     assert "s3cr3t-token" not in "".join(traceback.format_exception(caught.value))
 
 
-@pytest.fixture(scope="module")
-def ssh_server(
-    corpus: gitcorpus.Corpus, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[sshgit.SshGitServer, pathlib.Path]]:
-    """The corpus served over SSH, and the client's private key file."""
-    client_key = asyncssh.generate_private_key("ssh-ed25519")
-    key_file = tmp_path_factory.mktemp("ssh-client") / "id_ed25519"
-    key_file.write_bytes(client_key.export_private_key("openssh"))
-    key_file.chmod(0o600)
-    with sshgit.ssh_git_server(corpus.repo.parent, client_key) as server:
-        yield server, key_file
-
-
-def _ssh_source(
-    server: sshgit.SshGitServer, corpus: gitcorpus.Corpus, key_file: pathlib.Path, known: str
-) -> gitsource.Source:
-    known_hosts = key_file.parent / f"known_hosts-{abs(hash(known))}"
-    known_hosts.write_text(known)
-    return gitsource.Source(
-        server.url(corpus.repo.name), known_hosts=known_hosts, identity_file=key_file
-    )
-
-
 def test_ssh_fetch_with_the_right_host_key(
     ssh_server: tuple[sshgit.SshGitServer, pathlib.Path],
     corpus: gitcorpus.Corpus,
@@ -132,7 +108,7 @@ def test_ssh_fetch_with_the_right_host_key(
 ) -> None:
     """Over a real SSH connection, a host key in known_hosts lets the fetch through."""
     server, key_file = ssh_server
-    source = _ssh_source(server, corpus, key_file, server.known_hosts_line())
+    source = conftest.ssh_source(server, corpus, key_file, server.known_hosts_line())
     checkout = gitsource.fetch(source, tmp_path, "merged", None, full=False)
     assert checkout.tip_commit == corpus.objects["merge-of-unsigned"]
     assert checkout.shallow
@@ -152,17 +128,10 @@ def test_ssh_fetch_refuses_an_unknown_or_changed_host_key(
         if known == "other-key"
         else ""
     )
-    source = _ssh_source(server, corpus, key_file, line)
+    source = conftest.ssh_source(server, corpus, key_file, line)
     with pytest.raises(gitsource.FetchError, match="Host key verification failed"):
         gitsource.fetch(source, tmp_path, "main", None, full=False)
     assert not (tmp_path / "objects").exists() or not any((tmp_path).rglob("*.pack"))
-
-
-@pytest.fixture(scope="module")
-def https_server(corpus: gitcorpus.Corpus) -> Iterator[httpgit.HttpsGitServer]:
-    """The corpus served over smart HTTP with TLS and basic authentication."""
-    with httpgit.https_git_server(corpus.repo.parent, ("deploy", "t0ken-https")) as server:
-        yield server
 
 
 def test_https_fetch_with_the_servers_ca(

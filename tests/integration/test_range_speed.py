@@ -6,6 +6,8 @@ import datetime
 import pathlib
 import time
 
+import pytest
+
 from bench import bench_verify
 from reconciler import gitsource, verify
 
@@ -24,3 +26,14 @@ def test_thousand_commit_range_verifies_in_well_under_a_second(tmp_path: pathlib
     assert len(report.verdicts) == 1000
     # Measured around 0.1 s here; the bound leaves room for a loaded shared runner.
     assert elapsed < 0.5, f"{elapsed:.3f}s"
+
+
+def test_the_start_up_bench_runs_and_reports_the_target(
+    opa: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A small run of the 10,000-commit start-up case, so the bench cannot rot unnoticed."""
+    bench_verify.startup(300, 20, opa)
+    out = capsys.readouterr().out
+    assert "start-up: (anchor, tip] over 300 signed commits" in out
+    assert "the signature checks alone (floor" in out
+    assert "target ≤ 1.0s wall:" in out

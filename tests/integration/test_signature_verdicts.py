@@ -55,7 +55,9 @@ def _public_blob(corpus: gitcorpus.Corpus, name: str) -> bytes:
 def _verdict(
     corpus: gitcorpus.Corpus, inspect: conftest.Inspect, name: str, mode: verify.Mode
 ) -> verify.Verdict:
-    checkout = gitsource.open_local(corpus.repo, f"refs/cases/{name}", None)
+    # A signed tag counts only under its own name, so tags are named through refs/tags/.
+    ref = f"refs/tags/{name}" if mode is verify.Mode.TAG else f"refs/cases/{name}"
+    checkout = gitsource.open_local(corpus.repo, ref, None)
     (verdict,) = inspect(checkout, mode).verdicts
     return verdict
 

@@ -91,6 +91,19 @@ def test_unsigned_tag_has_no_signature() -> None:
     assert commits.split_tag(raw).signature is None
 
 
+def test_a_tag_carries_its_own_name_and_a_commit_none() -> None:
+    raw = b"object 1111111111111111111111111111111111111111\ntype commit\ntag v1.0\n\nrelease\n"
+    assert commits.split_tag(raw).tag_name == "v1.0"
+    commit = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\ncommitter C <c@e> 1 +0000\n\nm\n"
+    assert commits.split_commit(commit).tag_name is None
+
+
+def test_a_tag_with_two_names_is_refused() -> None:
+    raw = b"object 1111111111111111111111111111111111111111\ntype commit\ntag v1\ntag v2\n\nr\n"
+    with pytest.raises(commits.MalformedObject, match="duplicate tag header"):
+        commits.split_tag(raw)
+
+
 @given(
     message=st.binary(max_size=200).filter(lambda m: not m.startswith(b"\n")),
     armor_lines=st.lists(st.binary(max_size=40).filter(lambda b: b"\n" not in b), max_size=8),

@@ -1,9 +1,10 @@
-"""SSHSIG verification with `cryptography`: algorithms, trust, namespace, windows, tampering."""
+"""SSHSIG verification: algorithms, trust, namespace, windows, tampering, strict ed25519."""
 
 from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import pathlib
 import subprocess
 from collections.abc import Callable
@@ -145,3 +146,71 @@ def test_malformed_armor_is_reported_as_malformed(make: Callable[[bytes], bytes]
     with pytest.raises(rejections.SignatureRejected, match=why) as caught:
         _verify(make(signing.sshsig(key, MESSAGE)), trust)
     assert caught.value.reason == rejections.MALFORMED_SIGNATURE
+
+
+_ED25519_ORDER = 2**252 + 27742317777372353535851937790883648493
+
+
+def _ed25519_sshsig(
+    key: ed25519.Ed25519PrivateKey, raw_signature: Callable[[bytes], bytes]
+) -> bytes:
+    """An SSHSIG over MESSAGE whose ed25519 signature bytes `raw_signature` may change."""
+
+    def string(data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + data
+
+    digest = hashlib.sha512(MESSAGE).digest()
+    to_sign = b"SSHSIG" + string(b"git") + string(b"") + string(b"sha512") + string(digest)
+    signature = string(b"ssh-ed25519") + string(raw_signature(key.sign(to_sign)))
+    blob = (b"SSHSIG" + (1).to_bytes(4, "big") + string(signing.public_blob(key)) + string(b"git")
+            + string(b"") + string(b"sha512") + string(signature))  # fmt: skip
+    return (
+        b"-----BEGIN SSH SIGNATURE-----\n"
+        + base64.b64encode(blob)
+        + (b"\n-----END SSH SIGNATURE-----\n")
+    )
+
+
+def _non_canonical(signature: bytes) -> bytes:
+    """The same signature with s + L in place of s: OpenSSH's ref10 code would accept it."""
+    s = int.from_bytes(signature[32:], "little") + _ED25519_ORDER
+    return signature[:32] + s.to_bytes(32, "little")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [lambda sig: sig[:63], lambda sig: sig + b"\0", _non_canonical],
+    ids=["short", "long", "non-canonical-s"],
+)
+def test_ed25519_signatures_of_the_wrong_length_or_non_canonical_are_bad(
+    change: Callable[[bytes], bytes],
+) -> None:
+    key = _key("ed25519")
+    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    trust = _trust(f"a@example.com {signing.public_line(key)}")
+    # The same construction, unchanged, verifies: only the change makes it bad.
+    assert _verify(_ed25519_sshsig(key, lambda sig: sig), trust) == "a@example.com"
+    with pytest.raises(rejections.SignatureRejected) as caught:
+        _verify(_ed25519_sshsig(key, change), trust)
+    assert caught.value.reason == rejections.BAD_SIGNATURE
+
+
+def test_a_non_canonical_ed25519_signature_is_refused_where_ssh_keygen_accepts_it(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Stricter on purpose: s + L is the same signature made malleable; OpenSSH's ref10 code
+    # checks only the top bits of s, libsodium refuses anything non-canonical.
+    key = _key("ed25519")
+    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    line = f"a@example.com {signing.public_line(key)}"
+    (tmp_path / "allowed").write_text(line + "\n")
+    (tmp_path / "sig").write_bytes(_ed25519_sshsig(key, _non_canonical))
+    done = subprocess.run(
+        ["ssh-keygen", "-Y", "verify", "-f", str(tmp_path / "allowed"), "-I", "a@example.com",
+         "-n", "git", "-s", str(tmp_path / "sig")],
+        input=MESSAGE, capture_output=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(rejections.SignatureRejected) as caught:
+        _verify((tmp_path / "sig").read_bytes(), _trust(line))
+    assert caught.value.reason == rejections.BAD_SIGNATURE
