@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from kubernetes import client as k8s
@@ -71,7 +71,7 @@ def test_only_the_gitops_identity_writes_the_sync_object_and_its_status(stack: S
 
     custom = k8s.CustomObjectsApi(stack.alice)
     forged = {"status": {"lastAppliedCommit": "b" * 40}}
-    attempts = {
+    attempts: dict[str, Callable[[], object]] = {
         "status": lambda: custom.patch_cluster_custom_object_status(
             status.GROUP, status.VERSION, status.PLURAL, name, forged
         ),
