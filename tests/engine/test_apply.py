@@ -157,3 +157,25 @@ def test_a_crd_and_its_custom_resource_in_one_plan(
         SETTINGS,
     )
     assert set(actions(again).values()) == {Action.UNCHANGED}
+
+
+def test_a_no_op_pass_costs_one_paginated_list_per_kind_whatever_the_object_count(
+    counted: Counted, namespace: str, admin: k8s.ApiClient, applyset: str
+) -> None:
+    paged = cluster.Cluster(admin.configuration, SETTINGS, user_agent=counted.agent, page_size=50)
+    many = [
+        planned(configmap(namespace, f"cm-{i:03d}", {"i": str(i)}), applyset=applyset)
+        for i in range(120)
+    ]
+    many += [planned(deployment(namespace, f"web-{i}"), applyset=applyset) for i in range(10)]
+    first = plan_of(many, applyset=applyset)
+    done = apply.run(first, paged, SETTINGS)
+    assert done.summary() == "130 created"
+    before = len(counted.audited())
+    again = apply.run(
+        plan_of(many, applyset=applyset, previous=after(first, done)), paged, SETTINGS
+    )
+    assert again.summary() == "130 unchanged"
+    lists = [e["objectRef"]["resource"] for e in counted.audited()[before:]]
+    # 120 ConfigMaps in pages of 50 are three lists; ten Deployments one.
+    assert sorted(lists) == ["configmaps"] * 3 + ["deployments"]
