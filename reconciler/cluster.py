@@ -339,7 +339,7 @@ class Cluster:
             if live is None or live.uid != uid:
                 return
             if time.monotonic() + delay > deadline:
-                raise cluster_errors.NotEstablished(
+                raise cluster_errors.NotGone(
                     f"{ref.display()} still exists {timeout:.0f}s after its delete (finalizers?)"
                 )
             time.sleep(delay)
