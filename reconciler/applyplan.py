@@ -82,7 +82,8 @@ class PlannedObject:
         """A mutable body for the API client; for a Secret this is where plaintext appears."""
         if self.secret is not None:
             return self.secret.body_for_apply()
-        return manifests.thaw(self.body)
+        thawed: dict[str, Any] = manifests.thaw(self.body)
+        return thawed
 
 
 @dataclass(frozen=True)

@@ -21,15 +21,20 @@ class ConfigError(errors.Stalled):
 
 def api_client(kubeconfig: Path | None) -> k8s.ApiClient:
     """A client from `kubeconfig`, or from the pod's service account when it is None."""
-    configuration = k8s.Configuration()
+    return k8s.ApiClient(configuration(kubeconfig))
+
+
+def configuration(kubeconfig: Path | None) -> k8s.Configuration:
+    """The client configuration (host, TLS, credentials) for `kubeconfig` or in-cluster."""
+    loaded = k8s.Configuration()
     try:
         if kubeconfig is None:
             k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]  # untyped library
-                client_configuration=configuration
+                client_configuration=loaded
             )
         else:
             k8s_config.load_kube_config(  # type: ignore[no-untyped-call]  # untyped library
-                str(kubeconfig), client_configuration=configuration
+                str(kubeconfig), client_configuration=loaded
             )
     except (k8s_config.ConfigException, OSError) as exc:
         raise ConfigError(
@@ -43,7 +48,7 @@ def api_client(kubeconfig: Path | None) -> k8s.ApiClient:
             f"cannot load cluster credentials from {_source(kubeconfig)}: "
             f"malformed kubeconfig ({type(exc).__name__})"
         ) from exc
-    return k8s.ApiClient(configuration)
+    return loaded
 
 
 def _source(kubeconfig: Path | None) -> str:
