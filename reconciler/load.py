@@ -240,9 +240,8 @@ def _objects(
 ) -> Iterator[manifests.Manifest]:
     """The objects of one document: itself, or the items of a List kind."""
     body = _json_tree(document, where.at(path, line))
-    _check_shape(body, where.at(path, line))
-    items = body.get("items")
-    if str(body["kind"]).endswith("List") and isinstance(items, list):
+    items = body.get("items") if isinstance(body, dict) else None
+    if isinstance(items, list) and str(body.get("kind", "")).endswith("List"):
         lines = _item_lines(node, len(items), line)
         for item, item_line in zip(items, lines, strict=True):
             _check_shape(item, where.at(path, item_line))
@@ -250,6 +249,7 @@ def _objects(
                 raise LoadError(f"{where.at(path, item_line)}: a List inside a List is refused")
             yield manifests.Manifest.of(path, item, item_line)
         return
+    _check_shape(body, where.at(path, line))
     yield manifests.Manifest.of(path, body, line)
 
 
