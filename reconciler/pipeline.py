@@ -42,6 +42,7 @@ class Applied:
     changes: changeset.ChangeSet
     key_hints: manifests.KeyHints
     warnings: tuple[str, ...] = ()
+    rsa_operations: int = 0
 
     @property
     def commit(self) -> str:
@@ -71,4 +72,6 @@ def reconcile(
     decrypted = decrypt.run(loaded, io.keys.ring(), hints, io.secrets)
     planned = plan.build(decrypted, io.cluster.inventory(name), settings)
     changes = io.apply(planned, dry_run=dry_run)
-    return Applied(verified, planned, changes, decrypted.key_hints, warnings)
+    return Applied(
+        verified, planned, changes, decrypted.key_hints, warnings, decrypted.rsa_operations
+    )

@@ -83,29 +83,59 @@ def test_a_local_repository_path_is_resolved_against_the_file(tmp_path: pathlib.
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (("  url: https://git.example.test/org/repo.git\n", ""), r"source.url: missing \(required\)"),
+        (
+            ("  url: https://git.example.test/org/repo.git\n", ""),
+            r"source.url: missing \(required\)",
+        ),
         ((f"  anchor: {ANCHOR}\n", ""), r"trust.anchor: missing \(required\)"),
         ((f"  anchor: {ANCHOR}", "  anchor: main"), "trust.anchor: must be a full commit id"),
         ((f"  anchor: {ANCHOR}", "  anchor: " + "A" * 40), "trust.anchor: must be a full commit"),
-        ((f"  anchor: {ANCHOR}", "  anchor: 1234"), "trust.anchor: must be a non-empty string, not a int"),
-        (("trust:", "trust:\n  colour: blue"), r"trust.colour: unknown key \(known: allowed_signers"),
+        (
+            (f"  anchor: {ANCHOR}", "  anchor: 1234"),
+            "trust.anchor: must be a non-empty string, not a int",
+        ),
+        (
+            ("trust:", "trust:\n  colour: blue"),
+            r"trust.colour: unknown key \(known: allowed_signers",
+        ),
         (("source:", "sauce: {}\nsource:"), r"gitwarden.yaml: sauce: unknown key"),
-        (("source:", "apply: {prune: 'yes'}\nsource:"), "apply.prune: must be true or false, not a string"),
-        (("source:", "apply: {concurrency: true}\nsource:"), "apply.concurrency: must be an integer"),
-        (("source:", "apply: {concurrency: 0}\nsource:"), "apply.concurrency: must be between 1 and 64"),
-        (("source:", "apply: {protected_kinds: Namespace}\nsource:"), "apply.protected_kinds: must be a list"),
-        (("source:", "apply: {default_namespace: Team_1}\nsource:"), "apply.default_namespace: must be"),
+        (
+            ("source:", "apply: {prune: 'yes'}\nsource:"),
+            "apply.prune: must be true or false, not a string",
+        ),
+        (
+            ("source:", "apply: {concurrency: true}\nsource:"),
+            "apply.concurrency: must be an integer",
+        ),
+        (
+            ("source:", "apply: {concurrency: 0}\nsource:"),
+            "apply.concurrency: must be between 1 and 64",
+        ),
+        (
+            ("source:", "apply: {protected_kinds: Namespace}\nsource:"),
+            "apply.protected_kinds: must be a list",
+        ),
+        (
+            ("source:", "apply: {default_namespace: Team_1}\nsource:"),
+            "apply.default_namespace: must be",
+        ),
         (("source:", "identity: {name: 'a/b'}\nsource:"), "identity.name: must be an object name"),
         (("trust:", "identity: [1]\ntrust:"), "identity: must be a mapping, not a list"),
         (("  url:", "  paths: [../up]\n  url:"), r"source.paths: '../up': must not contain '..'"),
         (("  url:", "  paths: [/abs]\n  url:"), "source.paths: '/abs': must be relative"),
-        (("  url:", "  paths: [apps, apps/web]\n  url:"), "source.paths: 'apps' and 'apps/web' overlap"),
-        (("  url:", "  branch: 'a..b'\n  url:"), "source.branch: 'a..b' is not a valid branch name"),
+        (
+            ("  url:", "  paths: [apps, apps/web]\n  url:"),
+            "source.paths: 'apps' and 'apps/web' overlap",
+        ),
+        (
+            ("  url:", "  branch: 'a..b'\n  url:"),
+            "source.branch: 'a..b' is not a valid branch name",
+        ),
         (("  url:", "  username_file: u\n  url:"), "username_file and password_file go together"),
         (("  allowed_signers: trust/allowed_signers\n", ""), "trust: set allowed_signers and/or"),
         (("  allowed_signers:", "  commit_policy_dir: p\n  allowed_signers:"), "go together"),
     ],
-)  # fmt: skip
+)
 def test_bad_settings_are_refused_naming_file_and_key(
     tmp_path: pathlib.Path, change: tuple[str, str], message: str
 ) -> None:
@@ -138,7 +168,7 @@ def test_a_setting_without_help_fails_the_generator(monkeypatch: pytest.MonkeyPa
         knob: int = 1
 
     monkeypatch.setattr(config, "SECTIONS", (*config.SECTIONS, ("extra", Undocumented)))
-    with pytest.raises(ValueError, match="setting extra.knob has no help text"):
+    with pytest.raises(ValueError, match=r"setting extra\.knob has no help text"):
         list(configdoc.settings())
 
 

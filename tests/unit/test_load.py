@@ -120,7 +120,7 @@ def test_custom_kinds_take_their_scope_from_a_crd_in_the_revision_or_from_discov
 
 
 def test_a_kind_nobody_knows_is_refused(repo: signedrepo.SignedRepo) -> None:
-    with pytest.raises(load.UnknownScope, match="cannot tell whether Gadget.other.io"):
+    with pytest.raises(load.UnknownScope, match=r"cannot tell whether Gadget\.other\.io"):
         run(repo, {"a.yaml": "apiVersion: other.io/v1\nkind: Gadget\nmetadata: {name: g}\n"})
 
 

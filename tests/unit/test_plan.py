@@ -148,7 +148,8 @@ def test_a_secret_digest_covers_the_sealed_body_never_the_values() -> None:
     )
     c = plan.build(decrypted((), (changed_value,)), inventory(), revisions.settings())
     assert c.objects()[0].digest == a.objects()[0].digest
-    assert a.objects()[0].is_secret and "hunter2" not in repr(a)
+    assert a.objects()[0].is_secret
+    assert "hunter2" not in repr(a)
 
 
 def test_prune_is_what_left_git_in_reverse_order() -> None:
@@ -183,9 +184,11 @@ def test_the_prune_annotation_is_carried_for_the_inventory() -> None:
         annotations={"gitwarden.dev/prune": "allow", "gitwarden.dev/recreate": "allow"},
     )
     [planned] = plan.build(decrypted((marked,)), inventory(), revisions.settings()).objects()
-    assert planned.prune_allowed and planned.recreate_allowed
+    assert planned.prune_allowed
+    assert planned.recreate_allowed
     [plain] = plan.build(decrypted((EVERYTHING[3],)), inventory(), revisions.settings()).objects()
-    assert not plain.prune_allowed and not plain.recreate_allowed
+    assert not plain.prune_allowed
+    assert not plain.recreate_allowed
 
 
 def test_pruning_turned_off_keeps_everything() -> None:
