@@ -86,8 +86,8 @@ class PlannedObject:
         """A mutable body for the API client; for a Secret this is where plaintext appears."""
         if self.secret is not None:
             return self.secret.body_for_apply()
-        body: dict[str, Any] = manifests.thaw(self.body)
-        return body
+        thawed: dict[str, Any] = manifests.thaw(self.body)
+        return thawed
 
 
 @dataclass(frozen=True)
