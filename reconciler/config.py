@@ -64,7 +64,7 @@ class SourceConfig:
     )
     branch: str = field(
         default="main",
-        metadata=_help("The protected branch to follow (resolved as refs/heads/<branch>)."),
+        metadata=_help("The protected branch to follow (resolved as `refs/heads/<branch>`)."),
     )
     paths: tuple[str, ...] = field(
         default=(".",),

@@ -32,6 +32,12 @@ from reconciler import (
     verify,
 )
 
+_LISTED_FAILURES = 5
+
+
+class RevisionRefused(verify.VerificationFailed):
+    """Verification failed; the message names the tip and each failed commit with its reason."""
+
 
 @dataclass(frozen=True)
 class Applied:
@@ -63,7 +69,12 @@ def reconcile(
     checkout = io.source.fetch(since=base)
     if last is None:
         trustbase.check_anchor(checkout, settings.trust.anchor)
-    verified = verify.verify(checkout, io.trust, verify.Mode.ALL, io.commit_policy, now)
+    try:
+        verified = verify.verify(checkout, io.trust, verify.Mode.ALL, io.commit_policy, now)
+    except verify.ForcePushRefused:
+        raise
+    except verify.VerificationFailed as exc:
+        raise _refused(checkout.tip_commit, exc) from exc
     warnings = trustbase.check_stored(
         verified, settings.trust.anchor, io.cluster.stored_commit(name)
     )
@@ -74,4 +85,16 @@ def reconcile(
     changes = io.apply(planned, dry_run=dry_run)
     return Applied(
         verified, planned, changes, decrypted.key_hints, warnings, decrypted.rsa_operations
+    )
+
+
+def _refused(tip: str, exc: verify.VerificationFailed) -> RevisionRefused:
+    """The verify stage's error, with a message that status and the CLI can show as it is."""
+    listed = "; ".join(f"{sha}: {why}" for sha, why in exc.failures[:_LISTED_FAILURES])
+    more = len(exc.failures) - _LISTED_FAILURES
+    tail = f"; and {more} more" if more > 0 else ""
+    count = len(exc.failures)
+    return RevisionRefused(
+        f"revision {tip} refused: {count} commit(s) failed verification: {listed}{tail}",
+        exc.failures,
     )

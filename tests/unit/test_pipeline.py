@@ -105,6 +105,8 @@ def test_an_unsigned_commit_on_top_is_refused_and_so_is_a_good_one_above_it(worl
     again = world.refused(verify.VerificationFailed)
     assert isinstance(again, verify.VerificationFailed)
     assert [sha for sha, _ in again.failures] == [bad]
+    assert f"{bad}: unsigned: commit is not signed" in str(again)
+    assert world.repo.tip() in str(again)
 
 
 def test_a_commit_signed_by_an_untrusted_key_is_refused(world: World) -> None:
