@@ -13,9 +13,12 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler import manifests, objectref, verify
+from reconciler import manifests, objectref
+
+if TYPE_CHECKING:  # only the type: values sit below the stages (import-linter layers)
+    from reconciler import verify
 
 
 class Stage(enum.Enum):

@@ -13,9 +13,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler import objectref, secret_value, verify
+from reconciler import objectref, secret_value
+
+if TYPE_CHECKING:  # only the type: values sit below the stages (import-linter layers)
+    from reconciler import verify
 
 SEALED_SECRET_KIND = "SealedSecret"  # noqa: S105  # a kind name, not a password
 

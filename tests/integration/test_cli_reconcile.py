@@ -36,8 +36,8 @@ class Setup:
 
 
 def manifests_for(namespace: str, value: str, *, secret: bool = True) -> dict[str, str]:
-    cm = {"apiVersion": "v1", "kind": "ConfigMap",
-          "metadata": {"name": "settings", "namespace": namespace}, "data": {"mode": value}}  # fmt: skip
+    meta = {"name": "settings", "namespace": namespace}
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"mode": value}}
     files = {"apps/settings.yaml": yaml.safe_dump(cm)}
     if secret:
         sealed = objects.seal(
