@@ -66,22 +66,26 @@ def run(
     discovery: scopes.Discovery | None = None,
 ) -> manifests.Manifests:
     """Every object under `settings.source.paths` at `verified.commit`, checked and defaulted."""
-    repo = pygit2.Repository(verified.git_dir)
-    commit = repo.get(verified.commit)
-    if not isinstance(commit, pygit2.Commit):
-        raise LoadError(f"{verified.commit}: not a commit in {verified.git_dir}")
     where = _Where(verified.commit)
     parsed: list[manifests.Manifest] = []
     empty: list[str] = []
-    for path in settings.source.paths:
-        found = [
-            m
-            for blob_path, blob in _files(commit.tree, path, where)
-            for m in _parse(blob_path, blob, where)
-        ]
-        if not found:
-            empty.append(path)
-        parsed.extend(found)
+    try:
+        repo = pygit2.Repository(verified.git_dir)
+        commit = repo.get(verified.commit)
+        if not isinstance(commit, pygit2.Commit):
+            raise LoadError(f"{verified.commit}: not a commit in {verified.git_dir}")
+        for path in settings.source.paths:
+            found = [
+                m
+                for blob_path, blob in _files(commit.tree, path, where)
+                for m in _parse(blob_path, blob, where)
+            ]
+            if not found:
+                empty.append(path)
+            parsed.extend(found)
+    except pygit2.GitError as exc:
+        # A tree or blob missing from the fetched repository (a partial clone, a broken cache).
+        raise LoadError(f"{where.at('')}: cannot read the commit's files: {exc}") from None
     known = scopes.Scopes(_declared_scopes(parsed, where), discovery)
     items = _defaulted(parsed, known, settings.apply.default_namespace, where)
     _refuse_duplicates(items, where)

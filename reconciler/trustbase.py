@@ -59,8 +59,15 @@ def check_stored(
         return ()
     if not _SHA.fullmatch(stored):
         return (f"ignored the stored last-applied commit: {stored[:64]!r} is not a commit id",)
-    repo = pygit2.Repository(verified.git_dir)
-    tip = verified.commit
+    try:
+        return _check_stored(pygit2.Repository(verified.git_dir), verified.commit, anchor, stored)
+    except pygit2.GitError:
+        # History too incomplete to relate the commits: the stored value cannot be judged, so
+        # it is ignored like any other it cannot vouch for (it never shortened the range).
+        return (f"ignored the stored last-applied commit {stored}: its history is incomplete",)
+
+
+def _check_stored(repo: pygit2.Repository, tip: str, anchor: str, stored: str) -> tuple[str, ...]:
     if not _present(repo, stored):
         return (f"ignored the stored last-applied commit {stored}: not in the branch's history",)
     if stored != anchor and not repo.descendant_of(stored, anchor):

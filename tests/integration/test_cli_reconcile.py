@@ -132,3 +132,30 @@ def test_without_once_the_command_says_the_loop_comes_later(
 ) -> None:
     assert setup.run() == main.EXIT_USAGE
     assert "--once" in capsys.readouterr().err
+
+
+def test_an_attacker_written_stored_commit_is_ignored_reported_and_lets_nothing_through(
+    setup: Setup, admin: k8s.ApiClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup.repo.commit(manifests_for(setup.namespace, "one", secret=False))
+    assert setup.run("--once") == main.EXIT_OK
+    name = yaml.safe_load(setup.config.read_text())["identity"]["name"]
+    custom = k8s.CustomObjectsApi(admin)
+    forged = "f" * 40
+    custom.patch_cluster_custom_object_status(
+        "gitwarden.dev", "v1alpha1", "syncs", name, {"status": {"lastAppliedCommit": forged}}
+    )
+    capsys.readouterr()
+    assert setup.run("--once") == main.EXIT_OK
+    assert f"ignored the stored last-applied commit {forged}" in capsys.readouterr().err
+    written = custom.get_cluster_custom_object("gitwarden.dev", "v1alpha1", "syncs", name)
+    assert any(forged in w for w in written["status"]["warnings"])
+    # Now the forged value names an unsigned commit on top: it is still refused.
+    unsigned = setup.repo.commit(manifests_for(setup.namespace, "evil", secret=False), signed=False)
+    custom.patch_cluster_custom_object_status(
+        "gitwarden.dev", "v1alpha1", "syncs", name, {"status": {"lastAppliedCommit": unsigned}}
+    )
+    assert setup.run("--once") == main.EXIT_FAILED
+    assert f"{unsigned}: unsigned" in capsys.readouterr().err
+    live = k8s.CoreV1Api(admin).read_namespaced_config_map("settings", setup.namespace)
+    assert live.data == {"mode": "one"}

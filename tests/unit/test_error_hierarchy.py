@@ -50,11 +50,25 @@ def test_the_walk_sees_the_stages_errors() -> None:
 
 
 # Format libraries' own errors, caught and translated by the stage that uses them (verify and
-# the sealed-secret object rules); none of them reaches the loop.
+# the sealed-secret object rules), none of which reaches the loop; and the cluster adapter's
+# mixin base, whose every concrete error is also Transient or Stalled (checked below).
 TRANSLATED = {
     "reconciler.sealed.wire.WireError",
     "reconciler.signatures.rejections.SignatureRejected",
+    "reconciler.cluster_errors.ClusterError",
 }
+
+
+def test_every_concrete_cluster_error_picked_a_side() -> None:
+    from reconciler import cluster_errors
+
+    subclasses = [
+        cls
+        for _, cls in inspect.getmembers(cluster_errors, inspect.isclass)
+        if issubclass(cls, cluster_errors.ClusterError) and cls is not cluster_errors.ClusterError
+    ]
+    assert subclasses
+    assert all(issubclass(cls, errors.Transient | errors.Stalled) for cls in subclasses)
 
 
 def test_only_translated_format_errors_live_outside_the_hierarchy() -> None:
