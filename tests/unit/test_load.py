@@ -221,3 +221,11 @@ def test_objects_know_their_ref() -> None:
         "a.yaml", {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w"}}
     )
     assert item.ref == objectref.ObjectRef("apps", "Deployment", "", "w")
+
+
+@pytest.mark.parametrize("path", ["../etc", "a/../../b", "a\\b"])
+def test_paths_that_could_leave_the_root_are_refused_even_past_the_config_checks(
+    repo: signedrepo.SignedRepo, path: str
+) -> None:
+    with pytest.raises(load.UnsafePath, match="not a plain relative path"):
+        run(repo, {"a/x.yaml": CM.format(name="a")}, paths=(path,))
