@@ -73,7 +73,14 @@ def run(
     *,
     dry_run: bool = False,
 ) -> changeset.ChangeSet:
-    """Apply `plan` (a dry run: `dryRun=All`, nothing persisted) and return what happened."""
+    """Apply `plan` and return what happened to each object.
+
+    A dry run applies nothing: it is the ChangeSet of `diff` (a dry-run apply answers with the
+    live resourceVersion whether or not it would change the object, so only comparing the
+    bodies tells configured from unchanged).
+    """
+    if dry_run:
+        return objectdiff.changes_of(diff(plan, target, settings))
     done: list[changeset.Change] = []
     live = _LiveIndex(target, status.part_of_selector(plan.applyset_id))
     workers = concurrent.futures.ThreadPoolExecutor(max(settings.concurrency, 1))
@@ -81,18 +88,17 @@ def run(
         for stage in plan.stages:
             live.load(obj.ref for obj in stage.objects)
             one = functools.partial(
-                _apply_one, stage=stage.stage.value, plan=plan, target=target, live=live,
-                dry_run=dry_run,
+                _apply_one, stage=stage.stage.value, plan=plan, target=target, live=live
             )  # fmt: skip
             results = _run_parallel(
                 workers, [functools.partial(one, o) for o in stage.objects], done
             )
-            if stage.stage is applyplan.Stage.CRDS and not dry_run:
+            if stage.stage is applyplan.Stage.CRDS:
                 _await_crds(stage, results, target)
         if settings.prune:
             live.load(plan.prune)
             for ref in plan.prune:
-                done.append(_prune_one(ref, target, live, settings, dry_run))
+                done.append(_prune_one(ref, target, live, settings))
     except errors.Stalled as exc:
         raise ApplyStalled(exc, changeset.ChangeSet(tuple(done))) from exc
     except errors.Transient as exc:
@@ -102,12 +108,18 @@ def run(
     return changeset.ChangeSet(tuple(done))
 
 
-def diff(plan: applyplan.ApplyPlan, target: cluster.Cluster) -> tuple[objectdiff.ObjectDiff, ...]:
+def diff(
+    plan: applyplan.ApplyPlan,
+    target: cluster.Cluster,
+    settings: config.ApplyConfig | None = None,
+) -> tuple[objectdiff.ObjectDiff, ...]:
     """What applying `plan` would change, per object, with every Secret value masked.
 
     Each object is applied with `dryRun=All` and the result compared with the live object;
-    the prune set shows as deletions. Nothing in the cluster changes.
+    the prune set shows as deletions, guarded as a real prune is. Nothing in the cluster
+    changes.
     """
+    settings = settings or config.ApplyConfig()
     found: list[objectdiff.ObjectDiff] = []
     for obj in plan.objects():
         try:
@@ -121,13 +133,18 @@ def diff(plan: applyplan.ApplyPlan, target: cluster.Cluster) -> tuple[objectdiff
             found.append(objectdiff.ObjectDiff(obj.ref, Action.SKIPPED, "", "kind not served yet"))
             continue
         found.append(objectdiff.compare(obj.ref, live, result.body, created=result.created))
-    for ref in plan.prune:
+    for ref in plan.prune if settings.prune else ():
         try:
-            gone = target.read(ref)
+            doomed = target.read(ref)
         except cluster_errors.NotServed:
-            gone = None
-        if gone is not None:
-            found.append(objectdiff.compare(ref, gone, None, created=False))
+            doomed = None
+        if doomed is None:
+            continue
+        labels = (doomed.get("metadata") or {}).get("labels") or {}
+        if labels.get(settings.managed_label_key) != settings.managed_label_value:
+            found.append(objectdiff.ObjectDiff(ref, Action.SKIPPED, "", "no longer ours"))
+        else:
+            found.append(objectdiff.compare(ref, doomed, None, created=False))
     return tuple(found)
 
 
@@ -199,7 +216,6 @@ def _apply_one(
     plan: applyplan.ApplyPlan,
     target: cluster.Cluster,
     live: _LiveIndex,
-    dry_run: bool,
 ) -> changeset.Change:
     recorded = plan.previous.entries.get(obj.ref)
     current = live.get(obj.ref)
@@ -217,12 +233,7 @@ def _apply_one(
     detail = ""
     try:
         try:
-            applied = target.apply(obj.ref, body, dry_run=dry_run)
-        except cluster_errors.NotServed:
-            if not dry_run:
-                raise
-            # A dry run does not create the revision's CRDs, so their kinds are not served yet.
-            return changeset.Change(obj.ref, Action.SKIPPED, stage, "kind not served yet")
+            applied = target.apply(obj.ref, body)
         except cluster_errors.Immutable as exc:
             if not obj.recreate_allowed:
                 raise ImmutableField(
@@ -231,7 +242,7 @@ def _apply_one(
                     status=exc.status,
                     fields=exc.fields,
                 ) from exc
-            applied = _recreate(obj, body, target, dry_run)
+            applied = _recreate(obj, body, target)
             detail = "recreated: an immutable field changed"
     finally:
         del body  # a Secret's plaintext lives no longer than its request
@@ -241,16 +252,14 @@ def _apply_one(
         action = Action.UNCHANGED
     else:
         action = Action.CONFIGURED
-    version = "" if dry_run else applied.resource_version
-    return changeset.Change(obj.ref, action, stage, detail, resource_version=version)
+    return changeset.Change(
+        obj.ref, action, stage, detail, resource_version=applied.resource_version
+    )
 
 
 def _recreate(
-    obj: applyplan.PlannedObject, body: dict[str, Any], target: cluster.Cluster, dry_run: bool
+    obj: applyplan.PlannedObject, body: dict[str, Any], target: cluster.Cluster
 ) -> cluster.Applied:
-    if dry_run:
-        # A dry-run delete then create would report the create's answer; say what would happen.
-        return cluster.Applied(obj.ref, "", "", created=False)
     old = target.read_meta(obj.ref)
     if old is not None:
         target.delete(obj.ref, old)
@@ -284,7 +293,6 @@ def _prune_one(
     target: cluster.Cluster,
     live: _LiveIndex,
     settings: config.ApplyConfig,
-    dry_run: bool,
 ) -> changeset.Change:
     try:
         current = live.get(ref) or target.read_meta(ref)
@@ -297,8 +305,6 @@ def _prune_one(
         # The inventory says we applied it, but the live object is no longer marked as ours
         # (someone took it over through Git elsewhere, or by break-glass): never delete it.
         return changeset.Change(ref, Action.SKIPPED, PRUNE_STAGE, f"no longer labelled {label}")
-    if dry_run:
-        return changeset.Change(ref, Action.DELETED, PRUNE_STAGE, "dry run")
     # Preconditions: if the object changed since the check above (relabelled, replaced), the
     # delete fails with 409 rather than deleting something the check did not see.
     deleted = target.delete(ref, current)

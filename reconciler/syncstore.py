@@ -83,7 +83,7 @@ def report(
     if found is None:
         ensure_crd(target)
     previous = found.get("status") if found else None
-    meta = status.parent_metadata(name, outcome.inventory, _version())
+    meta = status.parent_metadata(name, outcome.inventory, tooling_version())
     if found is None or not _has_metadata(found, meta):
         _apply(target, name, {"metadata": meta}, "")
     generation = int((found or {}).get("metadata", {}).get("generation") or 1)
@@ -140,7 +140,8 @@ def _has_metadata(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
     )
 
 
-def _version() -> str:
+def tooling_version() -> str:
+    """The installed package's version, for the ApplySet tooling annotation and user agent."""
     try:
         return metadata.version("gitwarden")
     except metadata.PackageNotFoundError:
