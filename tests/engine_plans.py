@@ -28,7 +28,7 @@ def ref_of(body: Mapping[str, Any]) -> objectref.ObjectRef:
 
 def stamped(body: Mapping[str, Any], source: str, applyset: str = APPLYSET) -> dict[str, Any]:
     """A copy of `body` with the labels and annotation the plan stage adds."""
-    out = json.loads(json.dumps(body))
+    out: dict[str, Any] = json.loads(json.dumps(body))
     meta = out.setdefault("metadata", {})
     meta.setdefault("labels", {}).update(
         {

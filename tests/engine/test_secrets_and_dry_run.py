@@ -1,4 +1,4 @@
-"""Secret values never leave the apply stage except to the API server; the dry run changes nothing."""
+"""Secret values leave the apply stage only for the API server; the dry run changes nothing."""
 
 from __future__ import annotations
 
@@ -101,7 +101,8 @@ def test_dry_run_diff_masks_every_secret_value_and_changes_nothing(
         "db": Action.CONFIGURED,
         "new": Action.CREATED,
     }
-    assert "-  level: '1'" in diffs["cm"].diff and "+  level: '2'" in diffs["cm"].diff
+    assert "-  level: '1'" in diffs["cm"].diff
+    assert "+  level: '2'" in diffs["cm"].diff
     secret_diff = diffs["db"].diff
     assert "password: '*** (changed)'" in secret_diff
     assert "user: '***'" in secret_diff

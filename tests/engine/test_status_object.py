@@ -1,4 +1,4 @@
-"""The Sync status object in the real API server: kubectl shows it, waits on it, and it holds the inventory."""
+"""The Sync status object in the real API server: kubectl shows it and waits on it."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from reconciler import (
     changeset,
     cluster,
     cluster_errors,
+    config,
     objectref,
     status,
     syncstore,
@@ -123,9 +124,7 @@ def test_a_stalled_pass_keeps_the_last_applied_commit_and_what_it_applied(
     assert names == {"a", "a2"}
 
 
-def config_serial():  # type: ignore[no-untyped-def]
-    from reconciler import config
-
+def config_serial() -> config.ApplyConfig:
     return config.ApplyConfig(qps=0, concurrency=1)
 
 
