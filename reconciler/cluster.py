@@ -98,6 +98,7 @@ class Cluster:
         settings: config.ApplyConfig,
         *,
         user_agent: str = "",
+        page_size: int = PAGE_SIZE,
     ) -> None:
         configuration = _copied(configuration)
         # Every apply worker holds one connection; a smaller pool would make urllib3 open and
@@ -115,6 +116,7 @@ class Cluster:
         self._settings = settings
         self._bucket = ratelimit.TokenBucket(settings.qps, settings.burst)
         self._timeout = settings.request_timeout
+        self._page_size = page_size
         self._resources: discovery.Resources | None = None
         self._count_lock = threading.Lock()
         self._requests = 0
@@ -131,6 +133,10 @@ class Cluster:
     @property
     def field_manager(self) -> str:
         return self._settings.field_manager
+
+    @property
+    def settings(self) -> config.ApplyConfig:
+        return self._settings
 
     # ------------------------------------------------------------------ the Sync status object
 
@@ -280,7 +286,7 @@ class Cluster:
         token = ""
         where = f" in {namespace}" if namespace else ""
         while True:
-            query = [("labelSelector", selector), ("limit", str(PAGE_SIZE))]
+            query = [("labelSelector", selector), ("limit", str(self._page_size))]
             if token:
                 query.append(("continue", token))
             page = self.request(
@@ -333,7 +339,7 @@ class Cluster:
             if live is None or live.uid != uid:
                 return
             if time.monotonic() + delay > deadline:
-                raise cluster_errors.NotEstablished(
+                raise cluster_errors.NotGone(
                     f"{ref.display()} still exists {timeout:.0f}s after its delete (finalizers?)"
                 )
             time.sleep(delay)

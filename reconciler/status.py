@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from reconciler import applyplan, changeset, errors, objectref
+from reconciler import applyplan, changeset, config, errors, objectref
 
 GROUP = "gitwarden.dev"
 VERSION = "v1alpha1"
@@ -129,18 +129,22 @@ def part_of_selector(applyset: str) -> str:
 
 
 def parent_metadata(
-    name: str, inventory: applyplan.Inventory | None, tooling_version: str
+    name: str,
+    inventory: applyplan.Inventory | None,
+    tooling_version: str,
+    managed_label: tuple[str, str] = (config.MANAGED_LABEL_KEY, config.MANAGED_LABEL_VALUE),
 ) -> dict[str, Any]:
-    """Labels and annotations that make the Sync object the ApplySet parent."""
+    """Labels and annotations that make the Sync object the ApplySet parent.
+
+    It also carries the managed label, so the webhook guards it like any managed object: only
+    the GitOps identity may change it or (a rule of its own) its status.
+    """
     annotations = {APPLYSET_TOOLING: f"gitwarden/{tooling_version}"}
     if inventory is not None:
         kinds = sorted({ref.group_kind for ref in inventory.entries})
         annotations[APPLYSET_GROUP_KINDS] = ",".join(kinds)
-    return {
-        "name": name,
-        "labels": {APPLYSET_ID_LABEL: applyset_id(name)},
-        "annotations": annotations,
-    }
+    labels = {APPLYSET_ID_LABEL: applyset_id(name), managed_label[0]: managed_label[1]}
+    return {"name": name, "labels": labels, "annotations": annotations}
 
 
 def render(

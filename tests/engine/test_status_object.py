@@ -77,7 +77,10 @@ def test_a_successful_pass_is_ready_in_kubectl_and_round_trips_its_inventory(
     assert target.stored_commit(name) == "c" * 40
     found = syncstore.read(target, name)
     assert found is not None
-    assert found["metadata"]["labels"] == {status.APPLYSET_ID_LABEL: applyset}
+    assert found["metadata"]["labels"] == {
+        status.APPLYSET_ID_LABEL: applyset,
+        config.MANAGED_LABEL_KEY: config.MANAGED_LABEL_VALUE,
+    }
     annotations = found["metadata"]["annotations"]
     assert annotations[status.APPLYSET_GROUP_KINDS] == "ConfigMap"
     assert annotations[status.APPLYSET_TOOLING].startswith("gitwarden/")
