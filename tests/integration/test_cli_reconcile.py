@@ -213,3 +213,24 @@ def test_a_protected_kind_is_pruned_only_when_git_allowed_it_last_time(
     }
     assert {"keep", "kept"} <= names
     assert "allowed" not in names
+
+
+def test_a_pass_that_fails_half_way_keeps_what_it_applied_on_record(
+    setup: Setup, admin: k8s.ApiClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reconciler import objectref, status
+
+    broken = {"apiVersion": "apps/v1", "kind": "Deployment",
+              "metadata": {"name": "web", "namespace": setup.namespace}, "spec": {}}  # fmt: skip
+    files = manifests_for(setup.namespace, "one", secret=False)
+    setup.repo.commit({**files, "apps/web.yaml": yaml.safe_dump(broken)})
+    assert setup.run("--once") == main.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "Deployment.apps" in err
+    assert "before it stopped: 1 created" in err
+    name = yaml.safe_load(setup.config.read_text())["identity"]["name"]
+    sync = k8s.CustomObjectsApi(admin).get_cluster_custom_object(
+        "gitwarden.dev", "v1alpha1", "syncs", name
+    )
+    recorded = status.decode_inventory(sync["status"])
+    assert objectref.ObjectRef("", "ConfigMap", setup.namespace, "settings") in recorded.entries
