@@ -5,6 +5,8 @@ Manifests → DecryptedManifests → ApplyPlan → ChangeSet`), each a frozen va
 stage accepts. It does no I/O of its own (the ports do), no logging, no retries and no status:
 the loop (or `gitwarden reconcile --once`) turns the outcome or the error (`Transient` /
 `Stalled`) into status, Events, metrics and the next schedule.
+`reconcile` is `prepare` (everything up to the plan; changes nothing) then `execute` (apply);
+an entry point that must report a failed apply together with its plan calls the two itself.
 
 Trust base (`reconciler.trustbase`): the first pass of a process verifies (anchor, tip]; a pass
 after a successful one verifies (last applied, tip]. The commit stored in the cluster's status
