@@ -111,7 +111,7 @@ def inventory_after(
         obj = planned.get(change.ref)
         if obj is not None and change.resource_version:
             entries[change.ref] = applyplan.InventoryEntry(
-                obj.digest, change.resource_version, obj.source
+                obj.digest, change.resource_version, obj.source, obj.prune_allowed
             )
     commit = plan.revision.commit if complete else plan.previous.commit
     return applyplan.Inventory(commit=commit, entries=MappingProxyType(entries))
@@ -203,9 +203,14 @@ def render(
 
 
 def encode_inventory(inventory: applyplan.Inventory) -> dict[str, Any]:
-    """The compact stored form: gzip-compressed JSON rows `[ref, digest, rv, source]`."""
+    """The compact stored form: gzip-compressed JSON rows `[ref, digest, rv, source]`.
+
+    A row gets a fifth element, `1`, when the object as last applied allowed pruning of its
+    protected kind (`gitwarden.dev/prune: allow`); rows without it read as not allowed.
+    """
     rows = sorted(
-        [str(ref), e.digest, e.resource_version, e.source] for ref, e in inventory.entries.items()
+        [str(ref), e.digest, e.resource_version, e.source, *([1] if e.prune_allowed else [])]
+        for ref, e in inventory.entries.items()
     )
     raw = json.dumps({"objects": rows}, separators=(",", ":")).encode()
     packed = gzip.compress(raw, compresslevel=6, mtime=0)
@@ -229,9 +234,9 @@ def decode_inventory(status: Mapping[str, Any] | None) -> applyplan.Inventory:
         rows = json.loads(gzip.decompress(base64.b64decode(str(stored.get("data")), validate=True)))
         entries = {
             objectref.ObjectRef.parse(str(ref)): applyplan.InventoryEntry(
-                str(digest), str(rv), str(source)
+                str(digest), str(rv), str(source), prune_allowed=bool(allowed and allowed[0] == 1)
             )
-            for ref, digest, rv, source in rows["objects"]
+            for ref, digest, rv, source, *allowed in rows["objects"]
         }
     except (ValueError, TypeError, KeyError, OSError, EOFError) as exc:
         raise ValueError(f"the stored inventory does not decode ({type(exc).__name__})") from exc
