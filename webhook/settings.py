@@ -31,6 +31,14 @@ class WebhookSettings:
     tls_key: Path | None = None
     cert_reload_seconds: float = 5.0
     """How often a worker checks the certificate files for rotation."""
+    client_ca: Path | None = None
+    """PEM CA bundle for client certificates: when set, only clients presenting a certificate
+    it signed (the API server's, see the README) complete the TLS handshake."""
+    handshake_timeout: float = 3.0
+    """Seconds a new connection has to complete its TLS handshake before it is closed."""
+    request_timeout: float = 5.0
+    """Seconds a request has to arrive in full (head and body), on a new or kept-alive
+    connection, before the connection is closed."""
     opa_url: str = "http://127.0.0.1:8181"
     decision_path: str = "admission/decision"
     opa_timeout: float = 1.0
@@ -57,6 +65,9 @@ class WebhookSettings:
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise SettingsError(f"{PREFIX}TLS_CERT and {PREFIX}TLS_KEY go together")
+        for name in ("handshake_timeout", "request_timeout"):
+            if not 0 < getattr(self, name) <= 60:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be in (0, 60] seconds")
         if self.max_body_bytes < 1024:
             raise SettingsError(f"{PREFIX}MAX_BODY_BYTES must be at least 1024")
 
