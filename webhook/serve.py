@@ -5,8 +5,9 @@ the TLS context: TLS 1.2 or newer, built once per worker and rebuilt when the ce
 key or client CA file changes (checked at most every `cert_reload_seconds`). Connections
 already open keep the context they started with, so a rotation drops no request; a
 half-written pair (key and certificate not matching yet) keeps the previous context until the
-pair is whole again. With a client CA the handshake requires a client certificate it signed,
-so only the API server (not anyone who can reach the port) can ask for decisions. The TLS
+pair is whole again. With a client CA, a client certificate must be one it signed, and the
+app answers reviews only on connections that presented one, so only the API server (not
+anyone who can reach the port) can ask for decisions. The TLS
 handshake and the reading of requests happen in `webhook.worker` under deadlines.
 """
 
@@ -55,9 +56,11 @@ class ReloadingTLS:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(certfile=str(self._cert), keyfile=str(self._key))
         if self._client_ca is not None:
-            # Verification failures end the handshake; the worker logs the peer and the reason.
+            # A certificate the CA did not sign ends the handshake (the worker logs the peer and
+            # the reason). None at all is let through the handshake so that kubelet probes reach
+            # /healthz and /readyz; the app refuses reviews on such a connection.
             context.load_verify_locations(cafile=str(self._client_ca))
-            context.verify_mode = ssl.CERT_REQUIRED
+            context.verify_mode = ssl.CERT_OPTIONAL
         context.sslsocket_class = worker.DeadlineSocket
         return context
 

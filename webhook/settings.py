@@ -32,8 +32,9 @@ class WebhookSettings:
     cert_reload_seconds: float = 5.0
     """How often a worker checks the certificate files for rotation."""
     client_ca: Path | None = None
-    """PEM CA bundle for client certificates: when set, only clients presenting a certificate
-    it signed (the API server's, see the README) complete the TLS handshake."""
+    """PEM CA bundle for client certificates. When set, reviews are answered only on
+    connections that presented a certificate it signed (the API server's, see the README); a
+    certificate it did not sign fails the handshake; probes and /metrics need none."""
     handshake_timeout: float = 3.0
     """Seconds a new connection has to complete its TLS handshake before it is closed."""
     request_timeout: float = 5.0

@@ -23,6 +23,7 @@ answered, only when a connection is given up.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import selectors
@@ -264,10 +265,8 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
     def _drop(self, conn: _Conn) -> None:
         self._arriving.remove(conn)
         self._buffered -= len(conn.head)
-        try:
+        with contextlib.suppress(KeyError, ValueError, OSError):  # never registered, or closed
             self.poller.unregister(conn.sock)
-        except (KeyError, ValueError, OSError):
-            pass  # never registered, or already closed
         self.nr_conns -= 1
         conn.close()
 

@@ -165,9 +165,7 @@ def test_stalled_connections_neither_freeze_the_webhook_nor_outlive_their_timeou
         finally:
             conn.close()
         assert time.monotonic() - started < 2.0
-        still_open = [
-            s for s in stalled if not _closed_by_server(s, opened + timeout + SLACK)
-        ]
+        still_open = [s for s in stalled if not _closed_by_server(s, opened + timeout + SLACK)]
         assert not still_open, f"{len(still_open)} stalled connections outlived {timeout} s"
     finally:
         for sock in stalled:
