@@ -114,13 +114,13 @@ class DeadlineSocket(ssl.SSLSocket):
     def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
         remaining = self._remaining()
         if remaining is None:
-            return super().recv_into(buffer, nbytes, flags)  # type: ignore[arg-type]
+            return super().recv_into(buffer, nbytes, flags)
         if remaining <= 0:
             self._expired()
             return 0
         super().settimeout(remaining)
         try:
-            return super().recv_into(buffer, nbytes, flags)  # type: ignore[arg-type]
+            return super().recv_into(buffer, nbytes, flags)
         except TimeoutError:
             self._expired()
             return 0
@@ -135,6 +135,9 @@ class DeadlineSocket(ssl.SSLSocket):
 
 class _Conn(gthread.TConn):  # type: ignore[misc]  # gunicorn ships no type information
     """A connection whose TLS handshake and request head were completed on the event loop."""
+
+    initialized: bool  # set by gunicorn's TConn
+    parser: Any
 
     def __init__(self, cfg: Any, sock: Any, client: Any, server: Any) -> None:
         super().__init__(cfg, sock, client, server)
