@@ -253,8 +253,7 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
             end = conn.head.find(_HEAD_END)
             if end < 0:
                 return len(conn.head) >= HEAD_BUFFER_LIMIT
-            body = min(_content_length(bytes(conn.head[:end])), BODY_BUFFER_LIMIT)
-            conn.wanted = end + len(_HEAD_END) + body
+            conn.wanted = end + len(_HEAD_END) + _body_to_buffer(bytes(conn.head[:end]))
         return len(conn.head) >= conn.wanted or self._buffered >= WORKER_BUFFER_BUDGET
 
     def finish_request(self, conn: _Conn, fs: Any) -> None:
@@ -300,15 +299,19 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
         super().wait_for_and_dispatch_events(timeout)
 
 
-def _content_length(head: bytes) -> int:
-    """The one well-formed Content-Length of a request head, else 0 (gunicorn decides)."""
-    values = [
-        line.split(b":", 1)[1].strip()
-        for line in head.split(b"\r\n")[1:]
-        if line[:15].lower() == b"content-length:"
-    ]
+def _body_to_buffer(head: bytes) -> int:
+    """How much body to wait for on the event loop: the one well-formed Content-Length.
+
+    Anything else (none, several, chunked) is 0: gunicorn's parser decides, in the thread. So
+    is a request with `Expect: 100-continue`, whose client sends the body only once gunicorn
+    has answered "100 Continue".
+    """
+    lines = [line.lower() for line in head.split(b"\r\n")[1:]]
+    if any(line.startswith(b"expect:") for line in lines):
+        return 0
+    values = [line[15:].strip() for line in lines if line.startswith(b"content-length:")]
     if len(values) == 1 and values[0].isdigit() and len(values[0]) <= 12:
-        return int(values[0])
+        return min(int(values[0]), BODY_BUFFER_LIMIT)
     return 0
 
 

@@ -173,3 +173,20 @@ def test_stalled_connections_neither_freeze_the_webhook_nor_outlive_their_timeou
     log = webhook.log()
     assert "not complete within" in log or "not received within" in log
     assert "Traceback" not in log
+
+
+def test_expect_100_continue_gets_its_interim_answer_before_the_body(
+    webhook: WebhookServer,
+) -> None:
+    """A client that waits for "100 Continue" is not mistaken for one stalling its body."""
+    with _tls(webhook) as sock:
+        sock.sendall(HEAD.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"))
+        sock.settimeout(REQUEST_TIMEOUT / 2)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(BODY)
+        answer = b""
+        while b'"uid":"slow-1"' not in answer.replace(b" ", b""):
+            chunk = sock.recv(65536)
+            assert chunk
+            answer += chunk
+    assert b"HTTP/1.1 200 " in answer
