@@ -145,6 +145,7 @@ class _Conn(gthread.TConn):  # type: ignore[misc]  # gunicorn ships no type info
         self.head = bytearray()
         self.wanted: int | None = None  # bytes to buffer once the head's end is known
         self.handshaken = False
+        self.waits_to_write = False  # registered for EVENT_WRITE (a handshake's full buffer)
 
     def init(self) -> None:
         # The socket is TLS already (wrapped and handshaken on the event loop); only the
@@ -166,8 +167,7 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._serving = cast(TLSServing, self.app)
-        # Connections still in their handshake or request head, oldest deadline first (each
-        # stage adds with the same timeout, so appending keeps the order per stage).
+        # Connections still in their handshake or arriving request, each with its deadline.
         self._arriving: deque[_Conn] = deque()
         self._buffered = 0  # bytes held by `_arriving` connections
 
@@ -216,9 +216,12 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
                 conn.deadline = time.monotonic() + self._serving.request_timeout
             ready = self._read_head(conn)
         except ssl.SSLWantReadError:
-            self.poller.modify(conn.sock, selectors.EVENT_READ, partial(self._step, conn))
+            if conn.waits_to_write:  # back to waiting for bytes (rare: only after a write wait)
+                conn.waits_to_write = False
+                self.poller.modify(conn.sock, selectors.EVENT_READ, partial(self._step, conn))
             return
         except ssl.SSLWantWriteError:
+            conn.waits_to_write = True
             self.poller.modify(conn.sock, selectors.EVENT_WRITE, partial(self._step, conn))
             return
         except (OSError, ssl.SSLError, ValueError) as exc:
