@@ -229,3 +229,29 @@ def test_deletecollection_denial_names_the_object(stack: Stack, namespace: str) 
     )
     assert f"ConfigMap {namespace}/kept is managed by GitOps" in message
     assert k8s.CoreV1Api(stack.gitops).read_namespaced_config_map("kept", namespace)
+
+
+def test_the_api_server_is_answered_while_slow_clients_stall_the_port(
+    stack: Stack, namespace: str
+) -> None:
+    """64 one-byte connections (issue 9, item 5): the API server's next call still gets a verdict.
+
+    A frozen webhook would show as "failed calling webhook" after timeoutSeconds instead of
+    the webhook's own denial, which `denied_message` tells apart.
+    """
+    k8s.CoreV1Api(stack.gitops).create_namespaced_config_map(namespace, configmap("busy", MANAGED))
+    stalled = []
+    try:
+        for _ in range(64):
+            sock = socket.create_connection((LOOPBACK, stack.webhook.port), timeout=10)
+            sock.sendall(b"\x16")
+            stalled.append(sock)
+        message = denied_message(
+            lambda: k8s.CoreV1Api(stack.alice).patch_namespaced_config_map(
+                "busy", namespace, {"data": {"k": "changed"}}
+            )
+        )
+        assert f"ConfigMap {namespace}/busy is managed by GitOps" in message
+    finally:
+        for sock in stalled:
+            sock.close()
