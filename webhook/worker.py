@@ -214,7 +214,7 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
                 conn.sock.do_handshake()
                 conn.handshaken = True
                 conn.deadline = time.monotonic() + self._serving.request_timeout
-            ready = self._read_head(conn)
+            ready = self._arrived(conn) or self._read_head(conn)
         except ssl.SSLWantReadError:
             if conn.waits_to_write:  # back to waiting for bytes (rare: only after a write wait)
                 conn.waits_to_write = False
@@ -260,11 +260,24 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
         return len(conn.head) >= conn.wanted or self._buffered >= WORKER_BUFFER_BUDGET
 
     def finish_request(self, conn: _Conn, fs: Any) -> None:
-        """Close a connection whose request ran past its deadline instead of keeping it."""
+        """After a request: close it if it ran past its deadline; pipelined bytes go back to
+        the event loop (gunicorn would hand them to a thread, which a client stalling the rest
+        of that request would hold); everything else as gunicorn does."""
         if isinstance(conn.sock, DeadlineSocket) and conn.sock.expired:
             self.nr_conns -= 1
             conn.close()
             return
+        if self.alive and _kept_alive(fs) and conn.parser is not None:
+            leftover = conn.parser.unreader.take_buffered()
+            if leftover or conn.sock.pending():
+                conn.sock.setblocking(False)
+                conn.head += leftover
+                self._buffered += len(leftover)
+                conn.deadline = time.monotonic() + self._serving.request_timeout
+                self._arriving.append(conn)
+                self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._step, conn))
+                self._step(conn, conn.sock)
+                return
         super().finish_request(conn, fs)
 
     def _drop(self, conn: _Conn) -> None:
@@ -300,6 +313,11 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
             earliest = min(c.deadline for c in self._arriving)
             timeout = min(timeout, max(earliest - time.monotonic(), 0.0) + 0.01)
         super().wait_for_and_dispatch_events(timeout)
+
+
+def _kept_alive(fs: Any) -> bool:
+    """Whether the thread's future says the connection stays open for another request."""
+    return bool(not fs.cancelled() and fs.exception() is None and fs.result() is True)
 
 
 def _body_to_buffer(head: bytes) -> int:

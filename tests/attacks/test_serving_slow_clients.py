@@ -116,12 +116,20 @@ def _kept_alive_then_partial_head(server: WebhookServer) -> socket.socket:
     return sock
 
 
+def _pipelined_then_partial_head(server: WebhookServer) -> socket.socket:
+    """A whole request and the start of the next in one send (HTTP/1.1 pipelining)."""
+    sock = _tls(server)
+    sock.sendall(HEAD + BODY + HEAD[:40])
+    return sock
+
+
 STALLS: dict[str, tuple[Callable[[WebhookServer], socket.socket], float]] = {
     "one-byte": (_one_byte, HANDSHAKE_TIMEOUT),
     "partial-client-hello": (_partial_client_hello, HANDSHAKE_TIMEOUT),
     "handshake-then-partial-head": (_partial_head, REQUEST_TIMEOUT),
     "handshake-then-partial-body": (_partial_body, REQUEST_TIMEOUT),
     "kept-alive-then-partial-head": (_kept_alive_then_partial_head, REQUEST_TIMEOUT),
+    "pipelined-then-partial-head": (_pipelined_then_partial_head, REQUEST_TIMEOUT),
 }
 
 
