@@ -7,7 +7,8 @@ them the HPA and break-glass) queue behind them. This worker does what can stall
 loop instead, non-blocking and under a deadline: the TLS handshake (`handshake_timeout`) and
 the request (`request_timeout`, for every request of a kept-alive connection too): its head
 up to the blank line and a body of the announced Content-Length, up to `BODY_BUFFER_LIMIT`
-per connection and `WORKER_BUFFER_BUDGET` for all connections of a worker arriving at once.
+per connection and `WORKER_BUFFER_BUDGET` for all connections of a worker arriving at once;
+bytes a client pipelined behind a request go back to the event loop the same way.
 A thread gets a connection once its request has arrived (or past those limits), and the
 socket it reads any rest from gives up at the same request deadline (it then reads as end of
 stream, which the app answers 400, and the connection is closed). A connection past its

@@ -198,3 +198,25 @@ def test_expect_100_continue_gets_its_interim_answer_before_the_body(
             assert chunk
             answer += chunk
     assert b"HTTP/1.1 200 " in answer
+
+
+def test_a_large_body_stalled_in_a_thread_gets_400_at_the_deadline_and_is_closed(
+    webhook: WebhookServer,
+) -> None:
+    """Past the event loop's 1 MiB, a thread reads on; the same deadline still holds there."""
+    announced = 3 * 1024 * 1024
+    with _tls(webhook) as sock:
+        started = time.monotonic()
+        sock.sendall(
+            b"POST /validate HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(announced).encode() + b"\r\n\r\n" + b" " * (announced // 2)
+        )
+        answer = b""
+        sock.settimeout(REQUEST_TIMEOUT + SLACK)
+        while chunk := sock.recv(65536):  # until the server closes the connection
+            answer += chunk
+        elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"malformed AdmissionReview" in answer
+    assert REQUEST_TIMEOUT - 0.5 < elapsed < REQUEST_TIMEOUT + SLACK
+    assert "request not received within" in webhook.log()
