@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+
+from tests.harness import pki
 from tests.harness.controlplane import REPO_ROOT
-from webhook import settings
+from webhook import serve, settings
 
 
 def _readme_rows() -> list[tuple[str, str, str]]:
@@ -39,3 +43,27 @@ def test_every_setting_has_help_and_is_in_serve_help() -> None:
         assert help_text.strip(), variable
         assert f"{variable} (default: {default})" in flattened
         assert " ".join(help_text.split()) in flattened
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GITWARDEN_WEBHOOK_HANDSHAKE_TIMEOUT": "0"}, "HANDSHAKE_TIMEOUT must be in"),
+        ({"GITWARDEN_WEBHOOK_REQUEST_TIMEOUT": "61"}, "REQUEST_TIMEOUT must be in"),
+        ({"GITWARDEN_WEBHOOK_REQUEST_TIMEOUT": "soon"}, "REQUEST_TIMEOUT: 'soon' is not a float"),
+    ],
+    ids=["handshake-zero", "request-too-long", "request-not-a-number"],
+)
+def test_bad_timeouts_name_the_variable(env: dict[str, str], message: str) -> None:
+    """The serving deadlines are bounded: (0, 60] seconds."""
+    with pytest.raises(settings.SettingsError, match=message):
+        settings.WebhookSettings.from_env(env)
+
+
+def test_an_unreadable_client_ca_is_refused_at_start(tmp_path: Path) -> None:
+    """A missing client CA file stops the server before it listens, naming the variables."""
+    pair = pki.CertificateAuthority("ca").serving(["127.0.0.1"])
+    crt, key = pair.write(tmp_path, "tls")
+    s = settings.WebhookSettings(tls_cert=crt, tls_key=key, client_ca=tmp_path / "absent.crt")
+    with pytest.raises(settings.SettingsError, match="GITWARDEN_WEBHOOK_TLS_CERT, _TLS_KEY"):
+        serve.WebhookServer(s)
