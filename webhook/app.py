@@ -1,9 +1,11 @@
 """The Flask application: HTTP routes of the webhook and nothing else.
 
-Owns request handling, which reads top to bottom as early exits: too large or malformed -> 400
-with a reason; policy engine failure -> an explicit fail-closed (or configured fail-open)
-answer; otherwise the policy's decision. It is the only module that imports Flask. One log
-line per decision names the request (kind, namespace/name, user, verdict), never its contents.
+Owns request handling, which reads top to bottom as early exits: no client certificate where
+one is required -> 403; too large or malformed (for a scale review also a parent no object
+could be) -> 400 with a reason; policy engine failure -> an explicit fail-closed (or
+configured fail-open, counted) answer; otherwise the policy's decision. It is the only module
+that imports Flask. One log line per decision names the request (kind, namespace/name, user,
+verdict), never its contents.
 """
 
 from __future__ import annotations

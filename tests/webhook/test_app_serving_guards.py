@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import yaml
+
 from tests.webhook import reviews
 from tests.webhook.fakes import FakeEngine, FakeParents
 from tests.webhook.test_app import client_for, post
-from webhook import policy
+from webhook import parents, policy
 
 GOLDEN = reviews.golden()["cases"]
 SCALE = GOLDEN["scale_by_human_denied"]["input"]
@@ -47,3 +50,29 @@ def test_fail_open_allows_are_counted_apart_from_engine_errors() -> None:
         answer = post(client, body).get_json()["response"]
         assert answer["allowed"] is fail_open
         assert b"gitwarden_webhook_fail_open_allows_total " + expected in metrics.exposition()
+
+
+@pytest.mark.parametrize(
+    ("namespace", "name"),
+    [("team-a", "x?watch=true"), ("team-a", "a/b"), ("team-a/../kube-system", "web"), ("", "..")],
+)
+def test_the_lookup_adapter_refuses_segments_that_would_change_its_url(
+    tmp_path: Path, namespace: str, name: str
+) -> None:
+    """Defence in depth: the adapter itself never builds such a URL (nothing listens here)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    lookup = parents.KubeParentLookup(kubeconfig, timeout=0.5)
+    with pytest.raises(parents.LookupFailed, match="refusing to look up"):
+        lookup.metadata("apps", "v1", "deployments", namespace, name)
