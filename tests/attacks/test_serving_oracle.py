@@ -13,6 +13,7 @@ API server's audit log confirms. Also here: a deletecollection denial names the 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import socket
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 
 from tests.e2e.webhook_stack import (
@@ -38,7 +40,7 @@ from tests.e2e.webhook_stack import (
     wait_until,
 )
 from tests.harness import pki
-from tests.harness.controlplane import LOOPBACK, ControlPlane
+from tests.harness.controlplane import LOOPBACK, REPO_ROOT, ControlPlane
 from tests.webhook import reviews
 from webhook import config as config_mod
 
@@ -255,3 +257,28 @@ def test_the_api_server_is_answered_while_slow_clients_stall_the_port(
     finally:
         for sock in stalled:
             sock.close()
+
+
+def _readme_yaml(kind: str) -> dict[str, Any]:
+    """The README's example manifest of `kind` (a ```yaml block)."""
+    text = (REPO_ROOT / "README.md").read_text()
+    for block in text.split("```yaml\n")[1:]:
+        document = yaml.safe_load(block.split("```", 1)[0])
+        if isinstance(document, dict) and document.get("kind") == kind:
+            return document
+    raise AssertionError(f"no {kind} example in the README")
+
+
+def test_the_readme_network_policy_is_accepted_by_the_api_server(admin: k8s.ApiClient) -> None:
+    """The documented NetworkPolicy is a valid object (server-side dry run, strict fields)."""
+    policy = _readme_yaml("NetworkPolicy")
+    with contextlib.suppress(k8s.ApiException):  # exists once a stack ran
+        k8s.CoreV1Api(admin).create_namespace({"metadata": {"name": GITOPS_NS}})
+    created = k8s.NetworkingV1Api(admin).create_namespaced_network_policy(
+        policy["metadata"]["namespace"], policy, dry_run="All", field_validation="Strict"
+    )
+    assert created.spec.pod_selector.match_labels == {"app.kubernetes.io/name": "gitwarden-webhook"}
+    assert [p.port for rule in created.spec.ingress for p in rule.ports] == [8443, 8443]
+    admission = _readme_yaml("AdmissionConfiguration")
+    plugin = admission["plugins"][0]["configuration"]
+    assert plugin["kind"] == "WebhookAdmissionConfiguration"  # the kind kube-apiserver accepts
