@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +26,21 @@ from webhook import config as config_mod
 from webhook import registration
 from webhook import settings as settings_mod
 
-ENV_HELP = """\
-environment (serve):
-  GITWARDEN_WEBHOOK_BIND            address:port to listen on (default 0.0.0.0:8443)
-  GITWARDEN_WEBHOOK_TLS_CERT        PEM certificate chain (required; reloaded when it changes)
-  GITWARDEN_WEBHOOK_TLS_KEY         PEM private key (required)
-  GITWARDEN_WEBHOOK_WORKERS         gunicorn worker processes (default 2)
-  GITWARDEN_WEBHOOK_THREADS         threads per worker (default 4)
-  GITWARDEN_WEBHOOK_OPA_URL         OPA server (default http://127.0.0.1:8181)
-  GITWARDEN_WEBHOOK_OPA_TIMEOUT     seconds per OPA call (default 1.0, at most 2.5)
-  GITWARDEN_WEBHOOK_DECISION_PATH   rule queried (default admission/decision)
-  GITWARDEN_WEBHOOK_FAIL_OPEN       allow when OPA is unavailable (default false: deny)
-  GITWARDEN_WEBHOOK_MAX_BODY_BYTES  larger bodies get HTTP 400 (default 6 MiB)
-  GITWARDEN_WEBHOOK_METRICS_DIR     prometheus multiprocess directory (default: a temp dir)
-  GITWARDEN_WEBHOOK_LOG_LEVEL       debug, info, warning, error (default info)
-"""
+
+def _env_help() -> str:
+    """The serve command's epilog: every GITWARDEN_WEBHOOK_* setting from `webhook.settings`."""
+    lines = ["environment (serve):"]
+    for variable, default, help_text in settings_mod.documented():
+        lines.append(f"  {variable}  (default: {default})")
+        lines += textwrap.wrap(
+            help_text,
+            width=88,
+            initial_indent="      ",
+            subsequent_indent="      ",
+            break_on_hyphens=False,  # keep "DNS-1123" and "kept-alive" whole
+            break_long_words=False,
+        )
+    return "\n".join(lines) + "\n"
 
 
 def register(subparsers: Any) -> None:
@@ -55,7 +56,7 @@ def register(subparsers: Any) -> None:
         "serve",
         help="serve /validate over TLS with gunicorn",
         description="Serve the webhook over TLS with gunicorn. Configured by the environment.",
-        epilog=ENV_HELP,
+        epilog=_env_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve_p.set_defaults(func=_serve)

@@ -1,9 +1,11 @@
 """The Flask application: HTTP routes of the webhook and nothing else.
 
-Owns request handling, which reads top to bottom as early exits: too large or malformed -> 400
-with a reason; policy engine failure -> an explicit fail-closed (or configured fail-open)
-answer; otherwise the policy's decision. It is the only module that imports Flask. One log
-line per decision names the request (kind, namespace/name, user, verdict), never its contents.
+Owns request handling, which reads top to bottom as early exits: no client certificate where
+one is required -> 403; too large or malformed (for a scale review also a parent no object
+could be) -> 400 with a reason; policy engine failure -> an explicit fail-closed (or
+configured fail-open, counted) answer; otherwise the policy's decision. It is the only module
+that imports Flask. One log line per decision names the request (kind, namespace/name, user,
+verdict), never its contents.
 """
 
 from __future__ import annotations
@@ -53,11 +55,15 @@ def create_app(
 
     def validate(namespace_protected: bool = False, scale: bool = False) -> tuple[Response, int]:
         started = time.perf_counter()
+        if settings.client_ca is not None and not _client_certified():
+            return _unauthenticated(metrics)
         body = _read_body(settings.max_body_bytes)
         if body is None:
             return _bad_request(metrics, f"body is larger than {settings.max_body_bytes} bytes")
         try:
             req = review.parse(body, annotation_keys)
+            if scale:  # before the lookup: the name becomes part of a URL on the API server
+                review.check_lookup_target(req)
         except review.MalformedReview as exc:
             return _bad_request(metrics, str(exc))
         try:
@@ -133,6 +139,24 @@ def create_app(
     return app
 
 
+def _client_certified() -> bool:
+    """Whether this connection's TLS handshake verified a client certificate.
+
+    The handshake already refused any certificate the client CA did not sign; one without a
+    certificate completes it (so kubelet probes reach /healthz and /readyz) and is refused here.
+    """
+    sock = request.environ.get("gunicorn.socket")
+    getpeercert = getattr(sock, "getpeercert", None)
+    return bool(getpeercert is not None and getpeercert())
+
+
+def _unauthenticated(metrics: metrics_mod.Metrics) -> tuple[Response, int]:
+    # Before the body is read: a client that is not the API server learns nothing.
+    metrics.unauthenticated.inc()
+    log.warning("refused a review from %s: no client certificate", request.remote_addr)
+    return jsonify({"error": "a client certificate from the configured client CA is required"}), 403
+
+
 def _bad_request(metrics: metrics_mod.Metrics, reason: str) -> tuple[Response, int]:
     metrics.bad_requests.inc()
     log.warning("rejected malformed AdmissionReview: %s", reason)
@@ -204,6 +228,15 @@ def _undecided(
     metrics.engine_errors.labels(kind).inc()
     log.error("%s %s: %s", req.uid, req.ref, exc)
     if fail_open:
+        # Each of these is a change nobody checked: counted and logged apart from the error,
+        # so an engine pushed past its timeout by load shows up as allows, not only as errors.
+        metrics.fail_open_allows.inc()
+        log.warning(
+            "%s %s by %s: allowed WITHOUT a policy decision (fail-open)",
+            req.uid,
+            req.ref,
+            req.username,
+        )
         return decision_mod.Decision(
             allowed=True,
             reason="engine-unavailable",

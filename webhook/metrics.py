@@ -49,6 +49,16 @@ class Metrics:
             ["kind"],
             registry=self._registry,
         )
+        self.fail_open_allows = Counter(
+            "gitwarden_webhook_fail_open_allows_total",
+            "Requests allowed without a policy decision because fail-open is on.",
+            registry=self._registry,
+        )
+        self.unauthenticated = Counter(
+            "gitwarden_webhook_unauthenticated_requests_total",
+            "Reviews refused because the client presented no certificate from the client CA.",
+            registry=self._registry,
+        )
         self.bad_requests = Counter(
             "gitwarden_webhook_bad_requests_total",
             "Bodies rejected with HTTP 400.",

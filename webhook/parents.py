@@ -13,6 +13,7 @@ unavailable policy engine (fail closed by default).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from urllib3.exceptions import HTTPError
 
+_SAFE_SEGMENT = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
@@ -67,6 +69,16 @@ class KubeParentLookup:
         self, group: str, version: str, resource: str, namespace: str, name: str
     ) -> ParentMeta:
         """GET the object's metadata only; any failure is `LookupFailed`."""
+        # The caller has validated these (`review.check_lookup_target`); this adapter still
+        # never sends a segment that could change the path or add a query.
+        if any(
+            not _SAFE_SEGMENT.fullmatch(part) for part in (group or "x", version, resource, name)
+        ):
+            raise LookupFailed(
+                "refusing to look up an object whose name is not a valid path segment"
+            )
+        if namespace and not _SAFE_SEGMENT.fullmatch(namespace):
+            raise LookupFailed("refusing to look up an object whose namespace is not valid")
         base = f"/apis/{group}/{version}" if group else f"/api/{version}"
         where = f"/namespaces/{namespace}" if namespace else ""
         path = f"{base}{where}/{resource}/{name}"

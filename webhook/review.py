@@ -10,6 +10,7 @@ and other object contents never leave this module.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,15 @@ POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
 _VOLATILE_METADATA = frozenset(
     {"resourceVersion", "managedFields", "generation", "uid", "creationTimestamp", "selfLink"}
 )
+
+
+# Kubernetes' own name rules (apimachinery validation). Every namespace is a DNS-1123 label.
+# Names differ by kind, but every kind's name is a path segment of its URL: never "." or "..",
+# never "/" or "%". Objects that can be scaled (workloads, custom resources) have DNS-1123
+# subdomain names; theirs are checked before the webhook looks one up.
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_API_VERSION = re.compile(r"v[0-9]+((alpha|beta)[0-9]+)?")
 
 
 class MalformedReview(ValueError):
@@ -75,6 +85,10 @@ def parse(body: bytes, annotation_keys: frozenset[str]) -> AdmissionRequest:
         review = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise MalformedReview(f"body is not JSON: {type(exc).__name__}") from None
+    except ValueError:
+        # Python refuses to convert an integer of more than 4,300 digits (CVE-2020-10735); no
+        # AdmissionReview holds one, and it must be a 400, never an internal error.
+        raise MalformedReview("body is not usable JSON: a number has too many digits") from None
     if not isinstance(review, dict):
         raise MalformedReview("body is not a JSON object")
     if review.get("apiVersion") != API_VERSION:
@@ -104,6 +118,8 @@ def parse(body: bytes, annotation_keys: frozenset[str]) -> AdmissionRequest:
     dry_run = request.get("dryRun", False)
     if not isinstance(dry_run, bool):
         raise MalformedReview("request.dryRun must be a boolean")
+    name = _string(request, "name") or _collection_member(request, operation)
+    _check_name(name, _string(request, "namespace"))
     return AdmissionRequest(
         uid=_string(request, "uid", required=True),
         operation=operation,
@@ -114,7 +130,7 @@ def parse(body: bytes, annotation_keys: frozenset[str]) -> AdmissionRequest:
         resource_group=_string(resource, "group"),
         resource_version=_string(resource, "version"),
         sub_resource=_string(request, "subResource"),
-        name=_string(request, "name"),
+        name=name,
         namespace=_string(request, "namespace"),
         username=_string(user, "username", required=True),
         groups=tuple(groups),
@@ -124,6 +140,50 @@ def parse(body: bytes, annotation_keys: frozenset[str]) -> AdmissionRequest:
         old_object=old,
         changed_fields=_changed_fields(request) if operation == "UPDATE" else (),
     )
+
+
+def _collection_member(request: dict[str, Any], operation: str) -> str:
+    """The name of the object a deletecollection review is about, else "".
+
+    For `kubectl delete <kind> --all` the API server asks once per object, with an empty
+    request.name and the object as oldObject; its name there is what a denial must name.
+    """
+    if operation != "DELETE":
+        return ""
+    meta = request["oldObject"].get("metadata") or {}  # parsed (and checked) by `_object`
+    name = meta.get("name", "")
+    if not isinstance(name, str):
+        raise MalformedReview("request.oldObject.metadata.name must be a string")
+    return name
+
+
+def _check_name(name: str, namespace: str) -> None:
+    """Refuse names no Kubernetes object can have (the API server never sends them)."""
+    if namespace and not (len(namespace) <= 63 and _DNS1123_LABEL.fullmatch(namespace)):
+        raise MalformedReview("request.namespace is not a valid namespace name (DNS-1123 label)")
+    if name in (".", "..") or "/" in name or "%" in name or len(name) > 253:
+        raise MalformedReview("request.name is not a valid object name")
+
+
+def check_lookup_target(request: AdmissionRequest) -> None:
+    """Refuse a subresource request whose parent could not exist, before anyone looks it up.
+
+    The parent's group, version, resource, namespace and name become a URL path on the API
+    server; each must be what Kubernetes allows for a scalable object, so that no request
+    body can make the webhook ask the API server anything else (a `?watch=true`, a `/`).
+    """
+    name, group = request.name, request.resource_group
+    if not (len(name) <= 253 and _DNS1123_SUBDOMAIN.fullmatch(name)):
+        raise MalformedReview(
+            f"request.name is not a valid name for {request.resource or 'the object'} "
+            "(DNS-1123 subdomain), so no such object exists"
+        )
+    if group and not (len(group) <= 253 and _DNS1123_SUBDOMAIN.fullmatch(group)):
+        raise MalformedReview("request.resource.group is not a valid API group")
+    if not _API_VERSION.fullmatch(request.resource_version):
+        raise MalformedReview("request.resource.version is not a valid API version")
+    if not (len(request.resource) <= 63 and _DNS1123_LABEL.fullmatch(request.resource)):
+        raise MalformedReview("request.resource.resource is not a valid resource name")
 
 
 def _string(container: dict[str, Any], key: str, *, required: bool = False) -> str:

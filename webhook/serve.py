@@ -1,10 +1,14 @@
 """Serving the webhook with gunicorn over TLS only.
 
 Owns the gunicorn application object, its configuration derived from `WebhookSettings`, and
-the TLS context: TLS 1.2 or newer, built once per worker and rebuilt when the certificate or
-key file changes (checked at most every `cert_reload_seconds`). Connections already open keep
-the context they started with, so a rotation drops no request; a half-written pair (key and
-certificate not matching yet) keeps the previous context until the pair is whole again.
+the TLS context: TLS 1.2 or newer, built once per worker and rebuilt when the certificate,
+key or client CA file changes (checked at most every `cert_reload_seconds`). Connections
+already open keep the context they started with, so a rotation drops no request; a
+half-written pair (key and certificate not matching yet) keeps the previous context until the
+pair is whole again. With a client CA, a client certificate must be one it signed, and the
+app answers reviews only on connections that presented one, so only the API server (not
+anyone who can reach the port) can ask for decisions. The TLS
+handshake and the reading of requests happen in `webhook.worker` under deadlines.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from prometheus_client import multiprocess
 
 from webhook import app as app_mod
 from webhook import settings as settings_mod
+from webhook import worker
 
 log = logging.getLogger("gitwarden.webhook.tls")
 
@@ -29,8 +33,11 @@ log = logging.getLogger("gitwarden.webhook.tls")
 class ReloadingTLS:
     """An SSLContext that follows its certificate files."""
 
-    def __init__(self, cert: Path, key: Path, check_every: float) -> None:
+    def __init__(
+        self, cert: Path, key: Path, check_every: float, client_ca: Path | None = None
+    ) -> None:
         self._cert, self._key, self._check_every = cert, key, check_every
+        self._client_ca = client_ca
         self._lock = threading.Lock()
         self._stamp = self._file_stamp()
         self._context = self._build()
@@ -38,7 +45,8 @@ class ReloadingTLS:
 
     def _file_stamp(self) -> tuple[tuple[int, int, int], ...]:
         stamps = []
-        for path in (self._cert, self._key):
+        paths = (self._cert, self._key) + ((self._client_ca,) if self._client_ca else ())
+        for path in paths:
             st = path.stat()  # follows the ..data symlink a mounted Secret swaps on update
             stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
         return tuple(stamps)
@@ -47,6 +55,13 @@ class ReloadingTLS:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(certfile=str(self._cert), keyfile=str(self._key))
+        if self._client_ca is not None:
+            # A certificate the CA did not sign ends the handshake (the worker logs the peer and
+            # the reason). None at all is let through the handshake so that kubelet probes reach
+            # /healthz and /readyz; the app refuses reviews on such a connection.
+            context.load_verify_locations(cafile=str(self._client_ca))
+            context.verify_mode = ssl.CERT_OPTIONAL
+        context.sslsocket_class = worker.DeadlineSocket
         return context
 
     def context(self) -> ssl.SSLContext:
@@ -82,8 +97,18 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
                 "the webhook serves TLS only: "
                 "set GITWARDEN_WEBHOOK_TLS_CERT and GITWARDEN_WEBHOOK_TLS_KEY"
             )
+        try:  # fail at start with the reason, not on the first connection
+            ReloadingTLS(settings.tls_cert, settings.tls_key, 1.0, settings.client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise settings_mod.SettingsError(
+                f"cannot load the TLS files (GITWARDEN_WEBHOOK_TLS_CERT, _TLS_KEY, _CLIENT_CA): "
+                f"{exc}"
+            ) from None
         self._settings = settings
         self._tls: ReloadingTLS | None = None
+        # Read by `worker.GuardedThreadWorker` through its `TLSServing` port.
+        self.handshake_timeout = settings.handshake_timeout
+        self.request_timeout = settings.request_timeout
         super().__init__()
 
     def load_config(self) -> None:
@@ -92,11 +117,15 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
             "bind": [s.bind],
             "workers": s.workers,
             "threads": s.threads,
-            "worker_class": "gthread",
+            # gthread, with TLS handshakes and request heads read on its event loop under
+            # deadlines, so slow clients cannot hold the threads (see webhook.worker).
+            "worker_class": worker.GuardedThreadWorker,
+            # gunicorn never wraps a socket itself (the worker does, with `server_context`);
+            # the pair is set so it reports https and serves the https URL scheme.
             "certfile": str(s.tls_cert),
             "keyfile": str(s.tls_key),
-            "ssl_context": self._ssl_context,
             # The API server keeps connections to webhooks alive; don't close them every 2 s.
+            # An idle kept-alive connection waits on the event loop, holding no thread.
             "keepalive": 30,
             "timeout": 30,
             "graceful_timeout": 20,
@@ -105,20 +134,24 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
             "child_exit": self._child_exit,
             "proc_name": "gitwarden-webhook",
             "limit_request_line": 8190,
+            # gunicorn >= 25 opens a control socket (resize, reload, stop) in $HOME by default;
+            # the webhook needs none, and one shared path would clash between instances.
+            "control_socket_disable": True,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
 
-    def _ssl_context(
-        self, conf: Any, default_factory: Callable[[], ssl.SSLContext]
-    ) -> ssl.SSLContext:
-        # Called per connection in each worker; the arbiter never calls it, so every worker
-        # builds its own context after fork.
+    def server_context(self) -> ssl.SSLContext:
+        """The TLS context for a new connection (`worker.TLSServing`).
+
+        Called per connection in each worker; the arbiter never calls it, so every worker
+        builds its own context after fork.
+        """
         if self._tls is None:
             s = self._settings
             if s.tls_cert is None or s.tls_key is None:  # checked in __init__; for the type checker
                 raise settings_mod.SettingsError("TLS certificate and key are required")
-            self._tls = ReloadingTLS(s.tls_cert, s.tls_key, s.cert_reload_seconds)
+            self._tls = ReloadingTLS(s.tls_cert, s.tls_key, s.cert_reload_seconds, s.client_ca)
         return self._tls.context()
 
     def _child_exit(self, server: Any, worker: Any) -> None:

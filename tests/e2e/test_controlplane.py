@@ -45,15 +45,16 @@ def test_admin_creates_namespace_and_configmap(admin: k8s.ApiClient, namespace: 
 
 def test_user_without_rbac_is_forbidden(control_plane: ControlPlane, namespace: str) -> None:
     """A human user with a valid certificate but no RBAC binding gets 403."""
-    alice = control_plane.as_user("alice", ("team-a",))
+    # Not "alice": the webhook stacks (tests/attacks runs first) grant her edit rights.
+    carol = control_plane.as_user("carol", ("team-c",))
     with pytest.raises(k8s.ApiException) as excinfo:
-        k8s.CoreV1Api(alice).list_namespaced_config_map(namespace)
+        k8s.CoreV1Api(carol).list_namespaced_config_map(namespace)
     assert excinfo.value.status == 403
     message = json.loads(excinfo.value.body or "{}")["message"]
-    assert 'User "alice" cannot list resource "configmaps"' in message
-    info = whoami(alice)
-    assert info.username == "alice"
-    assert "team-a" in info.groups
+    assert 'User "carol" cannot list resource "configmaps"' in message
+    info = whoami(carol)
+    assert info.username == "carol"
+    assert "team-c" in info.groups
 
 
 def test_user_with_rbac_is_allowed(

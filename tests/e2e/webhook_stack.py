@@ -122,8 +122,9 @@ def running_stack(
     admin: k8s.ApiClient,
     workdir: Path,
     config: config_mod.AdmissionConfig,
+    webhook_env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
-    """OPA, the webhook and its registration for `config`; all torn down on exit."""
+    """OPA, the webhook (with `webhook_env` added) and its registration; all torn down on exit."""
     core = k8s.CoreV1Api(admin)
     for ns in (GITOPS_NS, "kube-system"):
         try:
@@ -160,6 +161,7 @@ def running_stack(
             "GITWARDEN_WEBHOOK_OPA_TIMEOUT": "1.0",
             "GITWARDEN_WEBHOOK_CERT_RELOAD_SECONDS": "0.5",
             "GITWARDEN_WEBHOOK_KUBECONFIG": str(webhook_kubeconfig),
+            **(webhook_env or {}),
         },
     )
     webhook.start()

@@ -179,6 +179,9 @@ class ControlPlane:
         self.serving_ca = pki.CertificateAuthority("gitwarden-test-serving-ca")
         self.client_ca = pki.CertificateAuthority("gitwarden-test-client-ca")
         self.webhook_ca = pki.CertificateAuthority("gitwarden-test-webhook-ca")
+        # The API server presents a certificate from this CA to every webhook that asks for
+        # one (WebhookAdmission kubeConfigFile, user "*"); webhooks that ask for none see none.
+        self.webhook_client_ca = pki.CertificateAuthority("gitwarden-test-webhook-client-ca")
         self._sa_key = pki.signing_key()
         self.ca_file = self.workdir / "serving-ca.crt"
         self._admin = self.client_ca.client("admin", ("system:masters",))
@@ -206,6 +209,7 @@ class ControlPlane:
             "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n"
             "rules:\n- level: Metadata\n"
         )
+        admission_config = self._write_admission_config()
         sa_pub, sa_key = self.workdir / "sa.pub", self.workdir / "sa.key"
         sa_pub.write_bytes(pki.public_key_pem(self._sa_key))
         sa_key.touch(mode=0o600)
@@ -247,6 +251,7 @@ class ControlPlane:
                 f"--client-ca-file={client_ca}",
                 "--authorization-mode=RBAC",
                 "--enable-admission-plugins=ValidatingAdmissionWebhook,MutatingAdmissionWebhook",
+                f"--admission-control-config-file={admission_config}",
                 # No controller-manager runs, so nothing would create the default SA that the
                 # ServiceAccount plugin insists on; tests name their service accounts.
                 "--disable-admission-plugins=ServiceAccount",
@@ -266,6 +271,50 @@ class ControlPlane:
         self.apiserver.start()
         wait_http(self.apiserver, f"{self.url}/readyz", context=self._tls_context())
         self._wait_for_default_namespace()
+
+    def _write_admission_config(self) -> Path:
+        """The AdmissionConfiguration giving the webhook plugins a client certificate."""
+        client = self.webhook_client_ca.client("kube-apiserver-webhook-client")
+        kubeconfig = self.workdir / "webhook-client.kubeconfig"
+        kubeconfig.touch(mode=0o600)
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "users": [
+                        {
+                            "name": "*",
+                            "user": {
+                                "client-certificate-data": base64.b64encode(
+                                    client.cert_pem
+                                ).decode(),
+                                "client-key-data": base64.b64encode(client.key_pem).decode(),
+                            },
+                        }
+                    ],
+                }
+            )
+        )
+        plugin = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": str(kubeconfig),
+        }
+        path = self.workdir / "admission-control.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "apiserver.config.k8s.io/v1",
+                    "kind": "AdmissionConfiguration",
+                    "plugins": [
+                        {"name": name, "configuration": plugin}
+                        for name in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")
+                    ],
+                }
+            )
+        )
+        return path
 
     def stop(self) -> None:
         """Stop kube-apiserver, then etcd, and remove the work directory. Idempotent."""

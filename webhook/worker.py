@@ -1,0 +1,350 @@
+"""The gunicorn worker that keeps slow clients off the request threads.
+
+gunicorn's gthread worker hands every accepted connection to a thread, which then blocks in
+the TLS handshake and in reading the request with no deadline: 20 connections that send one
+byte each and stall hold every thread forever, and the API server's own requests (and with
+them the HPA and break-glass) queue behind them. This worker does what can stall on the event
+loop instead, non-blocking and under a deadline: the TLS handshake (`handshake_timeout`) and
+the request (`request_timeout`, for every request of a kept-alive connection too): its head
+up to the blank line and a body of the announced Content-Length, up to `BODY_BUFFER_LIMIT`
+per connection and `WORKER_BUFFER_BUDGET` for all connections of a worker arriving at once;
+bytes a client pipelined behind a request go back to the event loop the same way.
+A thread gets a connection once its request has arrived (or past those limits), and the
+socket it reads any rest from gives up at the same request deadline (it then reads as end of
+stream, which the app answers 400, and the connection is closed). A connection past its
+deadline is closed and logged with its peer address and stage, never its bytes. Which bytes
+are buffered first never changes what gunicorn parses: everything read is handed back to its
+parser as it came.
+
+Owns the worker class, the deadline-keeping socket class and the `TLSServing` port through
+which the gunicorn application (`webhook.serve`) gives it the TLS context and the timeouts.
+It serves HTTP/1.1 only (the context offers no ALPN); it must not change how requests are
+answered, only when a connection is given up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import selectors
+import socket
+import ssl
+import time
+from collections import deque
+from functools import partial
+from typing import Any, Protocol, cast
+
+from gunicorn import http
+from gunicorn.workers import gthread
+
+log = logging.getLogger("gitwarden.webhook.serving")
+
+# A request head larger than this is handed to the thread as it is: gunicorn's parser applies
+# its own line and header limits (answering 400) and reads the rest under the request deadline.
+HEAD_BUFFER_LIMIT = 64 * 1024
+# An AdmissionReview is a few KiB; one carrying two large objects is read on by the thread.
+BODY_BUFFER_LIMIT = 1024 * 1024
+# Memory a worker spends on requests still arriving; past it, requests go to threads early.
+WORKER_BUFFER_BUDGET = 64 * 1024 * 1024
+_HEAD_END = b"\r\n\r\n"
+
+
+class TLSServing(Protocol):
+    """What the worker needs from the application: the context and the two deadlines."""
+
+    handshake_timeout: float
+    request_timeout: float
+
+    def server_context(self) -> ssl.SSLContext:
+        """The current server-side TLS context (rebuilt when its files change)."""
+        ...
+
+
+class DeadlineSocket(ssl.SSLSocket):
+    """An SSLSocket whose blocking reads share one deadline per request.
+
+    gunicorn switches a connection's socket to blocking when a thread takes it up for a
+    request and back to non-blocking when it returns to the poller; that switch starts the
+    request's deadline here. Each read waits at most for what is left of it, and a read past
+    it returns end of stream, so neither gunicorn's parser nor the app's body read can hold a
+    thread longer than `request_timeout`, however slowly a client trickles bytes.
+    """
+
+    request_timeout: float | None = None
+    expired = False
+    """A read ran past the deadline: the worker closes the connection after the answer."""
+    _deadline: float | None = None
+
+    def setblocking(self, flag: bool) -> None:
+        if flag and self.request_timeout is not None:
+            self._deadline = time.monotonic() + self.request_timeout
+            super().settimeout(self.request_timeout)
+            return
+        self._deadline = None
+        super().setblocking(flag)
+
+    def _remaining(self) -> float | None:
+        """Seconds left for this request's reads, None without a deadline, 0 once past it."""
+        if self._deadline is None:
+            return None
+        return max(self._deadline - time.monotonic(), 0.0)
+
+    def _expired(self) -> bytes:
+        if not self.expired:
+            self.expired = True
+            log.info(
+                "closing the connection from %s: request not received within %.1f s",
+                _peer(self),
+                self.request_timeout,
+            )
+        return b""
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        remaining = self._remaining()
+        if remaining is None:
+            return super().recv(buflen, flags)
+        if remaining <= 0:
+            return self._expired()
+        super().settimeout(remaining)
+        try:
+            return super().recv(buflen, flags)
+        except TimeoutError:
+            return self._expired()
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        remaining = self._remaining()
+        if remaining is None:
+            return super().recv_into(buffer, nbytes, flags)
+        if remaining <= 0:
+            self._expired()
+            return 0
+        super().settimeout(remaining)
+        try:
+            return super().recv_into(buffer, nbytes, flags)
+        except TimeoutError:
+            self._expired()
+            return 0
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        # The answer gets a fresh allowance: a request that used most of its deadline to arrive
+        # must still be answered, and an answer is small.
+        if self._deadline is not None and self.request_timeout is not None:
+            super().settimeout(self.request_timeout)
+        super().sendall(data, flags)
+
+
+class _Conn(gthread.TConn):  # type: ignore[misc]  # gunicorn ships no type information
+    """A connection whose TLS handshake and request head were completed on the event loop."""
+
+    initialized: bool  # set by gunicorn's TConn
+    parser: Any
+
+    def __init__(self, cfg: Any, sock: Any, client: Any, server: Any) -> None:
+        super().__init__(cfg, sock, client, server)
+        self.deadline = 0.0
+        self.head = bytearray()
+        self.wanted: int | None = None  # bytes to buffer once the head's end is known
+        self.handshaken = False
+        self.waits_to_write = False  # registered for EVENT_WRITE (a handshake's full buffer)
+
+    def init(self) -> None:
+        # The socket is TLS already (wrapped and handshaken on the event loop); only the
+        # HTTP/1.1 parser is left to create, primed with the head read on the event loop.
+        if self.initialized:
+            return
+        self.initialized = True
+        self.parser = http.get_parser(self.cfg, self.sock, self.client)
+        self.parser.unreader.unread(self.take_head())
+
+    def take_head(self) -> bytes:
+        head, self.head, self.wanted = bytes(self.head), bytearray(), None
+        return head
+
+
+class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untyped library
+    """gthread with the TLS handshake and request heads read on the event loop, under deadlines."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._serving = cast(TLSServing, self.app)
+        # Connections still in their handshake or arriving request, each with its deadline.
+        self._arriving: deque[_Conn] = deque()
+        self._buffered = 0  # bytes held by `_arriving` connections
+
+    # ------------------------------------------------------------------- event-loop stages
+
+    def accept(self, listener: socket.socket) -> None:
+        """Accept one connection and start its TLS handshake on the event loop."""
+        try:
+            raw, addr = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        raw.setblocking(False)
+        try:
+            sock = self._serving.server_context().wrap_socket(
+                raw, server_side=True, do_handshake_on_connect=False
+            )
+        except (OSError, ssl.SSLError) as exc:
+            log.info("dropping the connection from %s: %s", _addr(addr), type(exc).__name__)
+            raw.close()
+            return
+        if isinstance(sock, DeadlineSocket):
+            sock.request_timeout = self._serving.request_timeout
+        conn = _Conn(self.cfg, sock, addr, listener.getsockname())
+        self.nr_conns += 1
+        conn.deadline = time.monotonic() + self._serving.handshake_timeout
+        self._arriving.append(conn)
+        self.poller.register(sock, selectors.EVENT_READ, partial(self._step, conn))
+        self._step(conn, sock)
+
+    def on_client_socket_readable(self, conn: _Conn, client: Any) -> None:
+        """A kept-alive connection has bytes again: read its next request head here too."""
+        self.keepalived_conns.remove(conn)
+        conn.deadline = time.monotonic() + self._serving.request_timeout
+        self._arriving.append(conn)
+        self.poller.modify(conn.sock, selectors.EVENT_READ, partial(self._step, conn))
+        self._step(conn, conn.sock)
+
+    def _step(self, conn: _Conn, _fileobj: Any) -> None:
+        """Advance the handshake or the head read as far as the bytes at hand allow."""
+        try:
+            if not conn.handshaken:
+                conn.sock.do_handshake()
+                conn.handshaken = True
+                conn.deadline = time.monotonic() + self._serving.request_timeout
+            ready = self._arrived(conn) or self._read_head(conn)
+        except ssl.SSLWantReadError:
+            if conn.waits_to_write:  # back to waiting for bytes (rare: only after a write wait)
+                conn.waits_to_write = False
+                self.poller.modify(conn.sock, selectors.EVENT_READ, partial(self._step, conn))
+            return
+        except ssl.SSLWantWriteError:
+            conn.waits_to_write = True
+            self.poller.modify(conn.sock, selectors.EVENT_WRITE, partial(self._step, conn))
+            return
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            # A failed handshake (no or an untrusted client certificate, a port scan, plain
+            # HTTP on the TLS port) or a reset: nothing to answer.
+            stage = "reading the request" if conn.handshaken else "TLS handshake"
+            log.info("closing the connection from %s: %s (%s)", _addr(conn.client), exc, stage)
+            self._drop(conn)
+            return
+        if ready:
+            self._arriving.remove(conn)
+            self.poller.unregister(conn.sock)
+            self._buffered -= len(conn.head)
+            if conn.initialized:  # a kept-alive connection: its parser reads the head next
+                conn.parser.unreader.unread(conn.take_head())
+            conn.data_ready = True
+            self.enqueue_req(conn)
+
+    def _read_head(self, conn: _Conn) -> bool:
+        """Read what has arrived; True once the request is in (or too large to buffer)."""
+        while True:
+            chunk = conn.sock.recv(64 * 1024)  # SSLWantReadError once nothing is left
+            if not chunk:
+                raise ConnectionResetError(errno.ECONNRESET, "closed by the client")
+            conn.head += chunk
+            self._buffered += len(chunk)
+            if self._arrived(conn):
+                return True
+
+    def _arrived(self, conn: _Conn) -> bool:
+        if conn.wanted is None:
+            end = conn.head.find(_HEAD_END)
+            if end < 0:
+                return len(conn.head) >= HEAD_BUFFER_LIMIT
+            conn.wanted = end + len(_HEAD_END) + _body_to_buffer(bytes(conn.head[:end]))
+        return len(conn.head) >= conn.wanted or self._buffered >= WORKER_BUFFER_BUDGET
+
+    def finish_request(self, conn: _Conn, fs: Any) -> None:
+        """After a request: close it if it ran past its deadline; pipelined bytes go back to
+        the event loop (gunicorn would hand them to a thread, which a client stalling the rest
+        of that request would hold); everything else as gunicorn does."""
+        if isinstance(conn.sock, DeadlineSocket) and conn.sock.expired:
+            self.nr_conns -= 1
+            conn.close()
+            return
+        if self.alive and _kept_alive(fs) and conn.parser is not None:
+            leftover = conn.parser.unreader.take_buffered()
+            if leftover or conn.sock.pending():
+                conn.sock.setblocking(False)
+                conn.head += leftover
+                self._buffered += len(leftover)
+                conn.deadline = time.monotonic() + self._serving.request_timeout
+                self._arriving.append(conn)
+                self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._step, conn))
+                self._step(conn, conn.sock)
+                return
+        super().finish_request(conn, fs)
+
+    def _drop(self, conn: _Conn) -> None:
+        self._arriving.remove(conn)
+        self._buffered -= len(conn.head)
+        with contextlib.suppress(KeyError, ValueError, OSError):  # never registered, or closed
+            self.poller.unregister(conn.sock)
+        self.nr_conns -= 1
+        conn.close()
+
+    def murder_pending(self) -> None:
+        """gunicorn's sweep of waiting connections, plus those past their arrival deadline."""
+        super().murder_pending()
+        now = time.monotonic()
+        for conn in [c for c in self._arriving if c.deadline <= now]:
+            stage = "request" if conn.handshaken else "TLS handshake"
+            timeout = (
+                self._serving.request_timeout
+                if conn.handshaken
+                else self._serving.handshake_timeout
+            )
+            log.info(
+                "closing the connection from %s: %s not complete within %.1f s",
+                _addr(conn.client),
+                stage,
+                timeout,
+            )
+            self._drop(conn)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        # Wake up in time for the earliest arrival deadline, not only once a second.
+        if self._arriving:
+            earliest = min(c.deadline for c in self._arriving)
+            timeout = min(timeout, max(earliest - time.monotonic(), 0.0) + 0.01)
+        super().wait_for_and_dispatch_events(timeout)
+
+
+def _kept_alive(fs: Any) -> bool:
+    """Whether the thread's future says the connection stays open for another request."""
+    return bool(not fs.cancelled() and fs.exception() is None and fs.result() is True)
+
+
+def _body_to_buffer(head: bytes) -> int:
+    """How much body to wait for on the event loop: the one well-formed Content-Length.
+
+    Anything else (none, several, chunked) is 0: gunicorn's parser decides, in the thread. So
+    is a request with `Expect: 100-continue`, whose client sends the body only once gunicorn
+    has answered "100 Continue".
+    """
+    lines = [line.lower() for line in head.split(b"\r\n")[1:]]
+    if any(line.startswith(b"expect:") for line in lines):
+        return 0
+    values = [line[15:].strip() for line in lines if line.startswith(b"content-length:")]
+    if len(values) == 1 and values[0].isdigit() and len(values[0]) <= 12:
+        return min(int(values[0]), BODY_BUFFER_LIMIT)
+    return 0
+
+
+def _addr(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr)
+
+
+def _peer(sock: socket.socket) -> str:
+    try:
+        return _addr(sock.getpeername())
+    except OSError:
+        return "a closed connection"
