@@ -49,7 +49,7 @@ _WEBHOOK_DEFAULTS: Mapping[str, Any] = {
 _ALLOWED_FOREIGN = (("ConfigMap", "kube-root-ca.crt", "kube-controller-manager"),)
 
 
-class GuardError(errors.ReconcileError):
+class GuardError(errors.Transient):
     """The cluster could not be read or written; the message quotes status and reason only."""
 
 
