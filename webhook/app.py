@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
+from webhook import config as config_mod
 from webhook import decision as decision_mod
 from webhook import metrics as metrics_mod
 from webhook import parents as parents_mod
@@ -30,9 +31,9 @@ UNAVAILABLE = (
     "emergency, use the break-glass group."
 )
 
-SCALE_LOOKUP_FAILED = (
-    "GitWarden: cannot read the object being scaled, so this change cannot be checked and is "
-    "denied (fail-closed). Retry shortly or make the change through Git."
+LOOKUP_FAILED = (
+    "GitWarden: cannot read the object (or namespace) this request acts on, so it cannot be "
+    "checked and is denied (fail-closed). Retry shortly or make the change through Git."
 )
 
 
@@ -41,8 +42,23 @@ def create_app(
     engine: policy.DecisionEngine | None = None,
     metrics: metrics_mod.Metrics | None = None,
     parents: parents_mod.ParentLookup | None = None,
+    admission: config_mod.AdmissionConfig | None = None,
 ) -> Flask:
-    """Build the app. Collaborators are explicit: tests pass their own engine and metrics."""
+    """Build the app. Collaborators are explicit: tests pass their own engine and metrics.
+
+    `admission` (by default read from settings.admission_config) says which parents the
+    webhook may read and which allowances depend on a namespace being deleted.
+    """
+    if admission is None:
+        admission = (
+            config_mod.AdmissionConfig()
+            if settings.admission_config is None
+            else config_mod.load(settings.admission_config)
+        )
+    parent_rules = {(p.group, p.resource, p.subresource) for p in admission.parent_rules}
+    terminating_users = frozenset(
+        u for a in admission.system_allowances if a.namespace_terminating for u in a.usernames
+    )
     if engine is None:
         engine = policy.OpaEngine(settings.opa_url, settings.decision_path, settings.opa_timeout)
     if metrics is None:
@@ -51,7 +67,7 @@ def create_app(
     app = Flask("gitwarden-webhook")
     lookup = _LazyLookup(settings, parents)
 
-    def validate(namespace_protected: bool = False, scale: bool = False) -> tuple[Response, int]:
+    def validate(namespace_protected: bool = False, parent: bool = False) -> tuple[Response, int]:
         started = time.perf_counter()
         body = _read_body(settings.max_body_bytes)
         if body is None:
@@ -61,10 +77,15 @@ def create_app(
         except review.MalformedReview as exc:
             return _bad_request(metrics, str(exc))
         try:
-            if scale:
-                req = _with_parent_metadata(req, lookup.get(), annotation_keys)
+            if parent:
+                req = _with_parent_metadata(req, lookup, annotation_keys, parent_rules)
+            terminating = req.username in terminating_users and _namespace_terminating(req, lookup)
             decision = engine.decide(
-                review.policy_input(req, namespace_protected=namespace_protected)
+                review.policy_input(
+                    req,
+                    namespace_protected=namespace_protected,
+                    namespace_terminating=terminating,
+                )
             )
         except (policy.EngineError, parents_mod.LookupFailed) as exc:
             decision = _undecided(metrics, req, exc, settings.fail_open)
@@ -90,11 +111,13 @@ def create_app(
     def validate_scoped() -> tuple[Response, int]:
         return validate()
 
-    @app.post("/validate/scale")
-    def validate_scale() -> tuple[Response, int]:
-        # */scale requests carry a Scale object without the parent's labels; the scale webhook
-        # is registered without an objectSelector and decided on the parent's metadata.
-        return validate(scale=True)
+    @app.post("/validate/parent")
+    @app.post("/validate/scale")  # the path of earlier registrations
+    def validate_parent() -> tuple[Response, int]:
+        # Scale, Eviction, Binding, TokenRequest and CONNECT requests carry no labels of the
+        # object they act on; their webhook has no objectSelector and is decided on the
+        # parent's metadata, for the configured parent kinds only.
+        return validate(parent=True)
 
     @app.post("/validate/protected-namespace")
     def validate_protected_namespace() -> tuple[Response, int]:
@@ -174,24 +197,46 @@ class _LazyLookup:
                     )
                 except Exception as exc:
                     raise parents_mod.LookupFailed(
-                        f"no cluster credentials for scale lookups: {type(exc).__name__}"
+                        f"no cluster credentials for lookups: {type(exc).__name__}"
                     ) from None
             return self._lookup
 
 
 def _with_parent_metadata(
     req: review.AdmissionRequest,
-    lookup: parents_mod.ParentLookup,
+    lookup: _LazyLookup,
     annotation_keys: frozenset[str],
+    parent_rules: set[tuple[str, str, str]],
 ) -> review.AdmissionRequest:
-    parent = lookup.metadata(
+    # Only the configured kinds: anyone who can reach the port could otherwise make the
+    # webhook read (and reveal the labels of) any object its RBAC happens to allow.
+    if (req.resource_group, req.resource, req.sub_resource) not in parent_rules:
+        raise parents_mod.LookupFailed(f"{req.ref}: not a configured parent kind")
+    parent = lookup.get().metadata(
         req.resource_group, req.resource_version, req.resource, req.namespace, req.name
     )
+    if parent is None:
+        # No such object: nothing managed is touched (the API server answers 404 itself).
+        empty = review.ObjectMeta(labels={}, annotations={})
+        return dataclasses.replace(req, object=empty, old_object=empty)
     meta = review.ObjectMeta(
         labels=dict(parent.labels),
         annotations={k: v for k, v in parent.annotations.items() if k in annotation_keys},
+        terminating=parent.terminating,
     )
     return dataclasses.replace(req, object=meta, old_object=meta)
+
+
+def _namespace_terminating(req: review.AdmissionRequest, lookup: _LazyLookup) -> bool:
+    """Whether the request's namespace is being deleted (asked only for the controllers whose
+    allowance depends on it, so other requests never wait on, or fail with, the lookup)."""
+    if req.resource_group == "" and req.resource == "namespaces":
+        stored = req.old_object
+        return stored is not None and stored.terminating
+    if not req.namespace:
+        return False
+    namespace = lookup.get().metadata("", "v1", "namespaces", "", req.namespace)
+    return namespace is not None and namespace.terminating
 
 
 def _undecided(
@@ -211,7 +256,7 @@ def _undecided(
             warnings=("GitWarden: policy engine unavailable; allowed without a check (fail-open)",),
             audit={"engine-unavailable": str(exc)},
         )
-    message = UNAVAILABLE if kind != "parent-lookup" else SCALE_LOOKUP_FAILED
+    message = UNAVAILABLE if kind != "parent-lookup" else LOOKUP_FAILED
     return decision_mod.Decision(
         allowed=False, reason="engine-unavailable", mode="fail-closed", message=message
     )

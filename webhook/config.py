@@ -1,14 +1,17 @@
 """The admission policy's configuration: who GitOps is, what is in scope, who is exempt.
 
 Owns one value, `AdmissionConfig`, read from a YAML/JSON document (the chart's ConfigMap), and
-the two things derived from it: the OPA data document the Rego policy reads at
-`data.gitwarden.admission`, and (in `webhook.registration`) the ValidatingWebhookConfiguration.
+the things derived from it: the OPA data document the Rego policy reads at
+`data.gitwarden.admission`, (in `webhook.registration`) the ValidatingWebhookConfiguration, and
+the webhook's own lookups (which parents it reads). The controllers' allowances are data in
+`webhook.allowances`.
 Deriving both from one value keeps the API server's fast path and the policy in agreement.
 It does no I/O beyond `load()` and holds no secrets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from webhook import allowances
+from webhook.allowances import SystemAllowance
 
 MODES = ("enforce", "warn", "audit")
 
@@ -42,81 +48,40 @@ class ClusterKind:
 
 
 @dataclass(frozen=True)
-class SystemAllowance:
-    """One thing a system controller may do to an object in scope. Empty fields don't narrow."""
+class ParentSubresource:
+    """A subresource whose request carries no labels of its object: decided on the parent's.
 
-    name: str
-    usernames: tuple[str, ...] = ()
-    groups: tuple[str, ...] = ()
-    operations: tuple[str, ...] = ()
-    subresources: tuple[str, ...] = ()
-    resources: tuple[str, ...] = ()
-    changed_fields_within: tuple[str, ...] = ()
+    The webhook reads the parent's metadata for exactly these, so it needs `get` on the
+    `(group, resource)` pairs of `AdmissionConfig.parent_kinds` and nothing else.
+    """
+
+    group: str
+    resource: str
+    subresource: str
+    operations: tuple[str, ...]
 
 
-SA_CONTROLLER = "system:serviceaccount:kube-system:"
-
-# What a cluster needs from its own controllers (kube-controller-manager's RBAC in
-# plugin/pkg/auth/authorizer/rbac/bootstrappolicy/controller_policy.go, and the kubelet):
-# status writers, the HPA's */scale, garbage collection and namespace deletion (which may only
-# touch finalizers/owner references on update), controllers' child objects, kubelet tokens.
-DEFAULT_SYSTEM_ALLOWANCES: tuple[SystemAllowance, ...] = (
-    SystemAllowance(
-        "status-writers",
-        usernames=("system:kube-controller-manager", "system:kube-scheduler", "system:apiserver"),
-        groups=("system:serviceaccounts", "system:nodes"),
-        subresources=("status",),
-    ),
-    SystemAllowance(
-        "hpa-scale",
-        usernames=(SA_CONTROLLER + "horizontal-pod-autoscaler", "system:kube-controller-manager"),
-        operations=("UPDATE",),
-        subresources=("scale",),
-    ),
-    SystemAllowance(
-        "garbage-collector",
-        usernames=(SA_CONTROLLER + "generic-garbage-collector", "system:kube-controller-manager"),
-        operations=("UPDATE", "DELETE"),
-        subresources=("",),
-        changed_fields_within=("metadata.finalizers", "metadata.ownerReferences"),
-    ),
-    SystemAllowance(
-        "namespace-controller",
-        usernames=(SA_CONTROLLER + "namespace-controller", "system:kube-controller-manager"),
-        operations=("UPDATE", "DELETE"),
-        changed_fields_within=("metadata.finalizers",),
-    ),
-    SystemAllowance(
-        "controller-children",
-        usernames=("system:kube-controller-manager", "system:kube-scheduler", "system:apiserver"),
-        groups=("system:serviceaccounts:kube-system",),
-        resources=(
-            "endpointslices",
-            "endpoints",
-            "events",
-            "leases",
-            "pods",
-            "replicasets",
-            "controllerrevisions",
-            "jobs",
-            "persistentvolumeclaims",
-        ),
-    ),
-    # Every namespace gets these two from kube-controller-manager, protected ones included.
-    SystemAllowance(
-        "root-ca-publisher",
-        usernames=(SA_CONTROLLER + "root-ca-cert-publisher", "system:kube-controller-manager"),
-        resources=("configmaps",),
-    ),
-    SystemAllowance(
-        "service-account-controller",
-        usernames=(SA_CONTROLLER + "service-account-controller", "system:kube-controller-manager"),
-        resources=("serviceaccounts",),
-    ),
-    SystemAllowance(
-        "kubelet-tokens", groups=("system:nodes",), operations=("CREATE",), subresources=("token",)
-    ),
+DEFAULT_PARENT_SUBRESOURCES: tuple[ParentSubresource, ...] = (
+    ParentSubresource("", "pods", "eviction", ("CREATE",)),
+    ParentSubresource("", "pods", "binding", ("CREATE",)),
+    ParentSubresource("", "pods", "exec", ("CONNECT",)),
+    ParentSubresource("", "pods", "attach", ("CONNECT",)),
+    ParentSubresource("", "pods", "portforward", ("CONNECT",)),
+    ParentSubresource("", "pods", "proxy", ("CONNECT",)),
+    ParentSubresource("", "serviceaccounts", "token", ("CREATE",)),
 )
+
+# The API server never sends its own webhook and policy configuration kinds to webhooks
+# (so that a broken webhook cannot lock them), so listing them as guarded would only look safe.
+UNGUARDABLE_GROUP = "admissionregistration.k8s.io"
+
+# Groups that hold many identities: an exemption or break-glass entry naming one would let
+# every member (any service account, any node) bypass GitOps.
+BROAD_GROUPS = ("system:authenticated", "system:serviceaccounts", "system:nodes", "system:masters")
+
+
+def _is_broad(group: str) -> bool:
+    return group in BROAD_GROUPS or group.startswith("system:serviceaccounts:")
 
 
 @dataclass(frozen=True)
@@ -143,17 +108,17 @@ class AdmissionConfig:
         ("apps", "replicasets"),
         ("", "replicationcontrollers"),
     )
-    """(group, resource) whose */scale is guarded; the webhook needs `get` on exactly these."""
+    """(group, resource) whose */scale is guarded (custom resources too, when listed)."""
+    parent_subresources: tuple[ParentSubresource, ...] = DEFAULT_PARENT_SUBRESOURCES
+    """Other subresources decided on their parent's labels (pod eviction, exec, tokens...)."""
     exempt_usernames: tuple[str, ...] = ()
     exempt_groups: tuple[str, ...] = ()
     break_glass_groups: tuple[str, ...] = ("gitwarden:break-glass",)
     default_mode: str = "enforce"
     namespace_modes: Mapping[str, str] = field(default_factory=dict)
     allow_dry_run: bool = False
-    intercept_status: bool = False
-    """Send */status writes to the webhook too (the policy lets controllers write status)."""
     excluded_namespaces: tuple[str, ...] = ("kube-system", "kube-node-lease")
-    system_allowances: tuple[SystemAllowance, ...] = DEFAULT_SYSTEM_ALLOWANCES
+    system_allowances: tuple[SystemAllowance, ...] = allowances.DEFAULT_SYSTEM_ALLOWANCES
     timeout_seconds: int = 3
 
     def __post_init__(self) -> None:
@@ -164,12 +129,44 @@ class AdmissionConfig:
             raise ConfigError("webhook.timeout_seconds must be between 1 and 5")
         if self.require_pod_bound_token and not self.gitops_usernames:
             raise ConfigError("gitops: require_pod_bound_token needs a GitOps identity")
+        for kind in self.cluster_scoped_kinds:
+            if kind.group == UNGUARDABLE_GROUP:
+                raise ConfigError(
+                    f"cluster_scoped_kinds: {kind.kind} ({UNGUARDABLE_GROUP}) cannot be guarded: "
+                    "the API server never sends admissionregistration objects to webhooks. "
+                    "Deny their RBAC instead (see `gitwarden audit`)"
+                )
+        for where, groups in (
+            ("exemptions.groups", self.exempt_groups),
+            ("break_glass.groups", self.break_glass_groups),
+        ):
+            for group in groups:
+                if _is_broad(group):
+                    raise ConfigError(
+                        f"{where}: {group!r} holds many identities (every service account, "
+                        "node or user); name one group of people instead"
+                    )
+        for a in self.system_allowances:
+            _check_allowance(a, self.path_annotation)
 
     @property
     def gitops_usernames(self) -> tuple[str, ...]:
         """The usernames that are the GitOps identity."""
         own = f"system:serviceaccount:{self.namespace}:{self.gitops_service_account}"
         return (own, *self.extra_gitops_usernames)
+
+    @property
+    def parent_rules(self) -> tuple[ParentSubresource, ...]:
+        """Every subresource decided on its parent: the configured ones and each */scale."""
+        scale = tuple(
+            ParentSubresource(g, r, "scale", ("UPDATE",)) for g, r in self.scale_resources
+        )
+        return (*self.parent_subresources, *scale)
+
+    @property
+    def parent_kinds(self) -> tuple[tuple[str, str], ...]:
+        """(group, resource) the webhook reads metadata of: grant it `get` on exactly these."""
+        return tuple(sorted({(p.group, p.resource) for p in self.parent_rules}))
 
     @property
     def never_blocked_namespaces(self) -> tuple[str, ...]:
@@ -205,24 +202,27 @@ class AdmissionConfig:
         }
 
 
-# The narrowing fields of a SystemAllowance, as named in the configuration and the OPA data.
-_ALLOWANCE_FIELDS = (
-    "usernames",
-    "groups",
-    "operations",
-    "subresources",
-    "resources",
-    "changed_fields_within",
-)
-
-
 def _allowance_data(a: SystemAllowance) -> dict[str, Any]:
     data: dict[str, Any] = {"name": a.name}
-    for key in _ALLOWANCE_FIELDS:
+    for key in allowances.LIST_FIELDS:
         value = getattr(a, key)
         if value:
             data[key] = list(value)
+    for key in allowances.BOOL_FIELDS:
+        if getattr(a, key):
+            data[key] = True
     return data
+
+
+def _check_allowance(a: SystemAllowance, path_annotation: str) -> None:
+    where = f"system_allowances: {a.name}"
+    if not a.usernames and not a.nodes:
+        raise ConfigError(f"{where}: names no controller (usernames or nodes)")
+    if "metadata.labels" in a.changed_fields_within:
+        raise ConfigError(f"{where}: no controller may change labels of an object in scope")
+    for key in a.annotations_within:
+        if key == path_annotation or key.startswith("gitwarden.dev/"):
+            raise ConfigError(f"{where}: {key} is GitWarden's annotation; only GitOps sets it")
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -259,20 +259,66 @@ def from_document(document: Any, *, source: str = "configuration") -> AdmissionC
         "default_path": repo.string("default_path"),
         "cluster_scoped_kinds": doc.kinds("cluster_scoped_kinds"),
         "scale_resources": doc.scale_resources("scale_resources"),
+        "parent_subresources": doc.parent_subresources("parent_subresources"),
         "exempt_usernames": exemptions.strings("usernames"),
         "exempt_groups": exemptions.strings("groups"),
         "break_glass_groups": doc.section("break_glass").strings("groups"),
         "default_mode": modes.string("default"),
         "namespace_modes": modes.mapping("namespaces"),
         "allow_dry_run": doc.boolean("allow_dry_run"),
-        "intercept_status": doc.boolean("intercept_status"),
         "excluded_namespaces": doc.strings("excluded_namespaces"),
         "system_allowances": doc.allowances("system_allowances"),
         "timeout_seconds": hook.integer("timeout_seconds"),
     }
+    if "intercept_status" in (document if isinstance(document, dict) else {}):
+        raise ConfigError(
+            f"{source}.intercept_status: removed; */status writes of managed objects are always "
+            "checked (controllers' writes that leave metadata alone are skipped in the API server)"
+        )
     for reader in (doc, gitops, repo, exemptions, modes, hook):
         reader.reject_unknown()
     return AdmissionConfig(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def to_document(config: AdmissionConfig) -> dict[str, Any]:
+    """The document `from_document` reads back into an equal `AdmissionConfig`."""
+    c = config
+    return {
+        "namespace": c.namespace,
+        "gitops": {
+            "service_account": c.gitops_service_account,
+            "extra_usernames": list(c.extra_gitops_usernames),
+            "require_pod_bound_token": c.require_pod_bound_token,
+            "pod_name_prefixes": list(c.pod_name_prefixes),
+        },
+        "managed_label": {"key": c.managed_label.key, "value": c.managed_label.value},
+        "protected_namespace_label": {
+            "key": c.protected_namespace_label.key,
+            "value": c.protected_namespace_label.value,
+        },
+        "repository": {
+            "url": c.repository_url,
+            "branch": c.repository_branch,
+            "path_annotation": c.path_annotation,
+            "default_path": c.default_path,
+        },
+        "cluster_scoped_kinds": [
+            {"group": k.group, "kind": k.kind, "resource": k.resource}
+            for k in c.cluster_scoped_kinds
+        ],
+        "scale_resources": [{"group": g, "resource": r} for g, r in c.scale_resources],
+        "parent_subresources": [
+            {**dataclasses.asdict(p), "operations": list(p.operations)}
+            for p in c.parent_subresources
+        ],
+        "exemptions": {"usernames": list(c.exempt_usernames), "groups": list(c.exempt_groups)},
+        "break_glass": {"groups": list(c.break_glass_groups)},
+        "modes": {"default": c.default_mode, "namespaces": dict(c.namespace_modes)},
+        "allow_dry_run": c.allow_dry_run,
+        "excluded_namespaces": list(c.excluded_namespaces),
+        "system_allowances": [_allowance_data(a) for a in c.system_allowances],
+        "webhook": {"timeout_seconds": c.timeout_seconds},
+    }
 
 
 class _Reader:
@@ -384,6 +430,22 @@ class _Reader:
             result.append((group, resource))
         return tuple(result)
 
+    def parent_subresources(self, key: str) -> tuple[ParentSubresource, ...] | None:
+        items = self.items(key, "a list of {group, resource, subresource, operations}")
+        if items is None:
+            return None
+        result = []
+        for sub in items:
+            group, resource = sub.string("group"), sub.string("resource")
+            subresource, operations = sub.string("subresource"), sub.strings("operations")
+            sub.reject_unknown()
+            if group is None or not resource or not subresource or not operations:
+                raise ConfigError(
+                    f"{sub.where}: group, resource, subresource and operations are required"
+                )
+            result.append(ParentSubresource(group, resource, subresource, operations))
+        return tuple(result)
+
     def allowances(self, key: str) -> tuple[SystemAllowance, ...] | None:
         items = self.items(key, "a list of allowances")
         if items is None:
@@ -393,10 +455,20 @@ class _Reader:
             name = sub.string("name")
             if not name:
                 raise ConfigError(f"{sub.where}.name is required")
-            fields = {f: sub.strings(f) or () for f in _ALLOWANCE_FIELDS}
+            if sub.has("groups"):
+                raise ConfigError(
+                    f"{sub.where}.groups: allowances name each controller by username; a group "
+                    "(such as system:serviceaccounts:kube-system) matches every account in it"
+                )
+            fields: dict[str, Any] = {f: sub.strings(f) or () for f in allowances.LIST_FIELDS}
+            fields.update({f: sub.boolean(f) or False for f in allowances.BOOL_FIELDS})
             sub.reject_unknown()
             result.append(SystemAllowance(name, **fields))
         return tuple(result)
+
+    def has(self, key: str) -> bool:
+        """Whether the mapping sets `key` (without marking it read)."""
+        return key in self._value
 
     @property
     def where(self) -> str:

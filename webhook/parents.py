@@ -1,9 +1,11 @@
-"""Looking up the object behind a `*/scale` request, so scaling a managed object is guarded too.
+"""Looking up the object behind a subresource request, and the namespace of a request.
 
-A Scale object carries no labels or annotations of the object it scales, so neither the API
-server's objectSelector nor the policy could tell that `kubectl scale` touches a managed
-Deployment. For `/validate/scale` requests only, the webhook reads the parent's metadata
-(PartialObjectMetadata: no spec, no data) from the API server and decides on that.
+A Scale, Eviction, Binding, TokenRequest or exec/attach/port-forward request carries no labels
+of the object it acts on, so neither the API server's objectSelector nor the policy could tell
+that `kubectl scale`, `kubectl drain` or `kubectl exec` touches a managed object. For
+`/validate/parent` requests of configured kinds only, the webhook reads the parent's metadata
+(PartialObjectMetadata: no spec, no data) from the API server and decides on that. It reads a
+namespace's metadata when an allowance holds only while the namespace is being deleted.
 
 Owns the `ParentLookup` port and its implementation with the official client, the only place
 the webhook imports `kubernetes`. Errors become `LookupFailed`, which the app answers like an
@@ -31,6 +33,8 @@ class ParentMeta:
 
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
+    terminating: bool = False
+    """metadata.deletionTimestamp is set."""
 
 
 class LookupFailed(Exception):
@@ -42,8 +46,8 @@ class ParentLookup(Protocol):
 
     def metadata(
         self, group: str, version: str, resource: str, namespace: str, name: str
-    ) -> ParentMeta:
-        """The object's labels and annotations, or `LookupFailed`."""
+    ) -> ParentMeta | None:
+        """The object's metadata, None when it does not exist, or `LookupFailed`."""
         ...
 
 
@@ -65,8 +69,8 @@ class KubeParentLookup:
 
     def metadata(
         self, group: str, version: str, resource: str, namespace: str, name: str
-    ) -> ParentMeta:
-        """GET the object's metadata only; any failure is `LookupFailed`."""
+    ) -> ParentMeta | None:
+        """GET the object's metadata only; 404 is None, any other failure `LookupFailed`."""
         base = f"/apis/{group}/{version}" if group else f"/api/{version}"
         where = f"/namespaces/{namespace}" if namespace else ""
         path = f"{base}{where}/{resource}/{name}"
@@ -82,8 +86,15 @@ class KubeParentLookup:
                 method, url, header_params=headers, _request_timeout=self._timeout
             )
             status, raw = response.status, response.read()  # type: ignore[no-untyped-call]
-        except (k8s.ApiException, HTTPError, OSError) as exc:
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise LookupFailed(f"cannot read {ref}: HTTP {exc.status}") from None
+        except (HTTPError, OSError) as exc:
             raise LookupFailed(f"cannot read {ref}: {type(exc).__name__}") from None
+        if status == 404:
+            # Nothing to protect: the API server answers the request itself with 404.
+            return None
         if status != 200:
             raise LookupFailed(f"cannot read {ref}: HTTP {status}")
         try:
@@ -94,7 +105,9 @@ class KubeParentLookup:
         if not isinstance(meta, dict):
             raise LookupFailed(f"cannot read {ref}: no metadata in the answer")
         return ParentMeta(
-            labels=_strings(meta.get("labels")), annotations=_strings(meta.get("annotations"))
+            labels=_strings(meta.get("labels")),
+            annotations=_strings(meta.get("annotations")),
+            terminating=bool(meta.get("deletionTimestamp")),
         )
 
 

@@ -3,8 +3,9 @@
 Owns validation of untrusted request bodies (anything off is `MalformedReview`, answered 400 by
 the app) and the three pure translations: body -> `AdmissionRequest`, `AdmissionRequest` ->
 the slim OPA input, `Decision` -> AdmissionReview response. It never sees the network, never
-logs, and copies only labels and the configured annotations out of objects, so Secret data
-and other object contents never leave this module.
+logs, and copies only labels, the configured annotations, owner references and the deletion
+mark out of objects, plus the keys (never values) of changed labels and annotations, so Secret
+data and other object contents never leave this module.
 """
 
 from __future__ import annotations
@@ -32,11 +33,32 @@ class MalformedReview(ValueError):
 
 
 @dataclass(frozen=True)
+class OwnerRef:
+    """One ownerReference: who owns the object (no contents of either)."""
+
+    api_version: str
+    kind: str
+    name: str
+    controller: bool
+
+
+@dataclass(frozen=True)
 class ObjectMeta:
-    """What the policy may know of an object: its labels and the configured annotations."""
+    """What the policy may know of an object: labels, configured annotations, owners, deletion."""
 
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
+    owner_references: tuple[OwnerRef, ...] = ()
+    terminating: bool = False
+    """metadata.deletionTimestamp is set."""
+
+
+@dataclass(frozen=True)
+class MetadataChanges:
+    """Which label and annotation keys an UPDATE adds, removes or changes (keys, not values)."""
+
+    labels: tuple[str, ...] = ()
+    annotations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,6 +83,7 @@ class AdmissionRequest:
     object: ObjectMeta | None
     old_object: ObjectMeta | None
     changed_fields: tuple[str, ...]
+    metadata_changes: MetadataChanges = MetadataChanges()
 
     @property
     def ref(self) -> str:
@@ -123,6 +146,7 @@ def parse(body: bytes, annotation_keys: frozenset[str]) -> AdmissionRequest:
         object=new,
         old_object=old,
         changed_fields=_changed_fields(request) if operation == "UPDATE" else (),
+        metadata_changes=_metadata_changes(request) if operation == "UPDATE" else MetadataChanges(),
     )
 
 
@@ -173,7 +197,31 @@ def _object(
     return ObjectMeta(
         labels=labels,
         annotations={k: v for k, v in annotations.items() if k in annotation_keys},
+        owner_references=_owner_references(meta.get("ownerReferences"), key),
+        terminating=bool(meta.get("deletionTimestamp")),
     )
+
+
+def _owner_references(value: Any, key: str) -> tuple[OwnerRef, ...]:
+    where = f"request.{key}.metadata.ownerReferences"
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+        raise MalformedReview(f"{where} must be a list of objects")
+    refs = []
+    for ref in value:
+        controller = ref.get("controller", False)
+        if not isinstance(controller, bool) and controller is not None:
+            raise MalformedReview(f"{where}[].controller must be a boolean")
+        refs.append(
+            OwnerRef(
+                api_version=_string(ref, "apiVersion"),
+                kind=_string(ref, "kind"),
+                name=_string(ref, "name"),
+                controller=bool(controller),
+            )
+        )
+    return tuple(refs)
 
 
 def _string_map(value: Any, where: str) -> dict[str, str]:
@@ -199,11 +247,40 @@ def _changed_fields(request: dict[str, Any]) -> tuple[str, ...]:
     return tuple(sorted(changed))
 
 
-def policy_input(request: AdmissionRequest, *, namespace_protected: bool) -> dict[str, Any]:
+def _metadata_changes(request: dict[str, Any]) -> MetadataChanges:
+    """Label and annotation keys whose values differ (every key, not only configured ones)."""
+    new = request["object"].get("metadata") or {}
+    old = request["oldObject"].get("metadata") or {}
+
+    def differing(field: str) -> tuple[str, ...]:
+        a, b = new.get(field) or {}, old.get(field) or {}  # parse() checked both are maps
+        return tuple(sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)))
+
+    return MetadataChanges(labels=differing("labels"), annotations=differing("annotations"))
+
+
+def policy_input(
+    request: AdmissionRequest, *, namespace_protected: bool, namespace_terminating: bool = False
+) -> dict[str, Any]:
     """The slim input the Rego policy reads (documented at the top of admission.rego)."""
 
     def meta(m: ObjectMeta | None) -> dict[str, Any] | None:
-        return None if m is None else {"labels": dict(m.labels), "annotations": dict(m.annotations)}
+        if m is None:
+            return None
+        return {
+            "labels": dict(m.labels),
+            "annotations": dict(m.annotations),
+            "ownerReferences": [
+                {
+                    "apiVersion": r.api_version,
+                    "kind": r.kind,
+                    "name": r.name,
+                    "controller": r.controller,
+                }
+                for r in m.owner_references
+            ],
+            "terminating": m.terminating,
+        }
 
     user: dict[str, Any] = {"username": request.username, "groups": list(request.groups)}
     if request.pod_name:
@@ -221,7 +298,12 @@ def policy_input(request: AdmissionRequest, *, namespace_protected: bool) -> dic
         "namespace": request.namespace,
         "dryRun": request.dry_run,
         "namespaceProtected": namespace_protected,
+        "namespaceTerminating": namespace_terminating,
         "changedFields": list(request.changed_fields),
+        "metadataChanges": {
+            "labels": list(request.metadata_changes.labels),
+            "annotations": list(request.metadata_changes.annotations),
+        },
         "userInfo": user,
         "object": meta(request.object),
         "oldObject": meta(request.old_object),

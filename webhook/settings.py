@@ -42,7 +42,9 @@ class WebhookSettings:
     path_annotation: str = "gitwarden.dev/source-path"
     """The one annotation forwarded to the policy (for the denial message)."""
     kubeconfig: Path | None = None
-    """Credentials for reading the object behind a */scale request; unset: in-cluster."""
+    """Credentials for reading the parent of a subresource request; unset: in-cluster."""
+    admission_config: Path | None = None
+    """The admission configuration file (the chart's ConfigMap): which parents to read."""
     metrics_dir: Path | None = None
     """prometheus-client multiprocess directory, so /metrics sums every worker."""
     log_level: str = "info"

@@ -8,9 +8,13 @@
 #
 #   The webhook queries data.admission.decision with the slim input built by webhook/review.py:
 #     operation, kind{group,version,kind}, resource{group,version,resource}, subResource,
-#     name, namespace, dryRun, namespaceProtected, changedFields,
+#     name, namespace, dryRun, namespaceProtected, namespaceTerminating, changedFields,
+#     metadataChanges{labels, annotations} (changed keys, never values),
 #     userInfo{username, groups, podName},
-#     object{labels, annotations}, oldObject{labels, annotations}
+#     object and oldObject{labels, annotations, ownerReferences[{apiVersion, kind, name,
+#     controller}], terminating}
+#   For subresources whose object has no labels (scale, eviction, binding, token, exec...)
+#   the webhook puts the parent's metadata in object and oldObject.
 package admission
 
 cfg := data.gitwarden.admission
@@ -93,37 +97,123 @@ break_glass if {
 
 # ---------------------------------------------------------------------- system allowances
 
-# A system allowance lets a named controller do one kind of thing the cluster needs (write
-# status, scale, remove finalizers, delete during garbage collection or namespace deletion).
-# Every field a rule sets narrows it; a field it omits does not constrain.
+# A system allowance lets named controllers do one kind of thing the cluster needs (write
+# status, scale, garbage-collect, delete during namespace deletion, create a workload's
+# children). Every field a rule sets narrows it; a field it omits does not constrain. Rules
+# name users, never groups: a group of service accounts holds every add-on's account too.
 system_allowance contains rule.name if {
 	some rule in cfg.system_allowances
-	_identity_matches(rule)
+	_controller_is(rule)
 	_narrowed(rule, "operations", input.operation)
 	_narrowed(rule, "subresources", input.subResource)
+	_narrowed(rule, "api_groups", input.resource.group)
 	_narrowed(rule, "resources", input.resource.resource)
+	_narrowed(rule, "names", input.name)
 	_changes_within(rule)
+	_owner_ok(rule)
+	_terminating_ok(rule)
+}
+
+_controller_is(rule) if username in object.get(rule, "usernames", [])
+
+# The kubelets: one user per node, which the NodeRestriction plugin limits to its own pods.
+_controller_is(rule) if {
+	rule.nodes
+	startswith(username, "system:node:")
+	"system:nodes" in groups
 }
 
 _narrowed(rule, field, _) if not rule[field]
 
 _narrowed(rule, field, value) if value in rule[field]
 
-# `changed_fields_within` limits an UPDATE to these fields (for example the garbage collector
-# may only touch metadata.finalizers and metadata.ownerReferences). Other operations pass.
-_changes_within(rule) if not rule.changed_fields_within
+# On UPDATE, every changed field must be one the rule allows. metadata fields (labels,
+# annotations, owner references, finalizers) count only when the rule names them, so a
+# status write can never carry a label removal, a new owner or a rewritten source path;
+# labels never, annotations only by the keys in annotations_within.
+_changes_within(_) if input.operation != "UPDATE"
 
 _changes_within(rule) if {
-	rule.changed_fields_within
-	input.operation != "UPDATE"
-}
-
-_changes_within(rule) if {
-	rule.changed_fields_within
 	input.operation == "UPDATE"
 	every f in input.changedFields {
-		f in rule.changed_fields_within
+		_field_allowed(rule, f)
 	}
+	count(_changed_label_keys) == 0
+	every k in _changed_annotation_keys {
+		k in object.get(rule, "annotations_within", [])
+	}
+}
+
+_changes := object.get(input, "metadataChanges", {})
+
+_changed_label_keys := object.get(_changes, "labels", [])
+
+_changed_annotation_keys := object.get(_changes, "annotations", [])
+
+_field_allowed(rule, f) if {
+	startswith(f, "metadata.")
+	f != "metadata.labels"
+	f in object.get(rule, "changed_fields_within", [])
+}
+
+_field_allowed(rule, f) if {
+	not startswith(f, "metadata.")
+	not rule.changed_fields_within
+}
+
+_field_allowed(rule, f) if {
+	not startswith(f, "metadata.")
+	f in rule.changed_fields_within
+}
+
+# The object the request is about: the stored one for a DELETE.
+_subject := input.oldObject if input.operation == "DELETE"
+
+else := input.object
+
+_owners := object.get(_subject, "ownerReferences", []) if is_object(_subject)
+
+else := []
+
+# A child: created by its owner's controller, so it carries a controller ownerReference of the
+# owner's kind (owners of namespaced objects live in the same namespace).
+_owner_ok(rule) if {
+	_owner_kind_ok(rule)
+	_has_owner_ok(rule)
+}
+
+_owner_kind_ok(rule) if not rule.owner_kinds
+
+_owner_kind_ok(rule) if {
+	some ref in _owners
+	ref.controller == true
+	ref.kind in rule.owner_kinds
+}
+
+_has_owner_ok(rule) if not rule.with_owner_reference
+
+_has_owner_ok(rule) if {
+	rule.with_owner_reference
+	count(_owners) > 0
+}
+
+_terminating_ok(rule) if {
+	_namespace_terminating_ok(rule)
+	_object_terminating_ok(rule)
+}
+
+_namespace_terminating_ok(rule) if not rule.namespace_terminating
+
+_namespace_terminating_ok(rule) if {
+	rule.namespace_terminating
+	input.namespaceTerminating == true
+}
+
+_object_terminating_ok(rule) if not rule.object_terminating
+
+_object_terminating_ok(rule) if {
+	rule.object_terminating
+	input.oldObject.terminating == true
 }
 
 # -------------------------------------------------------------------------------- modes
@@ -134,8 +224,9 @@ mode := m if {
 
 # ------------------------------------------------------------------------------ messages
 
-# A Scale names neither its parent's kind nor labels; its resource (deployments) reads better.
-_kind_name := input.resource.resource if input.subResource == "scale"
+# A subresource's kind (Scale, Eviction, TokenRequest) is not its parent's; the parent's
+# resource (deployments, pods) reads better.
+_kind_name := input.resource.resource if input.subResource != ""
 
 else := input.kind.kind
 

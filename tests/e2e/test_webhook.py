@@ -48,7 +48,6 @@ CONFIG = config_mod.AdmissionConfig(
     gitops_service_account=GITOPS_SA,
     repository_url=REPO,
     default_path="clusters/test/",
-    intercept_status=True,
     break_glass_groups=(BREAK_GLASS,),
     namespace_modes={"mode-warn": "warn", "mode-audit": "audit"},
 )

@@ -40,12 +40,16 @@ class FakeParents:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     fail: bool = False
+    objects: dict[tuple[str, str, str], parents.ParentMeta | None] = field(default_factory=dict)
+    """Answers by (resource, namespace, name), None for a missing object; else the labels."""
     asked: list[tuple[str, str, str, str, str]] = field(default_factory=list)
 
     def metadata(
         self, group: str, version: str, resource: str, namespace: str, name: str
-    ) -> parents.ParentMeta:
+    ) -> parents.ParentMeta | None:
         self.asked.append((group, version, resource, namespace, name))
         if self.fail:
             raise parents.LookupFailed(f"cannot read {resource} {namespace}/{name}: HTTP 403")
+        if (resource, namespace, name) in self.objects:
+            return self.objects[(resource, namespace, name)]
         return parents.ParentMeta(labels=self.labels, annotations=self.annotations)

@@ -16,6 +16,7 @@ from tests.webhook.fakes import FakeEngine, FakeParents
 from webhook import app as app_mod
 from webhook import decision, policy
 from webhook import metrics as metrics_mod
+from webhook import parents as parents_mod
 from webhook.settings import WebhookSettings
 
 GOLDEN = reviews.golden()
@@ -231,6 +232,74 @@ def test_scale_lookup_failure_fails_closed_with_its_own_message() -> None:
     resp = post(client, reviews.body(reviews.review_from_input(SCALE_CASE)), "/validate/scale")
     response = resp.get_json()["response"]
     assert response["allowed"] is False
-    assert "cannot read the object being scaled" in response["status"]["message"]
+    assert (
+        "cannot read the object (or namespace) this request acts on"
+        in (response["status"]["message"])
+    )
     assert engine.inputs == []
     assert 'kind="parent-lookup"' in metrics.exposition().decode()
+
+
+def test_parent_path_reads_only_configured_parent_kinds() -> None:
+    """A subresource that is not configured is refused without a lookup (no lookup proxy)."""
+    engine = FakeEngine(decision.Decision(True, "x"))
+    parents = FakeParents()
+    client, _ = client_for(engine, parents)
+    review = reviews.review_from_input(SCALE_CASE)
+    review["request"]["resource"] = {"group": "", "version": "v1", "resource": "secrets"}
+    response = post(client, reviews.body(review), "/validate/parent").get_json()["response"]
+    assert response["allowed"] is False
+    assert parents.asked == []
+    assert engine.inputs == []
+
+
+@pytest.mark.parametrize("case", ["eviction_of_managed_pod_denied", "exec_into_managed_pod_denied"])
+def test_pod_subresources_are_decided_on_the_pods_labels(case: str) -> None:
+    """Eviction and exec carry no labels: the pod's metadata is what the policy sees."""
+    engine = FakeEngine(decision.Decision(False, "not-gitops", message="m"))
+    pod = parents_mod.ParentMeta(labels={"gitwarden.dev/managed": "true"}, annotations={})
+    parents = FakeParents(objects={("pods", "team-a", "web"): pod})
+    client, _ = client_for(engine, parents)
+    review = reviews.review_from_input(GOLDEN["cases"][case]["input"])
+    review["request"]["object"]["metadata"]["labels"] = {}
+    review["request"]["oldObject"] = None
+    post(client, reviews.body(review), "/validate/parent")
+    assert parents.asked == [("", "v1", "pods", "team-a", "web")]
+    assert engine.inputs[0]["object"]["labels"] == {"gitwarden.dev/managed": "true"}
+    assert engine.inputs[0]["oldObject"]["labels"] == {"gitwarden.dev/managed": "true"}
+
+
+def test_missing_parent_is_out_of_scope_not_a_failure() -> None:
+    """A parent that does not exist is sent with no labels (allowed), never failed closed."""
+    engine = FakeEngine(decision.Decision(True, "out-of-scope"))
+    parents = FakeParents(objects={("deployments", "team-a", "web"): None})
+    client, _ = client_for(engine, parents)
+    resp = post(client, reviews.body(reviews.review_from_input(SCALE_CASE)), "/validate/parent")
+    assert resp.get_json()["response"]["allowed"] is True
+    assert engine.inputs[0]["object"]["labels"] == {}
+
+
+NS_DELETE = GOLDEN["cases"]["namespace_controller_delete_allowed"]["input"]
+
+
+@pytest.mark.parametrize("terminating", [True, False])
+def test_namespace_controller_deletes_carry_the_namespace_phase(terminating: bool) -> None:
+    """For the namespace controller the webhook reads the namespace's deletionTimestamp."""
+    engine = FakeEngine(decision.Decision(True, "x"))
+    ns = parents_mod.ParentMeta(labels={}, annotations={}, terminating=terminating)
+    parents = FakeParents(objects={("namespaces", "", "team-a"): ns})
+    client, _ = client_for(engine, parents)
+    post(client, reviews.body(reviews.review_from_input(NS_DELETE)))
+    assert parents.asked == [("", "v1", "namespaces", "", "team-a")]
+    assert engine.inputs[0]["namespaceTerminating"] is terminating
+
+
+def test_other_identities_never_wait_on_a_namespace_lookup() -> None:
+    """A person's delete is decided without any lookup, so a lookup can never fail it closed."""
+    engine = FakeEngine(decision.Decision(False, "not-gitops", message="m"))
+    parents = FakeParents(fail=True)
+    client, _ = client_for(engine, parents)
+    case = GOLDEN["cases"]["user_delete_configmap_denied"]["input"]
+    post(client, reviews.body(reviews.review_from_input(case)))
+    assert parents.asked == []
+    assert engine.inputs[0]["namespaceTerminating"] is False

@@ -40,7 +40,12 @@ def test_golden_reviews_through_parse_and_engine_match(opa_server: OpaServer) ->
     for name, case in GOLDEN["cases"].items():
         req = review.parse(reviews.body(reviews.review_from_input(case["input"])), keys)
         protected = case["input"]["namespaceProtected"]
-        decision = engine.decide(review.policy_input(req, namespace_protected=protected))
+        terminating = case["input"]["namespaceTerminating"]
+        decision = engine.decide(
+            review.policy_input(
+                req, namespace_protected=protected, namespace_terminating=terminating
+            )
+        )
         assert decision.allowed is case["expect"]["allowed"], name
 
 
