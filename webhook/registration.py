@@ -173,9 +173,9 @@ def validating_webhook_configuration(
                     "operations": OPERATIONS,
                     "apiGroups": ["*"],
                     "apiVersions": ["*"],
-                    # Subresources too: a status write carries the whole object, and the
+                    # Every resource and subresource ("*/*" means both): a status write carries the whole object, and the
                     # API server stores its metadata changes (labels, owners, finalizers).
-                    "resources": ["*", "*/*"],
+                    "resources": ["*/*"],
                     "scope": "*",
                 }
             ],

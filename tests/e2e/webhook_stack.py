@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 
 from tests.harness.controlplane import ControlPlane, Credentials
@@ -133,20 +134,18 @@ def running_stack(
                 raise
     opa = OpaServer(workdir, {"gitwarden": {"admission": config.to_opa_data()}})
     opa.start()
-    # The webhook's own identity reads the metadata of objects being scaled, nothing else.
-    _grant(
-        admin,
-        "e2e-webhook-scale-reader",
-        [_sa(GITOPS_NS, "webhook")],
-        [
-            {
-                "apiGroups": ["apps"],
-                "resources": ["deployments", "statefulsets", "replicasets"],
-                "verbs": ["get"],
-            },
-            {"apiGroups": [""], "resources": ["replicationcontrollers"], "verbs": ["get"]},
-        ],
-    )
+    # The webhook's own identity reads the metadata of the configured parent kinds and of
+    # namespaces (for the namespace controller's allowance), nothing else.
+    reader_rules = [
+        {"apiGroups": [group], "resources": [resource], "verbs": ["get"]}
+        for group, resource in config.parent_kinds
+    ] + [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]
+    rbac = k8s.RbacAuthorizationV1Api(admin)
+    with contextlib.suppress(k8s.ApiException):
+        rbac.delete_cluster_role("e2e-webhook-parent-reader")
+    _grant(admin, "e2e-webhook-parent-reader", [_sa(GITOPS_NS, "webhook")], reader_rules)
+    admission_file = workdir / "admission-config.yaml"
+    admission_file.write_text(yaml.safe_dump(config_mod.to_document(config)))
     webhook_kubeconfig = control_plane.kubeconfig(
         Credentials(token=control_plane.service_account_token(GITOPS_NS, "webhook")),
         workdir / "webhook.kubeconfig",
@@ -160,6 +159,7 @@ def running_stack(
             "GITWARDEN_WEBHOOK_OPA_TIMEOUT": "1.0",
             "GITWARDEN_WEBHOOK_CERT_RELOAD_SECONDS": "0.5",
             "GITWARDEN_WEBHOOK_KUBECONFIG": str(webhook_kubeconfig),
+            "GITWARDEN_WEBHOOK_ADMISSION_CONFIG": str(admission_file),
         },
     )
     webhook.start()

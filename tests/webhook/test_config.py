@@ -85,7 +85,7 @@ def test_registration_paths_and_selectors() -> None:
         "url": "https://127.0.0.1:9443/validate/protected-namespace"
     }
     assert protected["rules"][0]["operations"] == ["CREATE"]
-    assert managed["rules"][0]["resources"] == ["*", "*/*"]
+    assert managed["rules"][0]["resources"] == ["*/*"]
     parent = hooks["parent.gitwarden.gitwarden.dev"]
     assert parent["clientConfig"] == {"url": "https://127.0.0.1:9443/validate/parent"}
     assert "objectSelector" not in parent
