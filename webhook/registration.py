@@ -173,8 +173,9 @@ def validating_webhook_configuration(
                     "operations": OPERATIONS,
                     "apiGroups": ["*"],
                     "apiVersions": ["*"],
-                    # Every resource and subresource ("*/*" means both): a status write carries the whole object, and the
-                    # API server stores its metadata changes (labels, owners, finalizers).
+                    # Every resource and subresource ("*/*" means both): a status write
+                    # carries the whole object, and the API server stores its metadata
+                    # changes (labels, owner references, finalizers) too.
                     "resources": ["*/*"],
                     "scope": "*",
                 }
