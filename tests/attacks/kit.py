@@ -13,6 +13,7 @@ from tests.e2e.webhook_stack import BREAK_GLASS, GITOPS_NS, GITOPS_SA, MANAGED, 
 from webhook import config as config_mod
 
 WIDGETS = ("attack.gitwarden.dev", "widgets")
+CUSTOM_EVENTS = ("attack.gitwarden.dev", "events")
 PROTECTED = {"gitwarden.dev/protected": "true"}
 
 CONFIG = config_mod.AdmissionConfig(
@@ -69,8 +70,13 @@ def grant_everything(admin: k8s.ApiClient) -> None:
 
 
 def install_widget_crd(admin: k8s.ApiClient) -> None:
-    """A namespaced custom resource with a scale subresource (and wait until it is served)."""
-    group, plural = WIDGETS
+    """Widgets (with a scale subresource) and a custom resource whose plural is `events`."""
+    install_crd(admin, *WIDGETS, "Widget")
+    install_crd(admin, *CUSTOM_EVENTS, "Event")
+
+
+def install_crd(admin: k8s.ApiClient, group: str, plural: str, kind: str) -> None:
+    """A namespaced custom resource with status and scale (and wait until it is served)."""
     crd = {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -78,7 +84,7 @@ def install_widget_crd(admin: k8s.ApiClient) -> None:
         "spec": {
             "group": group,
             "scope": "Namespaced",
-            "names": {"plural": plural, "singular": "widget", "kind": "Widget"},
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
             "versions": [
                 {
                     "name": "v1",
