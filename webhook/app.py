@@ -67,7 +67,19 @@ def create_app(
     app = Flask("gitwarden-webhook")
     lookup = _LazyLookup(settings, parents)
 
-    def validate(namespace_protected: bool = False, parent: bool = False) -> tuple[Response, int]:
+    managed_selector = f"{admission.managed_label.key}={admission.managed_label.value}"
+
+    def holds_managed(req: review.AdmissionRequest) -> bool:
+        if not (req.resource_group == "" and req.resource == "namespaces"):
+            return False
+        return any(
+            lookup.get().any_labelled(group, version, resource, req.name, managed_selector)
+            for group, version, resource in admission.namespace_content_kinds
+        )
+
+    def validate(
+        namespace_protected: bool = False, parent: bool = False, namespace_delete: bool = False
+    ) -> tuple[Response, int]:
         started = time.perf_counter()
         body = _read_body(settings.max_body_bytes)
         if body is None:
@@ -80,11 +92,13 @@ def create_app(
             if parent:
                 req = _with_parent_metadata(req, lookup, annotation_keys, parent_rules)
             terminating = req.username in terminating_users and _namespace_terminating(req, lookup)
+            holds = namespace_delete and req.operation == "DELETE" and holds_managed(req)
             decision = engine.decide(
                 review.policy_input(
                     req,
                     namespace_protected=namespace_protected,
                     namespace_terminating=terminating,
+                    namespace_holds_managed=holds,
                 )
             )
         except (policy.EngineError, parents_mod.LookupFailed) as exc:
@@ -118,6 +132,11 @@ def create_app(
         # object they act on; their webhook has no objectSelector and is decided on the
         # parent's metadata, for the configured parent kinds only.
         return validate(parent=True)
+
+    @app.post("/validate/namespace-delete")
+    def validate_namespace_delete() -> tuple[Response, int]:
+        # Deleting a namespace deletes what is in it: the webhook looks for managed objects.
+        return validate(namespace_delete=True)
 
     @app.post("/validate/protected-namespace")
     def validate_protected_namespace() -> tuple[Response, int]:

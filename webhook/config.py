@@ -111,6 +111,22 @@ class AdmissionConfig:
     """(group, resource) whose */scale is guarded (custom resources too, when listed)."""
     parent_subresources: tuple[ParentSubresource, ...] = DEFAULT_PARENT_SUBRESOURCES
     """Other subresources decided on their parent's labels (pod eviction, exec, tokens...)."""
+    namespace_content_kinds: tuple[tuple[str, str, str], ...] = (
+        ("", "v1", "configmaps"),
+        ("", "v1", "services"),
+        ("", "v1", "serviceaccounts"),
+        ("", "v1", "persistentvolumeclaims"),
+        ("apps", "v1", "deployments"),
+        ("apps", "v1", "statefulsets"),
+        ("apps", "v1", "daemonsets"),
+        ("batch", "v1", "cronjobs"),
+        ("networking.k8s.io", "v1", "ingresses"),
+        ("rbac.authorization.k8s.io", "v1", "roles"),
+        ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    )
+    """(group, version, resource) listed (labelSelector managed, limit 1) before a namespace is
+    deleted; the webhook needs `list` on exactly these. Secrets are left out on purpose:
+    listing Secrets is reading them."""
     exempt_usernames: tuple[str, ...] = ()
     exempt_groups: tuple[str, ...] = ()
     break_glass_groups: tuple[str, ...] = ("gitwarden:break-glass",)
@@ -177,6 +193,10 @@ class AdmissionConfig:
         """The document the Rego policy reads at `data.gitwarden.admission`."""
         return {
             "managed_label": {"key": self.managed_label.key, "value": self.managed_label.value},
+            "protected_namespace_label": {
+                "key": self.protected_namespace_label.key,
+                "value": self.protected_namespace_label.value,
+            },
             "gitops": {
                 "usernames": list(self.gitops_usernames),
                 "require_pod_bound_token": self.require_pod_bound_token,
@@ -259,6 +279,7 @@ def from_document(document: Any, *, source: str = "configuration") -> AdmissionC
         "default_path": repo.string("default_path"),
         "cluster_scoped_kinds": doc.kinds("cluster_scoped_kinds"),
         "scale_resources": doc.scale_resources("scale_resources"),
+        "namespace_content_kinds": doc.content_kinds("namespace_content_kinds"),
         "parent_subresources": doc.parent_subresources("parent_subresources"),
         "exempt_usernames": exemptions.strings("usernames"),
         "exempt_groups": exemptions.strings("groups"),
@@ -307,6 +328,9 @@ def to_document(config: AdmissionConfig) -> dict[str, Any]:
             for k in c.cluster_scoped_kinds
         ],
         "scale_resources": [{"group": g, "resource": r} for g, r in c.scale_resources],
+        "namespace_content_kinds": [
+            {"group": g, "version": v, "resource": r} for g, v, r in c.namespace_content_kinds
+        ],
         "parent_subresources": [
             {**dataclasses.asdict(p), "operations": list(p.operations)}
             for p in c.parent_subresources
@@ -428,6 +452,23 @@ class _Reader:
             if group is None or not resource:
                 raise ConfigError(f"{sub.where}: group and resource are required")
             result.append((group, resource))
+        return tuple(result)
+
+    def content_kinds(self, key: str) -> tuple[tuple[str, str, str], ...] | None:
+        items = self.items(key, "a list of {group, version, resource}")
+        if items is None:
+            return None
+        result = []
+        for sub in items:
+            group, version, resource = (
+                sub.string("group"),
+                sub.string("version"),
+                sub.string("resource"),
+            )
+            sub.reject_unknown()
+            if group is None or not version or not resource:
+                raise ConfigError(f"{sub.where}: group, version and resource are required")
+            result.append((group, version, resource))
         return tuple(result)
 
     def parent_subresources(self, key: str) -> tuple[ParentSubresource, ...] | None:

@@ -5,7 +5,8 @@ of the object it acts on, so neither the API server's objectSelector nor the pol
 that `kubectl scale`, `kubectl drain` or `kubectl exec` touches a managed object. For
 `/validate/parent` requests of configured kinds only, the webhook reads the parent's metadata
 (PartialObjectMetadata: no spec, no data) from the API server and decides on that. It reads a
-namespace's metadata when an allowance holds only while the namespace is being deleted.
+namespace's metadata when an allowance holds only while the namespace is being deleted, and
+before a namespace is deleted it lists the configured kinds in it for one managed object.
 
 Owns the `ParentLookup` port and its implementation with the official client, the only place
 the webhook imports `kubernetes`. Errors become `LookupFailed`, which the app answers like an
@@ -25,6 +26,7 @@ from kubernetes import config as k8s_config
 from urllib3.exceptions import HTTPError
 
 _METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,12 @@ class ParentLookup(Protocol):
         """The object's metadata, None when it does not exist, or `LookupFailed`."""
         ...
 
+    def any_labelled(
+        self, group: str, version: str, resource: str, namespace: str, selector: str
+    ) -> bool:
+        """Whether any object of the kind in the namespace matches the label selector."""
+        ...
+
 
 class KubeParentLookup:
     """PartialObjectMetadata GETs through the official client (one client per worker)."""
@@ -71,15 +79,43 @@ class KubeParentLookup:
         self, group: str, version: str, resource: str, namespace: str, name: str
     ) -> ParentMeta | None:
         """GET the object's metadata only; 404 is None, any other failure `LookupFailed`."""
-        base = f"/apis/{group}/{version}" if group else f"/api/{version}"
-        where = f"/namespaces/{namespace}" if namespace else ""
-        path = f"{base}{where}/{resource}/{name}"
         ref = f"{resource} {namespace}/{name}" if namespace else f"{resource} {name}"
+        body = self._get(_path(group, version, resource, namespace) + f"/{name}", {}, ref)
+        if body is None:
+            # Nothing to protect: the API server answers the request itself with 404.
+            return None
+        meta = body.get("metadata")
+        if not isinstance(meta, dict):
+            raise LookupFailed(f"cannot read {ref}: no metadata in the answer")
+        return ParentMeta(
+            labels=_strings(meta.get("labels")),
+            annotations=_strings(meta.get("annotations")),
+            terminating=bool(meta.get("deletionTimestamp")),
+        )
+
+    def any_labelled(
+        self, group: str, version: str, resource: str, namespace: str, selector: str
+    ) -> bool:
+        """LIST one item's metadata with the selector; a kind not served (404) has none."""
+        ref = f"{resource} in {namespace}"
+        query = {"labelSelector": selector, "limit": "1"}
+        body = self._get(_path(group, version, resource, namespace), query, ref, _METADATA_LIST)
+        if body is None:
+            return False
+        items = body.get("items") or []  # an empty list comes back as null
+        if not isinstance(items, list):
+            raise LookupFailed(f"cannot list {ref}: no items in the answer")
+        return len(items) > 0
+
+    def _get(
+        self, path: str, query: dict[str, str], ref: str, accept: str = _METADATA_ONLY
+    ) -> dict[str, object] | None:
         try:
             method, url, headers, _, _ = self._client.param_serialize(
                 "GET",
                 path,
-                header_params={"Accept": _METADATA_ONLY},
+                query_params=list(query.items()),
+                header_params={"Accept": accept},
                 auth_settings=["BearerToken"],
             )
             response = self._client.call_api(
@@ -93,7 +129,6 @@ class KubeParentLookup:
         except (HTTPError, OSError) as exc:
             raise LookupFailed(f"cannot read {ref}: {type(exc).__name__}") from None
         if status == 404:
-            # Nothing to protect: the API server answers the request itself with 404.
             return None
         if status != 200:
             raise LookupFailed(f"cannot read {ref}: HTTP {status}")
@@ -101,14 +136,15 @@ class KubeParentLookup:
             body = json.loads(raw)
         except ValueError:
             raise LookupFailed(f"cannot read {ref}: the answer is not JSON") from None
-        meta = body.get("metadata") if isinstance(body, dict) else None
-        if not isinstance(meta, dict):
-            raise LookupFailed(f"cannot read {ref}: no metadata in the answer")
-        return ParentMeta(
-            labels=_strings(meta.get("labels")),
-            annotations=_strings(meta.get("annotations")),
-            terminating=bool(meta.get("deletionTimestamp")),
-        )
+        if not isinstance(body, dict):
+            raise LookupFailed(f"cannot read {ref}: the answer is not an object")
+        return body
+
+
+def _path(group: str, version: str, resource: str, namespace: str) -> str:
+    base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    where = f"/namespaces/{namespace}" if namespace else ""
+    return f"{base}{where}/{resource}"
 
 
 def _strings(value: object) -> dict[str, str]:

@@ -21,6 +21,7 @@ NAME = "gitwarden"
 PATH = "/validate"
 PROTECTED_NAMESPACE_PATH = "/validate/protected-namespace"
 PARENT_PATH = "/validate/parent"
+NAMESPACE_DELETE_PATH = "/validate/namespace-delete"
 OPERATIONS = ["CREATE", "UPDATE", "DELETE"]
 
 _USER = "request.userInfo"
@@ -208,6 +209,33 @@ def validating_webhook_configuration(
                     },
                 ]
             },
+            **common,
+        },
+    ]
+    protected = config.protected_namespace_label
+    namespace_rule = {
+        "apiGroups": [""],
+        "apiVersions": ["*"],
+        "resources": ["namespaces"],
+        "scope": "Cluster",
+    }
+    webhooks += [
+        {
+            # A protected namespace's own label changes and its deletion (removing the label
+            # is caught too: the selector matches the stored object as well).
+            "name": f"protected-namespace-objects.{name}.gitwarden.dev",
+            "clientConfig": _client_config(client_config, PATH),
+            "rules": [{"operations": ["UPDATE", "DELETE"], **namespace_rule}],
+            "namespaceSelector": {"matchExpressions": [not_excluded]},
+            "objectSelector": {"matchLabels": {protected.key: protected.value}},
+            **common,
+        },
+        {
+            # Any other namespace delete: the webhook looks for managed objects inside.
+            "name": f"namespace-deletes.{name}.gitwarden.dev",
+            "clientConfig": _client_config(client_config, NAMESPACE_DELETE_PATH),
+            "rules": [{"operations": ["DELETE"], **namespace_rule}],
+            "namespaceSelector": {"matchExpressions": [not_excluded]},
             **common,
         },
     ]

@@ -260,7 +260,11 @@ def _metadata_changes(request: dict[str, Any]) -> MetadataChanges:
 
 
 def policy_input(
-    request: AdmissionRequest, *, namespace_protected: bool, namespace_terminating: bool = False
+    request: AdmissionRequest,
+    *,
+    namespace_protected: bool,
+    namespace_terminating: bool = False,
+    namespace_holds_managed: bool = False,
 ) -> dict[str, Any]:
     """The slim input the Rego policy reads (documented at the top of admission.rego)."""
 
@@ -299,6 +303,7 @@ def policy_input(
         "dryRun": request.dry_run,
         "namespaceProtected": namespace_protected,
         "namespaceTerminating": namespace_terminating,
+        "namespaceHoldsManaged": namespace_holds_managed,
         "changedFields": list(request.changed_fields),
         "metadataChanges": {
             "labels": list(request.metadata_changes.labels),

@@ -8,7 +8,8 @@
 #
 #   The webhook queries data.admission.decision with the slim input built by webhook/review.py:
 #     operation, kind{group,version,kind}, resource{group,version,resource}, subResource,
-#     name, namespace, dryRun, namespaceProtected, namespaceTerminating, changedFields,
+#     name, namespace, dryRun, namespaceProtected, namespaceTerminating,
+#     namespaceHoldsManaged (namespace deletes only), changedFields,
 #     metadataChanges{labels, annotations} (changed keys, never values),
 #     userInfo{username, groups, podName},
 #     object and oldObject{labels, annotations, ownerReferences[{apiVersion, kind, name,
@@ -43,11 +44,53 @@ guarded_cluster_kind if {
 	k.kind == input.kind.kind
 }
 
+# A protected namespace's own object: its protected label is GitOps's to change (removing it
+# would open the namespace to creates), and deleting it deletes everything in it.
+protected_namespace_change if {
+	_is_namespace
+	input.subResource == ""
+	_protected_namespace_object
+	_protected_namespace_operation
+}
+
+_is_namespace if {
+	input.resource.group == ""
+	input.resource.resource == "namespaces"
+}
+
+_protected_namespace_object if _has_protected_label(input.oldObject)
+
+_protected_namespace_object if _has_protected_label(input.object)
+
+_has_protected_label(obj) if {
+	label := cfg.protected_namespace_label
+	obj.labels[label.key] == label.value
+}
+
+_protected_namespace_operation if input.operation == "DELETE"
+
+_protected_namespace_operation if {
+	input.operation == "UPDATE"
+	cfg.protected_namespace_label.key in _changed_label_keys
+}
+
+# Deleting a namespace deletes every object in it: one holding managed objects (the webhook
+# lists the configured kinds for one) is as guarded as they are.
+namespace_holding_managed if {
+	_is_namespace
+	input.operation == "DELETE"
+	input.namespaceHoldsManaged == true
+}
+
 in_scope if managed
 
 in_scope if protected_create
 
 in_scope if guarded_cluster_kind
+
+in_scope if protected_namespace_change
+
+in_scope if namespace_holding_managed
 
 # ------------------------------------------------------------------------------ identities
 
@@ -230,8 +273,10 @@ _kind_name := input.resource.resource if input.subResource != ""
 
 else := input.kind.kind
 
+# (The API server sends a Namespace's own name as its namespace.)
 _object_ref := sprintf("%s %s/%s", [_kind_name, input.namespace, input.name]) if {
 	input.namespace != ""
+	not _is_namespace
 } else := sprintf("%s %s", [_kind_name, input.name])
 
 # object is null on DELETE and oldObject on CREATE; the newer object's annotations win.
@@ -253,6 +298,10 @@ else := sprintf("%s the %s of", [lower(input.operation), input.subResource])
 _why := "is managed by GitOps" if managed
 
 else := "is in a protected namespace" if protected_create
+
+else := "is a protected namespace" if protected_namespace_change
+
+else := "holds objects managed by GitOps" if namespace_holding_managed
 
 else := "is a GitOps-guarded cluster-scoped kind"
 

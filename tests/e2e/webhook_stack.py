@@ -135,11 +135,16 @@ def running_stack(
     opa = OpaServer(workdir, {"gitwarden": {"admission": config.to_opa_data()}})
     opa.start()
     # The webhook's own identity reads the metadata of the configured parent kinds and of
-    # namespaces (for the namespace controller's allowance), nothing else.
+    # namespaces (for the namespace controller's allowance)...
     reader_rules = [
         {"apiGroups": [group], "resources": [resource], "verbs": ["get"]}
         for group, resource in config.parent_kinds
     ] + [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]
+    # ... and lists the configured kinds (labelled managed, one item) before a namespace goes.
+    reader_rules += [
+        {"apiGroups": [group], "resources": [resource], "verbs": ["list"]}
+        for group, _, resource in config.namespace_content_kinds
+    ]
     rbac = k8s.RbacAuthorizationV1Api(admin)
     with contextlib.suppress(k8s.ApiException):
         rbac.delete_cluster_role("e2e-webhook-parent-reader")

@@ -85,6 +85,15 @@ def review_from_input(policy_input: dict[str, Any], uid: str | None = None) -> d
     }
 
 
+def facts(policy_input: dict[str, Any]) -> dict[str, bool]:
+    """What the webhook adds beside the review (routes and lookups), as policy_input kwargs."""
+    return {
+        "namespace_protected": policy_input["namespaceProtected"],
+        "namespace_terminating": policy_input["namespaceTerminating"],
+        "namespace_holds_managed": policy_input["namespaceHoldsManaged"],
+    }
+
+
 def body(review: dict[str, Any]) -> bytes:
     """JSON bytes of a review."""
     return json.dumps(review).encode()

@@ -303,3 +303,31 @@ def test_other_identities_never_wait_on_a_namespace_lookup() -> None:
     post(client, reviews.body(reviews.review_from_input(case)))
     assert parents.asked == []
     assert engine.inputs[0]["namespaceTerminating"] is False
+
+
+NS_CASE = GOLDEN["cases"]["empty_namespace_delete_allowed"]["input"]
+
+
+@pytest.mark.parametrize(("holding", "expected"), [(frozenset(), False), ({"services"}, True)])
+def test_namespace_delete_lists_the_configured_kinds_for_a_managed_object(
+    holding: frozenset[str], expected: bool
+) -> None:
+    """One labelled list per configured kind, in the namespace being deleted."""
+    engine = FakeEngine(decision.Decision(True, "x"))
+    parents = FakeParents(holding=frozenset(holding))
+    client, _ = client_for(engine, parents)
+    post(client, reviews.body(reviews.review_from_input(NS_CASE)), "/validate/namespace-delete")
+    assert engine.inputs[0]["namespaceHoldsManaged"] is expected
+    assert ("configmaps", "prod", "gitwarden.dev/managed=true") in parents.listed
+    assert parents.asked == []
+
+
+def test_namespace_delete_lookup_failure_fails_closed() -> None:
+    """A list that fails is a denial, like any lookup."""
+    engine = FakeEngine(decision.Decision(True, "x"))
+    client, _ = client_for(engine, FakeParents(fail=True))
+    resp = post(
+        client, reviews.body(reviews.review_from_input(NS_CASE)), "/validate/namespace-delete"
+    )
+    assert resp.get_json()["response"]["allowed"] is False
+    assert engine.inputs == []
