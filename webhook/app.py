@@ -77,6 +77,24 @@ def create_app(
             for group, version, resource in admission.namespace_content_kinds
         )
 
+    def pod_live(req: review.AdmissionRequest) -> bool:
+        # Impersonation can claim any pod-name and pod-uid extras; a real pod-bound token
+        # names a live pod (the API server checks that at authentication). Asked only for
+        # the GitOps username, and only when configured.
+        if not (
+            admission.verify_pod_live
+            and req.pod_name
+            and req.username in admission.gitops_usernames
+        ):
+            return False
+        pod = lookup.get().metadata("", "v1", "pods", admission.namespace, req.pod_name)
+        return (
+            pod is not None
+            and not pod.terminating
+            and bool(req.pod_uid)
+            and (pod.uid == req.pod_uid)
+        )
+
     def validate(
         namespace_protected: bool = False, parent: bool = False, namespace_delete: bool = False
     ) -> tuple[Response, int]:
@@ -93,12 +111,14 @@ def create_app(
                 req = _with_parent_metadata(req, lookup, annotation_keys, parent_rules)
             terminating = req.username in terminating_users and _namespace_terminating(req, lookup)
             holds = namespace_delete and req.operation == "DELETE" and holds_managed(req)
+            live = pod_live(req)
             decision = engine.decide(
                 review.policy_input(
                     req,
                     namespace_protected=namespace_protected,
                     namespace_terminating=terminating,
                     namespace_holds_managed=holds,
+                    pod_live=live,
                 )
             )
         except (policy.EngineError, parents_mod.LookupFailed) as exc:

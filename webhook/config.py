@@ -95,6 +95,10 @@ class AdmissionConfig:
     require_pod_bound_token: bool = False
     """Only tokens bound to a Pod (userInfo.extra pod-name) count as the GitOps identity."""
     pod_name_prefixes: tuple[str, ...] = ()
+    verify_pod_live: bool = False
+    """With pod-bound tokens: the webhook also checks that the pod named in the token is alive
+    with the token's uid (defeats impersonation with made-up extras). GitOps requests then go
+    through the webhook instead of being skipped in the API server."""
     managed_label: Label = Label("gitwarden.dev/managed", "true")
     protected_namespace_label: Label = Label("gitwarden.dev/protected", "true")
     repository_url: str = "the GitOps repository"
@@ -145,6 +149,8 @@ class AdmissionConfig:
             raise ConfigError("webhook.timeout_seconds must be between 1 and 5")
         if self.require_pod_bound_token and not self.gitops_usernames:
             raise ConfigError("gitops: require_pod_bound_token needs a GitOps identity")
+        if self.verify_pod_live and not self.require_pod_bound_token:
+            raise ConfigError("gitops: verify_pod_live needs require_pod_bound_token")
         for kind in self.cluster_scoped_kinds:
             if kind.group == UNGUARDABLE_GROUP:
                 raise ConfigError(
@@ -197,8 +203,11 @@ class AdmissionConfig:
                 "key": self.protected_namespace_label.key,
                 "value": self.protected_namespace_label.value,
             },
+            "namespace": self.namespace,
             "gitops": {
+                "service_account": self.gitops_service_account,
                 "usernames": list(self.gitops_usernames),
+                "verify_pod_live": self.verify_pod_live,
                 "require_pod_bound_token": self.require_pod_bound_token,
                 "pod_name_prefixes": list(self.pod_name_prefixes),
             },
@@ -271,6 +280,7 @@ def from_document(document: Any, *, source: str = "configuration") -> AdmissionC
         "extra_gitops_usernames": gitops.strings("extra_usernames"),
         "require_pod_bound_token": gitops.boolean("require_pod_bound_token"),
         "pod_name_prefixes": gitops.strings("pod_name_prefixes"),
+        "verify_pod_live": gitops.boolean("verify_pod_live"),
         "managed_label": doc.label("managed_label"),
         "protected_namespace_label": doc.label("protected_namespace_label"),
         "repository_url": repo.string("url"),
@@ -311,6 +321,7 @@ def to_document(config: AdmissionConfig) -> dict[str, Any]:
             "extra_usernames": list(c.extra_gitops_usernames),
             "require_pod_bound_token": c.require_pod_bound_token,
             "pod_name_prefixes": list(c.pod_name_prefixes),
+            "verify_pod_live": c.verify_pod_live,
         },
         "managed_label": {"key": c.managed_label.key, "value": c.managed_label.value},
         "protected_namespace_label": {

@@ -37,6 +37,7 @@ class ParentMeta:
     annotations: Mapping[str, str]
     terminating: bool = False
     """metadata.deletionTimestamp is set."""
+    uid: str = ""
 
 
 class LookupFailed(Exception):
@@ -91,6 +92,7 @@ class KubeParentLookup:
             labels=_strings(meta.get("labels")),
             annotations=_strings(meta.get("annotations")),
             terminating=bool(meta.get("deletionTimestamp")),
+            uid=str(meta.get("uid") or ""),
         )
 
     def any_labelled(

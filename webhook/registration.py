@@ -96,7 +96,6 @@ def match_conditions(config: config_mod.AdmissionConfig) -> list[dict[str, str]]
     finalizers as they were), and Leases and Events of their own API groups.
     """
     conditions = [
-        {"name": "not-gitops-identity", "expression": f"!({_gitops(config)})"},
         {
             "name": "not-lease-or-event",
             "expression": (
@@ -107,6 +106,10 @@ def match_conditions(config: config_mod.AdmissionConfig) -> list[dict[str, str]]
             ),
         },
     ]
+    if not config.verify_pod_live:
+        # (With verify_pod_live the webhook checks that the token's pod is alive: not skipped.)
+        gitops = {"name": "not-gitops-identity", "expression": f"!({_gitops(config)})"}
+        conditions.insert(0, gitops)
     decided = [_allowance(a) for a in config.system_allowances if a.identity_only or a.status_only]
     if decided:
         conditions.append(
@@ -141,6 +144,57 @@ def _client_config(base: dict[str, Any], path: str) -> dict[str, Any]:
     else:
         client["service"]["path"] = path
     return client
+
+
+def _gitops_namespace_webhook(
+    config: config_mod.AdmissionConfig,
+    client_config: dict[str, Any],
+    name: str,
+    common: dict[str, Any],
+) -> dict[str, Any]:
+    """GitWarden's namespace is otherwise never sent; these creates would forge its identity.
+
+    Only token requests for the GitOps service account and pods that would run as it (or, with
+    pod-bound tokens, are named like the reconciler's) are sent, so an outage blocks nothing
+    else there (the webhook's own pods included); the kubelets' token requests are skipped.
+    """
+    sa = json.dumps(config.gitops_service_account)
+    pod = f'request.resource.resource == "pods" && {_SUB} == "" && object != null'
+    runs_as = f"(has(object.spec.serviceAccountName) && object.spec.serviceAccountName == {sa})"
+    named = [
+        f"object.metadata.name.startsWith({json.dumps(p)})"
+        for p in (config.pod_name_prefixes if config.require_pod_bound_token else ())
+    ]
+    at_stake = (
+        f'({_SUB} == "token" && {_NAME} == {sa}) || ({pod} && ({" || ".join([runs_as, *named])}))'
+    )
+    conditions = [
+        *common["matchConditions"],
+        {"name": "gitops-identity-at-stake", "expression": at_stake},
+    ]
+    return {
+        "name": f"gitops-namespace.{name}.gitwarden.dev",
+        "clientConfig": _client_config(client_config, PATH),
+        "rules": [
+            {
+                "operations": ["CREATE"],
+                "apiGroups": [""],
+                "apiVersions": ["*"],
+                "resources": ["pods", "serviceaccounts/token"],
+                "scope": "Namespaced",
+            }
+        ],
+        "namespaceSelector": {
+            "matchExpressions": [
+                {
+                    "key": "kubernetes.io/metadata.name",
+                    "operator": "In",
+                    "values": [config.namespace],
+                }
+            ]
+        },
+        **{**common, "matchConditions": conditions},
+    }
 
 
 def validating_webhook_configuration(
@@ -239,6 +293,7 @@ def validating_webhook_configuration(
             **common,
         },
     ]
+    webhooks.append(_gitops_namespace_webhook(config, client_config, name, common))
     if config.parent_rules:
         # Scale, Eviction, Binding, TokenRequest and CONNECT options carry none of their
         # parent's labels, so no objectSelector can find managed ones: these requests are all

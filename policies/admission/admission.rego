@@ -11,9 +11,9 @@
 #     name, namespace, dryRun, namespaceProtected, namespaceTerminating,
 #     namespaceHoldsManaged (namespace deletes only), changedFields,
 #     metadataChanges{labels, annotations} (changed keys, never values),
-#     userInfo{username, groups, podName},
+#     userInfo{username, groups, podName, podLive},
 #     object and oldObject{labels, annotations, ownerReferences[{apiVersion, kind, name,
-#     controller}], terminating}
+#     controller}], terminating, serviceAccountName (pods only)}
 #   For subresources whose object has no labels (scale, eviction, binding, token, exec...)
 #   the webhook puts the parent's metadata in object and oldObject.
 package admission
@@ -82,7 +82,40 @@ namespace_holding_managed if {
 	input.namespaceHoldsManaged == true
 }
 
+# GitWarden's own namespace: the requests that would make someone the GitOps identity. A token
+# of the GitOps service account is that identity (kubelets mint them for pods), and a pod that
+# runs as it, or is named like the reconciler's pods, gets such tokens.
+gitops_token_request if {
+	input.operation == "CREATE"
+	input.namespace == cfg.namespace
+	input.resource.group == ""
+	input.resource.resource == "serviceaccounts"
+	input.subResource == "token"
+	input.name == cfg.gitops.service_account
+}
+
+gitops_pod_create if {
+	input.operation == "CREATE"
+	input.namespace == cfg.namespace
+	input.resource.group == ""
+	input.resource.resource == "pods"
+	input.subResource == ""
+	_could_hold_gitops_tokens
+}
+
+_could_hold_gitops_tokens if input.object.serviceAccountName == cfg.gitops.service_account
+
+_could_hold_gitops_tokens if {
+	cfg.gitops.require_pod_bound_token
+	some prefix in cfg.gitops.pod_name_prefixes
+	startswith(input.name, prefix)
+}
+
 in_scope if managed
+
+in_scope if gitops_token_request
+
+in_scope if gitops_pod_create
 
 in_scope if protected_create
 
@@ -102,6 +135,9 @@ groups := object.get(_user, "groups", [])
 
 pod_name := object.get(_user, "podName", "")
 
+# The webhook found the token's pod alive with the token's uid (only asked when configured).
+pod_live := object.get(_user, "podLive", false)
+
 gitops_identity if {
 	username in cfg.gitops.usernames
 	_pod_binding_ok
@@ -114,14 +150,22 @@ _pod_binding_ok if not cfg.gitops.require_pod_bound_token
 _pod_binding_ok if {
 	cfg.gitops.require_pod_bound_token
 	pod_name != ""
-	count(cfg.gitops.pod_name_prefixes) == 0
+	_pod_prefix_ok
+	_pod_live_ok
 }
 
-_pod_binding_ok if {
-	cfg.gitops.require_pod_bound_token
-	pod_name != ""
+_pod_prefix_ok if count(cfg.gitops.pod_name_prefixes) == 0
+
+_pod_prefix_ok if {
 	some prefix in cfg.gitops.pod_name_prefixes
 	startswith(pod_name, prefix)
+}
+
+_pod_live_ok if not cfg.gitops.verify_pod_live
+
+_pod_live_ok if {
+	cfg.gitops.verify_pod_live
+	pod_live == true
 }
 
 _identity_matches(rule) if username in object.get(rule, "usernames", [])
@@ -296,6 +340,10 @@ _verb := lower(input.operation) if input.subResource == ""
 else := sprintf("%s the %s of", [lower(input.operation), input.subResource])
 
 _why := "is managed by GitOps" if managed
+
+else := "is the GitOps identity's service account" if gitops_token_request
+
+else := "would run as the GitOps identity" if gitops_pod_create
 
 else := "is in a protected namespace" if protected_create
 

@@ -22,6 +22,9 @@ CONFIG = config_mod.AdmissionConfig(
     repository_url=REPO,
     default_path="clusters/test/",
     break_glass_groups=(BREAK_GLASS,),
+    # The hardened GitOps identity: only tokens bound to the reconciler's pods count.
+    require_pod_bound_token=True,
+    pod_name_prefixes=("gitwarden-reconciler-",),
     scale_resources=(*config_mod.AdmissionConfig().scale_resources, WIDGETS),
 )
 
@@ -52,6 +55,7 @@ def grant_everything(admin: k8s.ApiClient) -> None:
     subjects: list[dict[str, str]] = [
         {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"},
         {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:kube-scheduler"},
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:node:n1"},
         {"kind": "ServiceAccount", "namespace": "team-ci", "name": "ci"},
         {"kind": "ServiceAccount", "namespace": GITOPS_NS, "name": GITOPS_SA},
     ] + [{"kind": "ServiceAccount", "namespace": "kube-system", "name": c} for c in CONTROLLERS]

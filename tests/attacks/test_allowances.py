@@ -115,8 +115,9 @@ def test_namespace_controller_deletes_only_in_a_terminating_namespace(
     gitops.create_namespaced_config_map(ns, configmap("b", MANAGED))
     nsc = k8s.CoreV1Api(kit.controller(stack, "namespace-controller"))
     denied_message(lambda: nsc.delete_namespaced_config_map("a", ns))
-    # Nothing runs the namespace controller here: the namespace stays Terminating (its
-    # `kubernetes` finalizer is never removed), which is exactly the state to test.
-    core.delete_namespace(ns)
+    # GitOps deletes the namespace (it holds managed objects, so only GitOps may). Nothing
+    # runs the namespace controller here: the namespace stays Terminating (its `kubernetes`
+    # finalizer is never removed), which is exactly the state to test.
+    k8s.CoreV1Api(stack.gitops).delete_namespace(ns)
     nsc.delete_namespaced_config_map("a", ns)
     assert [c.metadata.name for c in gitops.list_namespaced_config_map(ns).items] == ["b"]

@@ -184,6 +184,10 @@ def running_stack(
     )
     alice_creds = control_plane.user_credentials("alice", ("team-a",))
     oncall_creds = control_plane.user_credentials("oncall", (BREAK_GLASS,))
+    # GitOps tokens are minted before the webhook guards token requests for that account;
+    # with pod-bound tokens, bound to a reconciler pod that exists before the guard too.
+    pod = f"{config.pod_name_prefixes[0]}0" if config.require_pod_bound_token else None
+    gitops = control_plane.as_service_account(GITOPS_NS, GITOPS_SA, pod=pod)
     control_plane.register_validating_webhook(
         registration.validating_webhook_configuration(config, {"url": webhook.url})
     )
@@ -191,7 +195,7 @@ def running_stack(
         plane=control_plane,
         opa=opa,
         webhook=webhook,
-        gitops=control_plane.as_service_account(GITOPS_NS, GITOPS_SA),
+        gitops=gitops,
         alice=control_plane.client_for(alice_creds),
         alice_creds=alice_creds,
         oncall_creds=oncall_creds,

@@ -28,6 +28,13 @@ def _object(meta: dict[str, Any] | None, name: str, namespace: str, kind: dict[s
         metadata["ownerReferences"] = [{**r, "uid": "u-owner"} for r in meta["ownerReferences"]]
     if meta.get("terminating"):
         metadata["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    if meta.get("serviceAccountName"):
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": metadata,
+            "spec": {"serviceAccountName": meta["serviceAccountName"], "containers": []},
+        }
     if namespace:
         metadata["namespace"] = namespace
     return {
@@ -91,6 +98,7 @@ def facts(policy_input: dict[str, Any]) -> dict[str, bool]:
         "namespace_protected": policy_input["namespaceProtected"],
         "namespace_terminating": policy_input["namespaceTerminating"],
         "namespace_holds_managed": policy_input["namespaceHoldsManaged"],
+        "pod_live": policy_input["userInfo"].get("podLive", False),
     }
 
 

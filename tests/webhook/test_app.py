@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from tests.webhook import reviews
 from tests.webhook.fakes import FakeEngine, FakeParents
 from webhook import app as app_mod
+from webhook import config as config_mod
 from webhook import decision, policy
 from webhook import metrics as metrics_mod
 from webhook import parents as parents_mod
@@ -331,3 +332,32 @@ def test_namespace_delete_lookup_failure_fails_closed() -> None:
     )
     assert resp.get_json()["response"]["allowed"] is False
     assert engine.inputs == []
+
+
+GITOPS_CASE = GOLDEN["cases"]["gitops_update_deployment"]["input"]
+LIVE = config_mod.AdmissionConfig(
+    require_pod_bound_token=True, pod_name_prefixes=("gitwarden-reconciler-",), verify_pod_live=True
+)
+
+
+@pytest.mark.parametrize(("uid", "live"), [("uid-live", True), ("uid-other", False), ("", False)])
+def test_pod_bound_gitops_requests_are_checked_against_the_live_pod(uid: str, live: bool) -> None:
+    """With verify_pod_live the token's pod must exist in our namespace with the token's uid."""
+    engine = FakeEngine(decision.Decision(True, "gitops-identity"))
+    pod = parents_mod.ParentMeta(labels={}, annotations={}, uid="uid-live")
+    parents = FakeParents(objects={("pods", "gitwarden", "gitwarden-reconciler-0"): pod})
+    app = app_mod.create_app(
+        WebhookSettings(),
+        engine=engine,
+        metrics=metrics_mod.Metrics(),
+        parents=parents,
+        admission=LIVE,
+    )
+    review = reviews.review_from_input(GITOPS_CASE)
+    extra = {"authentication.kubernetes.io/pod-name": ["gitwarden-reconciler-0"]}
+    if uid:
+        extra["authentication.kubernetes.io/pod-uid"] = [uid]
+    review["request"]["userInfo"]["extra"] = extra
+    post(app.test_client(), reviews.body(review))
+    assert engine.inputs[0]["userInfo"]["podLive"] is live
+    assert parents.asked == [("", "v1", "pods", "gitwarden", "gitwarden-reconciler-0")]

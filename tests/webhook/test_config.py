@@ -69,9 +69,18 @@ def test_registration_is_safe_by_construction() -> None:
         assert hook["admissionReviewVersions"] == ["v1"]
         assert isinstance(hook["timeoutSeconds"], int)
         assert hook["timeoutSeconds"] <= 5
-        never = hook["namespaceSelector"]["matchExpressions"][0]
-        assert never["operator"] == "NotIn"
-        assert {"kube-system", "gitwarden"} <= set(never["values"])
+        selector = hook["namespaceSelector"]["matchExpressions"][0]
+        if str(hook["name"]).startswith("gitops-namespace."):
+            # Only there, and only the creates that would forge GitWarden's identity.
+            assert selector == {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "In",
+                "values": ["gitwarden"],
+            }
+            assert hook["matchConditions"][-1]["name"] == "gitops-identity-at-stake"
+            continue
+        assert selector["operator"] == "NotIn"
+        assert {"kube-system", "gitwarden"} <= set(selector["values"])
 
 
 def test_registration_paths_and_selectors() -> None:
@@ -302,3 +311,13 @@ def test_lease_and_event_skips_match_their_api_groups() -> None:
     cel = _conditions(config.AdmissionConfig())["not-lease-or-event"]
     assert 'request.resource.group == "coordination.k8s.io"' in cel
     assert 'request.resource.group in ["", "events.k8s.io"]' in cel
+
+
+def test_verified_pod_binding_is_not_skipped_in_the_api_server() -> None:
+    """With verify_pod_live the webhook must see GitOps requests to check the pod is alive."""
+    c = config.AdmissionConfig(
+        require_pod_bound_token=True, pod_name_prefixes=("gw-rec-",), verify_pod_live=True
+    )
+    assert "not-gitops-identity" not in _conditions(c)
+    with pytest.raises(config.ConfigError, match="verify_pod_live needs require_pod_bound_token"):
+        config.AdmissionConfig(verify_pod_live=True)
