@@ -49,12 +49,11 @@ def test_alice_cannot_mint_a_token_bound_to_the_reconciler_pod(stack: Stack) -> 
     """Not a plain token, not one bound to the real reconciler pod."""
     alice = k8s.CoreV1Api(stack.alice)
     for body in (_token_request(), _token_request(_reconciler_uid(stack))):
-        message = denied_message(
-            lambda body=body: alice.create_namespaced_service_account_token(
-                GITOPS_SA, GITOPS_NS, body
-            ),
-            HOOK,
-        )
+
+        def mint(body: dict[str, Any] = body) -> object:
+            return alice.create_namespaced_service_account_token(GITOPS_SA, GITOPS_NS, body)
+
+        message = denied_message(mint, HOOK)
         assert "is the GitOps identity's service account: alice may not create" in message
 
 
