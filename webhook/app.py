@@ -8,9 +8,7 @@ line per decision names the request (kind, namespace/name, user, verdict), never
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import threading
 import time
 from typing import Any
 
@@ -18,6 +16,7 @@ from flask import Flask, Response, jsonify, request
 
 from webhook import config as config_mod
 from webhook import decision as decision_mod
+from webhook import facts as facts_mod
 from webhook import metrics as metrics_mod
 from webhook import parents as parents_mod
 from webhook import policy, review
@@ -55,49 +54,16 @@ def create_app(
             if settings.admission_config is None
             else config_mod.load(settings.admission_config)
         )
-    parent_rules = {(p.group, p.resource, p.subresource) for p in admission.parent_rules}
-    terminating_users = frozenset(
-        u for a in admission.system_allowances if a.namespace_terminating for u in a.usernames
-    )
     if engine is None:
         engine = policy.OpaEngine(settings.opa_url, settings.decision_path, settings.opa_timeout)
     if metrics is None:
         metrics = metrics_mod.Metrics(settings.metrics_dir)
     annotation_keys = frozenset({settings.path_annotation})
     app = Flask("gitwarden-webhook")
-    lookup = _LazyLookup(settings, parents)
+    lookup = facts_mod.LazyLookup(settings.kubeconfig, settings.opa_timeout, parents)
+    facts = facts_mod.Facts(admission, lookup, annotation_keys)
 
-    managed_selector = f"{admission.managed_label.key}={admission.managed_label.value}"
-
-    def holds_managed(req: review.AdmissionRequest) -> bool:
-        if not (req.resource_group == "" and req.resource == "namespaces"):
-            return False
-        return any(
-            lookup.get().any_labelled(group, version, resource, req.name, managed_selector)
-            for group, version, resource in admission.namespace_content_kinds
-        )
-
-    def pod_live(req: review.AdmissionRequest) -> bool:
-        # Impersonation can claim any pod-name and pod-uid extras; a real pod-bound token
-        # names a live pod (the API server checks that at authentication). Asked only for
-        # the GitOps username, and only when configured.
-        if not (
-            admission.verify_pod_live
-            and req.pod_name
-            and req.username in admission.gitops_usernames
-        ):
-            return False
-        pod = lookup.get().metadata("", "v1", "pods", admission.namespace, req.pod_name)
-        return (
-            pod is not None
-            and not pod.terminating
-            and bool(req.pod_uid)
-            and (pod.uid == req.pod_uid)
-        )
-
-    def validate(
-        namespace_protected: bool = False, parent: bool = False, namespace_delete: bool = False
-    ) -> tuple[Response, int]:
+    def validate(route: facts_mod.Route) -> tuple[Response, int]:
         started = time.perf_counter()
         body = _read_body(settings.max_body_bytes)
         if body is None:
@@ -107,20 +73,8 @@ def create_app(
         except review.MalformedReview as exc:
             return _bad_request(metrics, str(exc))
         try:
-            if parent:
-                req = _with_parent_metadata(req, lookup, annotation_keys, parent_rules)
-            terminating = req.username in terminating_users and _namespace_terminating(req, lookup)
-            holds = namespace_delete and req.operation == "DELETE" and holds_managed(req)
-            live = pod_live(req)
-            decision = engine.decide(
-                review.policy_input(
-                    req,
-                    namespace_protected=namespace_protected,
-                    namespace_terminating=terminating,
-                    namespace_holds_managed=holds,
-                    pod_live=live,
-                )
-            )
+            req, found = facts.gather(req, route)
+            decision = engine.decide(review.policy_input(req, **found))
         except (policy.EngineError, parents_mod.LookupFailed) as exc:
             decision = _undecided(metrics, req, exc, settings.fail_open)
         metrics.decisions.labels(
@@ -143,7 +97,7 @@ def create_app(
 
     @app.post("/validate")
     def validate_scoped() -> tuple[Response, int]:
-        return validate()
+        return validate(facts_mod.Route())
 
     @app.post("/validate/parent")
     @app.post("/validate/scale")  # the path of earlier registrations
@@ -151,18 +105,23 @@ def create_app(
         # Scale, Eviction, Binding, TokenRequest and CONNECT requests carry no labels of the
         # object they act on; their webhook has no objectSelector and is decided on the
         # parent's metadata, for the configured parent kinds only.
-        return validate(parent=True)
+        return validate(facts_mod.Route(parent=True))
 
     @app.post("/validate/namespace-delete")
     def validate_namespace_delete() -> tuple[Response, int]:
         # Deleting a namespace deletes what is in it: the webhook looks for managed objects.
-        return validate(namespace_delete=True)
+        return validate(facts_mod.Route(namespace_delete=True))
+
+    @app.post("/validate/crd-delete")
+    def validate_crd_delete() -> tuple[Response, int]:
+        # Deleting a CRD deletes its custom resources: the webhook looks for managed ones.
+        return validate(facts_mod.Route(crd_delete=True))
 
     @app.post("/validate/protected-namespace")
     def validate_protected_namespace() -> tuple[Response, int]:
         # Only the protected-namespace webhook, whose namespaceSelector the API server has
         # already applied, is configured with this path.
-        return validate(namespace_protected=True)
+        return validate(facts_mod.Route(namespace_protected=True))
 
     @app.get("/healthz")
     def healthz() -> tuple[str, int]:
@@ -214,68 +173,6 @@ def _read_body(limit: int) -> bytes | None:
     while remaining > 0 and (chunk := request.stream.read(min(remaining, 1 << 16))):
         remaining -= len(chunk)
     return None
-
-
-class _LazyLookup:
-    """Builds the parent lookup on first use, so a worker starts even without cluster access."""
-
-    def __init__(
-        self,
-        settings: settings_mod.WebhookSettings,
-        given: parents_mod.ParentLookup | None,
-    ) -> None:
-        self._settings, self._lookup = settings, given
-        self._lock = threading.Lock()
-
-    def get(self) -> parents_mod.ParentLookup:
-        with self._lock:
-            if self._lookup is None:
-                try:
-                    self._lookup = parents_mod.KubeParentLookup(
-                        self._settings.kubeconfig, self._settings.opa_timeout
-                    )
-                except Exception as exc:
-                    raise parents_mod.LookupFailed(
-                        f"no cluster credentials for lookups: {type(exc).__name__}"
-                    ) from None
-            return self._lookup
-
-
-def _with_parent_metadata(
-    req: review.AdmissionRequest,
-    lookup: _LazyLookup,
-    annotation_keys: frozenset[str],
-    parent_rules: set[tuple[str, str, str]],
-) -> review.AdmissionRequest:
-    # Only the configured kinds: anyone who can reach the port could otherwise make the
-    # webhook read (and reveal the labels of) any object its RBAC happens to allow.
-    if (req.resource_group, req.resource, req.sub_resource) not in parent_rules:
-        raise parents_mod.LookupFailed(f"{req.ref}: not a configured parent kind")
-    parent = lookup.get().metadata(
-        req.resource_group, req.resource_version, req.resource, req.namespace, req.name
-    )
-    if parent is None:
-        # No such object: nothing managed is touched (the API server answers 404 itself).
-        empty = review.ObjectMeta(labels={}, annotations={})
-        return dataclasses.replace(req, object=empty, old_object=empty)
-    meta = review.ObjectMeta(
-        labels=dict(parent.labels),
-        annotations={k: v for k, v in parent.annotations.items() if k in annotation_keys},
-        terminating=parent.terminating,
-    )
-    return dataclasses.replace(req, object=meta, old_object=meta)
-
-
-def _namespace_terminating(req: review.AdmissionRequest, lookup: _LazyLookup) -> bool:
-    """Whether the request's namespace is being deleted (asked only for the controllers whose
-    allowance depends on it, so other requests never wait on, or fail with, the lookup)."""
-    if req.resource_group == "" and req.resource == "namespaces":
-        stored = req.old_object
-        return stored is not None and stored.terminating
-    if not req.namespace:
-        return False
-    namespace = lookup.get().metadata("", "v1", "namespaces", "", req.namespace)
-    return namespace is not None and namespace.terminating
 
 
 def _undecided(

@@ -131,6 +131,21 @@ class AdmissionConfig:
     """(group, version, resource) listed (labelSelector managed, limit 1) before a namespace is
     deleted; the webhook needs `list` on exactly these. Secrets are left out on purpose:
     listing Secrets is reading them."""
+    protected_workloads: tuple[tuple[str, str], ...] = (
+        ("apps", "deployments"),
+        ("apps", "replicasets"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("batch", "cronjobs"),
+        ("batch", "jobs"),
+        ("", "replicationcontrollers"),
+    )
+    """(group, resource) whose updates in protected namespaces need GitOps too (their
+    controllers create children there that nobody else may create)."""
+    guarded_crd_groups: tuple[str, ...] = ()
+    """API groups whose CRDs may not be deleted while they have managed custom resources (the
+    webhook lists them; it needs `list` on these groups). CRDs GitOps applies are managed
+    themselves; this is for CRDs installed otherwise. Empty: no such check."""
     exempt_usernames: tuple[str, ...] = ()
     exempt_groups: tuple[str, ...] = ()
     break_glass_groups: tuple[str, ...] = ("gitwarden:break-glass",)
@@ -204,6 +219,9 @@ class AdmissionConfig:
                 "value": self.protected_namespace_label.value,
             },
             "namespace": self.namespace,
+            "protected_workloads": [
+                {"group": g, "resource": r} for g, r in self.protected_workloads
+            ],
             "gitops": {
                 "service_account": self.gitops_service_account,
                 "usernames": list(self.gitops_usernames),
@@ -288,8 +306,10 @@ def from_document(document: Any, *, source: str = "configuration") -> AdmissionC
         "path_annotation": repo.string("path_annotation"),
         "default_path": repo.string("default_path"),
         "cluster_scoped_kinds": doc.kinds("cluster_scoped_kinds"),
-        "scale_resources": doc.scale_resources("scale_resources"),
+        "scale_resources": doc.group_resources("scale_resources"),
         "namespace_content_kinds": doc.content_kinds("namespace_content_kinds"),
+        "guarded_crd_groups": doc.strings("guarded_crd_groups"),
+        "protected_workloads": doc.group_resources("protected_workloads"),
         "parent_subresources": doc.parent_subresources("parent_subresources"),
         "exempt_usernames": exemptions.strings("usernames"),
         "exempt_groups": exemptions.strings("groups"),
@@ -346,6 +366,8 @@ def to_document(config: AdmissionConfig) -> dict[str, Any]:
             {**dataclasses.asdict(p), "operations": list(p.operations)}
             for p in c.parent_subresources
         ],
+        "guarded_crd_groups": list(c.guarded_crd_groups),
+        "protected_workloads": [{"group": g, "resource": r} for g, r in c.protected_workloads],
         "exemptions": {"usernames": list(c.exempt_usernames), "groups": list(c.exempt_groups)},
         "break_glass": {"groups": list(c.break_glass_groups)},
         "modes": {"default": c.default_mode, "namespaces": dict(c.namespace_modes)},
@@ -452,7 +474,7 @@ class _Reader:
             kinds.append(ClusterKind(group, kind, resource))
         return tuple(kinds)
 
-    def scale_resources(self, key: str) -> tuple[tuple[str, str], ...] | None:
+    def group_resources(self, key: str) -> tuple[tuple[str, str], ...] | None:
         items = self.items(key, "a list of {group, resource}")
         if items is None:
             return None

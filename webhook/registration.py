@@ -22,6 +22,7 @@ PATH = "/validate"
 PROTECTED_NAMESPACE_PATH = "/validate/protected-namespace"
 PARENT_PATH = "/validate/parent"
 NAMESPACE_DELETE_PATH = "/validate/namespace-delete"
+CRD_DELETE_PATH = "/validate/crd-delete"
 OPERATIONS = ["CREATE", "UPDATE", "DELETE"]
 
 _USER = "request.userInfo"
@@ -134,6 +135,13 @@ def match_conditions(config: config_mod.AdmissionConfig) -> list[dict[str, str]]
             }
         )
     return conditions
+
+
+def _by_group(pairs: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for group, resource in pairs:
+        grouped.setdefault(group, []).append(resource)
+    return grouped
 
 
 def _client_config(base: dict[str, Any], path: str) -> dict[str, Any]:
@@ -251,7 +259,19 @@ def validating_webhook_configuration(
                     "apiVersions": ["*"],
                     "resources": ["*"],
                     "scope": "Namespaced",
-                }
+                },
+                # Workloads there spawn children that controllers create: editing an
+                # unlabelled CronJob would otherwise create Jobs no one may create directly.
+                *(
+                    {
+                        "operations": ["UPDATE"],
+                        "apiGroups": [group],
+                        "apiVersions": ["*"],
+                        "resources": sorted(res),
+                        "scope": "Namespaced",
+                    }
+                    for group, res in sorted(_by_group(config.protected_workloads).items())
+                ),
             ],
             "namespaceSelector": {
                 "matchExpressions": [
@@ -294,6 +314,36 @@ def validating_webhook_configuration(
         },
     ]
     webhooks.append(_gitops_namespace_webhook(config, client_config, name, common))
+    if config.guarded_crd_groups:
+        # Only the configured groups' CRD deletes are sent (the webhook may list just those).
+        in_groups = (
+            f"oldObject != null && oldObject.spec.group in {_cel_list(config.guarded_crd_groups)}"
+        )
+        webhooks.append(
+            {
+                "name": f"crd-deletes.{name}.gitwarden.dev",
+                "clientConfig": _client_config(client_config, CRD_DELETE_PATH),
+                "rules": [
+                    {
+                        "operations": ["DELETE"],
+                        "apiGroups": ["apiextensions.k8s.io"],
+                        "apiVersions": ["*"],
+                        "resources": ["customresourcedefinitions"],
+                        "scope": "Cluster",
+                    }
+                ],
+                **{
+                    **common,
+                    "matchConditions": [
+                        *common["matchConditions"],
+                        {
+                            "name": "guarded-crd-group",
+                            "expression": in_groups,
+                        },
+                    ],
+                },
+            }
+        )
     if config.parent_rules:
         # Scale, Eviction, Binding, TokenRequest and CONNECT options carry none of their
         # parent's labels, so no objectSelector can find managed ones: these requests are all

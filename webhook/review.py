@@ -65,6 +65,16 @@ class MetadataChanges:
 
 
 @dataclass(frozen=True)
+class CrdServed:
+    """What a CustomResourceDefinition serves: enough to list its custom resources."""
+
+    group: str
+    version: str
+    plural: str
+    namespaced: bool
+
+
+@dataclass(frozen=True)
 class AdmissionRequest:
     """The parts of an AdmissionRequest GitWarden decides on."""
 
@@ -88,6 +98,8 @@ class AdmissionRequest:
     old_object: ObjectMeta | None
     changed_fields: tuple[str, ...]
     metadata_changes: MetadataChanges = MetadataChanges()
+    crd: CrdServed | None = None
+    """For a CustomResourceDefinition: what the stored one serves."""
 
     @property
     def ref(self) -> str:
@@ -153,7 +165,35 @@ def parse(body: bytes, annotation_keys: frozenset[str]) -> AdmissionRequest:
         old_object=old,
         changed_fields=_changed_fields(request) if operation == "UPDATE" else (),
         metadata_changes=_metadata_changes(request) if operation == "UPDATE" else MetadataChanges(),
+        crd=_crd(request, kind),
     )
+
+
+def _crd(request: dict[str, Any], kind: dict[str, Any]) -> CrdServed | None:
+    """The served group/version/plural of a CRD request's stored (else new) object."""
+    if (
+        kind.get("group") != "apiextensions.k8s.io"
+        or kind.get("kind") != "CustomResourceDefinition"
+    ):
+        return None
+    obj = request.get("oldObject") or request.get("object")
+    spec = obj.get("spec") if isinstance(obj, dict) else None
+    if not isinstance(spec, dict):
+        return None
+    names, versions = spec.get("names"), spec.get("versions")
+    served = (
+        [
+            v.get("name")
+            for v in versions
+            if isinstance(v, dict) and v.get("served") and isinstance(v.get("name"), str)
+        ]
+        if isinstance(versions, list)
+        else []
+    )
+    group, plural = spec.get("group"), names.get("plural") if isinstance(names, dict) else None
+    if not (isinstance(group, str) and isinstance(plural, str) and group and plural and served):
+        return None
+    return CrdServed(group, str(served[0]), plural, spec.get("scope") == "Namespaced")
 
 
 def _object_name(request: dict[str, Any]) -> str:
@@ -289,6 +329,7 @@ def policy_input(
     namespace_terminating: bool = False,
     namespace_holds_managed: bool = False,
     pod_live: bool = False,
+    crd_holds_managed: bool = False,
 ) -> dict[str, Any]:
     """The slim input the Rego policy reads (documented at the top of admission.rego)."""
 
@@ -331,6 +372,7 @@ def policy_input(
         "namespaceProtected": namespace_protected,
         "namespaceTerminating": namespace_terminating,
         "namespaceHoldsManaged": namespace_holds_managed,
+        "crdHoldsManaged": crd_holds_managed,
         "changedFields": list(request.changed_fields),
         "metadataChanges": {
             "labels": list(request.metadata_changes.labels),

@@ -9,7 +9,7 @@
 #   The webhook queries data.admission.decision with the slim input built by webhook/review.py:
 #     operation, kind{group,version,kind}, resource{group,version,resource}, subResource,
 #     name, namespace, dryRun, namespaceProtected, namespaceTerminating,
-#     namespaceHoldsManaged (namespace deletes only), changedFields,
+#     namespaceHoldsManaged, crdHoldsManaged (those deletes only), changedFields,
 #     metadataChanges{labels, annotations} (changed keys, never values),
 #     userInfo{username, groups, podName, podLive},
 #     object and oldObject{labels, annotations, ownerReferences[{apiVersion, kind, name,
@@ -34,6 +34,17 @@ _has_managed_label(obj) if obj.labels[cfg.managed_label.key] == cfg.managed_labe
 protected_create if {
 	input.operation == "CREATE"
 	input.namespaceProtected == true
+}
+
+# Updates of workloads there too: their controllers create the children (Jobs of a CronJob,
+# Pods of a ReplicaSet) that only GitOps may create directly.
+protected_create if {
+	input.operation == "UPDATE"
+	input.namespaceProtected == true
+	input.subResource == ""
+	some w in cfg.protected_workloads
+	w.group == input.resource.group
+	w.resource == input.resource.resource
 }
 
 # Configured cluster-scoped kinds are guarded whatever their labels say.
@@ -110,6 +121,17 @@ _could_hold_gitops_tokens if {
 	some prefix in cfg.gitops.pod_name_prefixes
 	startswith(input.name, prefix)
 }
+
+# Deleting a CRD deletes all its custom resources: one with managed instances (the webhook lists
+# them, for the CRDs of the configured groups) is as guarded as they are.
+crd_holding_managed if {
+	input.operation == "DELETE"
+	input.resource.group == "apiextensions.k8s.io"
+	input.resource.resource == "customresourcedefinitions"
+	input.crdHoldsManaged == true
+}
+
+in_scope if crd_holding_managed
 
 in_scope if managed
 
@@ -350,6 +372,8 @@ else := "is in a protected namespace" if protected_create
 else := "is a protected namespace" if protected_namespace_change
 
 else := "holds objects managed by GitOps" if namespace_holding_managed
+
+else := "defines custom resources managed by GitOps" if crd_holding_managed
 
 else := "is a GitOps-guarded cluster-scoped kind"
 

@@ -170,3 +170,13 @@ test_gitops_token_denial_says_why if {
 	d := _decide(golden.cases.gitops_token_by_admin_denied.input)
 	contains(d.message, "serviceaccounts gitwarden/reconciler is the GitOps identity's service account")
 }
+
+test_crd_delete_is_guarded_only_while_it_has_managed_instances if {
+	config := json.patch(golden.config, [{"op": "replace", "path": "/cluster_scoped_kinds", "value": []}])
+	inp := golden.cases.crd_with_managed_instances_delete_denied.input
+	d := _decide_with(inp, config)
+	not d.allowed
+	contains(d.message, "CustomResourceDefinition widgets.example.com defines custom resources managed by GitOps")
+	free := json.patch(inp, [{"op": "replace", "path": "/crdHoldsManaged", "value": false}])
+	_decide_with(free, config).allowed
+}

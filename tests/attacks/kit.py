@@ -26,6 +26,7 @@ CONFIG = config_mod.AdmissionConfig(
     require_pod_bound_token=True,
     pod_name_prefixes=("gitwarden-reconciler-",),
     scale_resources=(*config_mod.AdmissionConfig().scale_resources, WIDGETS),
+    guarded_crd_groups=(WIDGETS[0],),
 )
 
 # Controllers whose identities the attacks use (their tokens are minted by the harness).
@@ -37,6 +38,7 @@ CONTROLLERS = (
     "namespace-controller",
     "root-ca-cert-publisher",
     "service-account-controller",
+    "cronjob-controller",
     "coredns",
 )
 
@@ -112,7 +114,7 @@ def install_crd(admin: k8s.ApiClient, group: str, plural: str, kind: str) -> Non
         },
     }
     api = k8s.ApiextensionsV1Api(admin)
-    with contextlib.suppress(k8s.ApiException):
+    with contextlib.suppress(k8s.ApiException):  # 409: an earlier package run made it
         api.create_custom_resource_definition(crd)
     custom = k8s.CustomObjectsApi(admin)
     deadline = time.monotonic() + 30

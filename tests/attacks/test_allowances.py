@@ -121,3 +121,49 @@ def test_namespace_controller_deletes_only_in_a_terminating_namespace(
     k8s.CoreV1Api(stack.gitops).delete_namespace(ns)
     nsc.delete_namespaced_config_map("a", ns)
     assert [c.metadata.name for c in gitops.list_namespaced_config_map(ns).items] == ["b"]
+
+
+def test_an_unlabelled_cronjob_in_a_protected_namespace_cannot_be_repurposed(
+    stack: Stack, admin: k8s.ApiClient
+) -> None:
+    """Editing it is denied (its Jobs are the controller's to create); the controller still can."""
+    ns = kit.protected_namespace(admin)
+    cronjob = {
+        "metadata": {"name": "nightly"},
+        "spec": {
+            "schedule": "0 3 * * *",
+            "jobTemplate": {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [{"name": "c", "image": "registry.invalid/job:1"}],
+                        }
+                    }
+                }
+            },
+        },
+    }
+    created = k8s.BatchV1Api(stack.gitops).create_namespaced_cron_job(ns, cronjob)
+    alice = k8s.BatchV1Api(stack.alice)
+    evil = {"spec": {"schedule": "* * * * *"}}
+    denied_message(lambda: alice.patch_namespaced_cron_job("nightly", ns, evil), PROTECTED_HOOK)
+    job = {
+        "metadata": {
+            "name": "nightly-1",
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "CronJob",
+                    "name": "nightly",
+                    "uid": created.metadata.uid,
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": cronjob["spec"]["jobTemplate"]["spec"],
+    }
+    k8s.BatchV1Api(kit.controller(stack, "cronjob-controller")).create_namespaced_job(ns, job)
+    assert k8s.BatchV1Api(stack.gitops).read_namespaced_cron_job("nightly", ns).spec.schedule == (
+        "0 3 * * *"
+    )

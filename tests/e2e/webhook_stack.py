@@ -145,6 +145,11 @@ def running_stack(
         {"apiGroups": [group], "resources": [resource], "verbs": ["list"]}
         for group, _, resource in config.namespace_content_kinds
     ]
+    # ... and the custom resources of guarded CRD groups before such a CRD goes.
+    reader_rules += [
+        {"apiGroups": [group], "resources": ["*"], "verbs": ["list"]}
+        for group in config.guarded_crd_groups
+    ]
     rbac = k8s.RbacAuthorizationV1Api(admin)
     with contextlib.suppress(k8s.ApiException):
         rbac.delete_cluster_role("e2e-webhook-parent-reader")

@@ -99,6 +99,7 @@ def facts(policy_input: dict[str, Any]) -> dict[str, bool]:
         "namespace_terminating": policy_input["namespaceTerminating"],
         "namespace_holds_managed": policy_input["namespaceHoldsManaged"],
         "pod_live": policy_input["userInfo"].get("podLive", False),
+        "crd_holds_managed": policy_input["crdHoldsManaged"],
     }
 
 

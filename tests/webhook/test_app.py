@@ -361,3 +361,42 @@ def test_pod_bound_gitops_requests_are_checked_against_the_live_pod(uid: str, li
     post(app.test_client(), reviews.body(review))
     assert engine.inputs[0]["userInfo"]["podLive"] is live
     assert parents.asked == [("", "v1", "pods", "gitwarden", "gitwarden-reconciler-0")]
+
+
+CRD_CASE = GOLDEN["cases"]["crd_with_managed_instances_delete_denied"]["input"]
+
+
+def test_crd_delete_lists_the_custom_resources_of_guarded_groups_only() -> None:
+    """The CRD's served group/version/plural are listed for one managed object."""
+    engine = FakeEngine(decision.Decision(True, "x"))
+    parents = FakeParents(holding=frozenset({"widgets"}))
+    guarded = config_mod.AdmissionConfig(guarded_crd_groups=("example.com",))
+    app = app_mod.create_app(
+        WebhookSettings(),
+        engine=engine,
+        metrics=metrics_mod.Metrics(),
+        parents=parents,
+        admission=guarded,
+    )
+    review = reviews.review_from_input(CRD_CASE)
+    review["request"]["oldObject"]["spec"] = {
+        "group": "example.com",
+        "scope": "Namespaced",
+        "names": {"plural": "widgets", "kind": "Widget"},
+        "versions": [{"name": "v1", "served": True, "storage": True}],
+    }
+    post(app.test_client(), reviews.body(review), "/validate/crd-delete")
+    assert parents.listed == [("widgets", "", "gitwarden.dev/managed=true")]
+    assert engine.inputs[0]["crdHoldsManaged"] is True
+    other = config_mod.AdmissionConfig(guarded_crd_groups=("example.org",))
+    engine2, parents2 = FakeEngine(decision.Decision(True, "x")), FakeParents()
+    app2 = app_mod.create_app(
+        WebhookSettings(),
+        engine=engine2,
+        metrics=metrics_mod.Metrics(),
+        parents=parents2,
+        admission=other,
+    )
+    post(app2.test_client(), reviews.body(review), "/validate/crd-delete")
+    assert parents2.listed == []
+    assert engine2.inputs[0]["crdHoldsManaged"] is False

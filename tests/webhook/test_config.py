@@ -321,3 +321,30 @@ def test_verified_pod_binding_is_not_skipped_in_the_api_server() -> None:
     assert "not-gitops-identity" not in _conditions(c)
     with pytest.raises(config.ConfigError, match="verify_pod_live needs require_pod_bound_token"):
         config.AdmissionConfig(verify_pod_live=True)
+
+
+def test_crd_deletes_are_sent_only_for_guarded_groups() -> None:
+    """No groups: no webhook; with groups, CEL sends only their CRDs' deletes."""
+    assert not any(n.startswith("crd-deletes.") for n in _hooks())
+    c = config.from_document({"guarded_crd_groups": ["example.com"]})
+    assert config.from_document(config.to_document(c)) == c
+    vwc = registration.validating_webhook_configuration(c, {"url": "https://h:1"})
+    hook = next(h for h in vwc["webhooks"] if h["name"].startswith("crd-deletes."))
+    assert hook["clientConfig"] == {"url": "https://h:1/validate/crd-delete"}
+    assert hook["matchConditions"][-1]["expression"] == (
+        'oldObject != null && oldObject.spec.group in ["example.com"]'
+    )
+
+
+def test_workload_updates_in_protected_namespaces_are_sent() -> None:
+    """CREATE of anything, UPDATE of the workloads whose controllers create children."""
+    rules = _hooks()["protected-namespaces.gitwarden.gitwarden.dev"]["rules"]
+    assert isinstance(rules, list)
+    updates = {
+        g: r["resources"] for r in rules if r["operations"] == ["UPDATE"] for g in r["apiGroups"]
+    }
+    assert updates == {
+        "": ["replicationcontrollers"],
+        "apps": ["daemonsets", "deployments", "replicasets", "statefulsets"],
+        "batch": ["cronjobs", "jobs"],
+    }
