@@ -205,6 +205,22 @@ def _gitops_namespace_webhook(
     }
 
 
+def webhook_rbac_rules(config: config_mod.AdmissionConfig) -> list[dict[str, Any]]:
+    """The ClusterRole rules the webhook's own identity needs, and nothing more.
+
+    `get` on the parent kinds and on namespaces (their deletion mark), `list` on the kinds a
+    namespace is searched for before it is deleted and on the guarded CRD groups.
+    """
+    gets = [*config.parent_kinds, ("", "namespaces")]
+    lists = [(g, r) for g, _, r in config.namespace_content_kinds]
+    lists += [(g, "*") for g in config.guarded_crd_groups]
+    return [
+        {"apiGroups": [g], "resources": sorted(res), "verbs": [verb]}
+        for verb, pairs in (("get", gets), ("list", lists))
+        for g, res in sorted(_by_group(tuple(dict.fromkeys(pairs))).items())
+    ]
+
+
 def validating_webhook_configuration(
     config: config_mod.AdmissionConfig,
     client_config: dict[str, Any],

@@ -134,22 +134,8 @@ def running_stack(
                 raise
     opa = OpaServer(workdir, {"gitwarden": {"admission": config.to_opa_data()}})
     opa.start()
-    # The webhook's own identity reads the metadata of the configured parent kinds and of
-    # namespaces (for the namespace controller's allowance)...
-    reader_rules = [
-        {"apiGroups": [group], "resources": [resource], "verbs": ["get"]}
-        for group, resource in config.parent_kinds
-    ] + [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]
-    # ... and lists the configured kinds (labelled managed, one item) before a namespace goes.
-    reader_rules += [
-        {"apiGroups": [group], "resources": [resource], "verbs": ["list"]}
-        for group, _, resource in config.namespace_content_kinds
-    ]
-    # ... and the custom resources of guarded CRD groups before such a CRD goes.
-    reader_rules += [
-        {"apiGroups": [group], "resources": ["*"], "verbs": ["list"]}
-        for group in config.guarded_crd_groups
-    ]
+    # The webhook's own identity gets exactly what the registration says it needs.
+    reader_rules = registration.webhook_rbac_rules(config)
     rbac = k8s.RbacAuthorizationV1Api(admin)
     with contextlib.suppress(k8s.ApiException):
         rbac.delete_cluster_role("e2e-webhook-parent-reader")

@@ -348,3 +348,26 @@ def test_workload_updates_in_protected_namespaces_are_sent() -> None:
         "apps": ["daemonsets", "deployments", "replicasets", "statefulsets"],
         "batch": ["cronjobs", "jobs"],
     }
+
+
+def test_webhook_rbac_is_get_on_parents_and_namespaces_and_list_on_searched_kinds() -> None:
+    """No Secrets, no writes, nothing beyond the configured kinds."""
+    rules = registration.webhook_rbac_rules(config.AdmissionConfig())
+    gets = {
+        (g, r)
+        for rule in rules
+        if rule["verbs"] == ["get"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    lists = {
+        (g, r)
+        for rule in rules
+        if rule["verbs"] == ["list"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    assert gets == {*config.AdmissionConfig().parent_kinds, ("", "namespaces")}
+    assert ("", "secrets") not in gets | lists
+    assert all(rule["verbs"] in (["get"], ["list"]) for rule in rules)
+    assert ("", "configmaps") in lists
