@@ -53,6 +53,26 @@ def test_alice_cannot_add_an_ephemeral_container(stack: Stack, namespace: str) -
     assert not stored.spec.ephemeral_containers
 
 
+def test_alice_cannot_resize_a_managed_pod(stack: Stack, namespace: str) -> None:
+    """pods/resize (in-place resources) carries the pod too."""
+    manifest = kit.pod("p")
+    manifest["spec"]["containers"][0]["resources"] = {
+        "requests": {"cpu": "100m"},
+        "limits": {"cpu": "100m"},
+    }
+    k8s.CoreV1Api(stack.gitops).create_namespaced_pod(namespace, manifest)
+    alice = k8s.CoreV1Api(stack.alice)
+    patch = {
+        "spec": {
+            "containers": [
+                {"name": "app", "resources": {"requests": {"cpu": "4"}, "limits": {"cpu": "4"}}}
+            ]
+        }
+    }
+    message = denied_message(lambda: alice.patch_namespaced_pod_resize("p", namespace, patch))
+    assert "may not update the resize of it" in message
+
+
 def test_alice_cannot_evict_a_managed_pod(stack: Stack, namespace: str) -> None:
     """An Eviction carries no labels: decided on the pod's; the pod is still there."""
     _managed_pod(stack, namespace)
