@@ -20,14 +20,13 @@ from typing import Any
 
 import yaml
 
-from webhook import allowances
+from webhook import allowances, configreader
 from webhook.allowances import SystemAllowance
 
 MODES = ("enforce", "warn", "audit")
 
 
-class ConfigError(ValueError):
-    """The configuration document is invalid; the message names the field."""
+ConfigError = configreader.ConfigError
 
 
 @dataclass(frozen=True)
@@ -286,7 +285,7 @@ def load(path: Path) -> AdmissionConfig:
 
 def from_document(document: Any, *, source: str = "configuration") -> AdmissionConfig:
     """Build the configuration from a parsed document; unknown keys are errors."""
-    doc = _Reader(document, source)
+    doc = configreader.Reader(document, source)
     gitops = doc.section("gitops")
     repo = doc.section("repository")
     exemptions = doc.section("exemptions")
@@ -299,18 +298,20 @@ def from_document(document: Any, *, source: str = "configuration") -> AdmissionC
         "require_pod_bound_token": gitops.boolean("require_pod_bound_token"),
         "pod_name_prefixes": gitops.strings("pod_name_prefixes"),
         "verify_pod_live": gitops.boolean("verify_pod_live"),
-        "managed_label": doc.label("managed_label"),
-        "protected_namespace_label": doc.label("protected_namespace_label"),
+        "managed_label": _label(doc.label("managed_label")),
+        "protected_namespace_label": _label(doc.label("protected_namespace_label")),
         "repository_url": repo.string("url"),
         "repository_branch": repo.string("branch"),
         "path_annotation": repo.string("path_annotation"),
         "default_path": repo.string("default_path"),
-        "cluster_scoped_kinds": doc.kinds("cluster_scoped_kinds"),
+        "cluster_scoped_kinds": _each(ClusterKind, doc.kinds("cluster_scoped_kinds")),
         "scale_resources": doc.group_resources("scale_resources"),
         "namespace_content_kinds": doc.content_kinds("namespace_content_kinds"),
         "guarded_crd_groups": doc.strings("guarded_crd_groups"),
         "protected_workloads": doc.group_resources("protected_workloads"),
-        "parent_subresources": doc.parent_subresources("parent_subresources"),
+        "parent_subresources": _each(
+            ParentSubresource, doc.parent_subresources("parent_subresources")
+        ),
         "exempt_usernames": exemptions.strings("usernames"),
         "exempt_groups": exemptions.strings("groups"),
         "break_glass_groups": doc.section("break_glass").strings("groups"),
@@ -318,7 +319,7 @@ def from_document(document: Any, *, source: str = "configuration") -> AdmissionC
         "namespace_modes": modes.mapping("namespaces"),
         "allow_dry_run": doc.boolean("allow_dry_run"),
         "excluded_namespaces": doc.strings("excluded_namespaces"),
-        "system_allowances": doc.allowances("system_allowances"),
+        "system_allowances": _allowances(doc.allowances("system_allowances")),
         "timeout_seconds": hook.integer("timeout_seconds"),
     }
     if "intercept_status" in (document if isinstance(document, dict) else {}):
@@ -329,6 +330,18 @@ def from_document(document: Any, *, source: str = "configuration") -> AdmissionC
     for reader in (doc, gitops, repo, exemptions, modes, hook):
         reader.reject_unknown()
     return AdmissionConfig(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def _label(pair: tuple[str, str] | None) -> Label | None:
+    return None if pair is None else Label(*pair)
+
+
+def _each(make: Any, rows: tuple[tuple[Any, ...], ...] | None) -> tuple[Any, ...] | None:
+    return None if rows is None else tuple(make(*row) for row in rows)
+
+
+def _allowances(rows: tuple[dict[str, Any], ...] | None) -> tuple[SystemAllowance, ...] | None:
+    return None if rows is None else tuple(SystemAllowance(**row) for row in rows)
 
 
 def to_document(config: AdmissionConfig) -> dict[str, Any]:
@@ -376,178 +389,6 @@ def to_document(config: AdmissionConfig) -> dict[str, Any]:
         "system_allowances": [_allowance_data(a) for a in c.system_allowances],
         "webhook": {"timeout_seconds": c.timeout_seconds},
     }
-
-
-class _Reader:
-    """Typed access to one mapping of the document, remembering which keys were read."""
-
-    def __init__(self, value: Any, where: str) -> None:
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping")
-        self._value: dict[str, Any] = value
-        self._where = where
-        self._seen: set[str] = set()
-
-    def _get(self, key: str) -> Any:
-        self._seen.add(key)
-        return self._value.get(key)
-
-    def _fail(self, key: str, expected: str) -> ConfigError:
-        return ConfigError(f"{self._where}.{key}: expected {expected}")
-
-    def reject_unknown(self) -> None:
-        unknown = sorted(set(self._value) - self._seen)
-        if unknown:
-            raise ConfigError(f"{self._where}: unknown keys {', '.join(unknown)}")
-
-    def section(self, key: str) -> _Reader:
-        return _Reader(self._get(key), f"{self._where}.{key}")
-
-    def string(self, key: str) -> str | None:
-        value = self._get(key)
-        if value is not None and not isinstance(value, str):
-            raise self._fail(key, "a string")
-        return value
-
-    def boolean(self, key: str) -> bool | None:
-        value = self._get(key)
-        if value is not None and not isinstance(value, bool):
-            raise self._fail(key, "true or false")
-        return value
-
-    def integer(self, key: str) -> int | None:
-        value = self._get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise self._fail(key, "an integer")
-        return value
-
-    def strings(self, key: str) -> tuple[str, ...] | None:
-        value = self._get(key)
-        if value is None:
-            return None
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self._fail(key, "a list of strings")
-        return tuple(value)
-
-    def mapping(self, key: str) -> dict[str, str] | None:
-        value = self._get(key)
-        if value is None:
-            return None
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            raise self._fail(key, "a mapping of strings")
-        return dict(value)
-
-    def label(self, key: str) -> Label | None:
-        value = self._get(key)
-        if value is None:
-            return None
-        sub = _Reader(value, f"{self._where}.{key}")
-        k, v = sub.string("key"), sub.string("value")
-        sub.reject_unknown()
-        if not k or v is None:
-            raise self._fail(key, "{key, value}")
-        return Label(k, v)
-
-    def items(self, key: str, expected: str) -> list[_Reader] | None:
-        """A reader for each mapping in the list at `key`."""
-        value = self._get(key)
-        if value is None:
-            return None
-        if not isinstance(value, list):
-            raise self._fail(key, expected)
-        return [_Reader(item, f"{self._where}.{key}[{i}]") for i, item in enumerate(value)]
-
-    def kinds(self, key: str) -> tuple[ClusterKind, ...] | None:
-        items = self.items(key, "a list of {group, kind, resource}")
-        if items is None:
-            return None
-        kinds = []
-        for sub in items:
-            group, kind, resource = sub.string("group"), sub.string("kind"), sub.string("resource")
-            sub.reject_unknown()
-            if group is None or not kind or not resource:
-                raise ConfigError(f"{sub.where}: group, kind and resource are required")
-            kinds.append(ClusterKind(group, kind, resource))
-        return tuple(kinds)
-
-    def group_resources(self, key: str) -> tuple[tuple[str, str], ...] | None:
-        items = self.items(key, "a list of {group, resource}")
-        if items is None:
-            return None
-        result = []
-        for sub in items:
-            group, resource = sub.string("group"), sub.string("resource")
-            sub.reject_unknown()
-            if group is None or not resource:
-                raise ConfigError(f"{sub.where}: group and resource are required")
-            result.append((group, resource))
-        return tuple(result)
-
-    def content_kinds(self, key: str) -> tuple[tuple[str, str, str], ...] | None:
-        items = self.items(key, "a list of {group, version, resource}")
-        if items is None:
-            return None
-        result = []
-        for sub in items:
-            group, version, resource = (
-                sub.string("group"),
-                sub.string("version"),
-                sub.string("resource"),
-            )
-            sub.reject_unknown()
-            if group is None or not version or not resource:
-                raise ConfigError(f"{sub.where}: group, version and resource are required")
-            result.append((group, version, resource))
-        return tuple(result)
-
-    def parent_subresources(self, key: str) -> tuple[ParentSubresource, ...] | None:
-        items = self.items(key, "a list of {group, resource, subresource, operations}")
-        if items is None:
-            return None
-        result = []
-        for sub in items:
-            group, resource = sub.string("group"), sub.string("resource")
-            subresource, operations = sub.string("subresource"), sub.strings("operations")
-            sub.reject_unknown()
-            if group is None or not resource or not subresource or not operations:
-                raise ConfigError(
-                    f"{sub.where}: group, resource, subresource and operations are required"
-                )
-            result.append(ParentSubresource(group, resource, subresource, operations))
-        return tuple(result)
-
-    def allowances(self, key: str) -> tuple[SystemAllowance, ...] | None:
-        items = self.items(key, "a list of allowances")
-        if items is None:
-            return None
-        result = []
-        for sub in items:
-            name = sub.string("name")
-            if not name:
-                raise ConfigError(f"{sub.where}.name is required")
-            if sub.has("groups"):
-                raise ConfigError(
-                    f"{sub.where}.groups: allowances name each controller by username; a group "
-                    "(such as system:serviceaccounts:kube-system) matches every account in it"
-                )
-            fields: dict[str, Any] = {f: sub.strings(f) or () for f in allowances.LIST_FIELDS}
-            fields.update({f: sub.boolean(f) or False for f in allowances.BOOL_FIELDS})
-            sub.reject_unknown()
-            result.append(SystemAllowance(name, **fields))
-        return tuple(result)
-
-    def has(self, key: str) -> bool:
-        """Whether the mapping sets `key` (without marking it read)."""
-        return key in self._value
-
-    @property
-    def where(self) -> str:
-        """The path of this mapping in the document, for messages."""
-        return self._where
 
 
 def opa_data_json(config: AdmissionConfig) -> str:
