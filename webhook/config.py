@@ -4,8 +4,8 @@ Owns one value, `AdmissionConfig`, read from a YAML/JSON document (the chart's C
 the things derived from it: the OPA data document the Rego policy reads at
 `data.gitwarden.admission`, (in `webhook.registration`) the ValidatingWebhookConfiguration, and
 the webhook's own lookups (which parents it reads). The controllers' allowances are data in
-`webhook.allowances`.
-Deriving both from one value keeps the API server's fast path and the policy in agreement.
+`webhook.allowances`, and reading the document is `webhook.configreader`'s. Deriving all of
+them from one value keeps the API server's fast path, the policy and the webhook in agreement.
 It does no I/O beyond `load()` and holds no secrets.
 """
 
