@@ -70,6 +70,13 @@ def test_identity_decided_requests_never_wait_on_the_webhook(stack: Stack, names
                 "regarding": {"kind": "ConfigMap", "name": "cm", "namespace": namespace},
             },
         )
+        # A controller's status write that touches metadata is the webhook's: CEL compared
+        # object.metadata with oldObject.metadata and sent it, so it fails closed.
+        with pytest.raises(k8s.ApiException) as touched:
+            dc.patch_namespaced_deployment_status(
+                "web", namespace, {"metadata": {"finalizers": ["attack.example/hold"]}}
+            )
+        assert touched.value.status == 500
         # A person's change to a managed object is not decided by identity: it fails closed.
         alice = k8s.CoreV1Api(stack.alice)
         with pytest.raises(k8s.ApiException) as excinfo:
