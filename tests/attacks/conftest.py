@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.attacks import kit
-from tests.e2e.webhook_stack import Stack, running_stack
+from tests.e2e.webhook_stack import Stack, revoke, running_stack
 from tests.harness.controlplane import ControlPlane
 
 
@@ -25,5 +25,11 @@ def stack(
     """The webhook stack for `kit.CONFIG`, with alice and the controllers allowed everything."""
     kit.grant_everything(admin)
     kit.install_widget_crd(admin)
-    with running_stack(control_plane, admin, tmp_path_factory.mktemp("attacks"), kit.CONFIG) as s:
-        yield s
+    try:
+        with running_stack(
+            control_plane, admin, tmp_path_factory.mktemp("attacks"), kit.CONFIG
+        ) as s:
+            yield s
+    finally:
+        revoke(admin, kit.EVERYTHING)
+        kit.remove_crds(admin)

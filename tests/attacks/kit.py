@@ -15,6 +15,7 @@ from webhook import config as config_mod
 WIDGETS = ("attack.gitwarden.dev", "widgets")
 CUSTOM_EVENTS = ("attack.gitwarden.dev", "events")
 PROTECTED = {"gitwarden.dev/protected": "true"}
+EVERYTHING = "attack-everything"  # the ClusterRole (and binding) that allows everyone everything
 
 CONFIG = config_mod.AdmissionConfig(
     namespace=GITOPS_NS,
@@ -46,7 +47,7 @@ CONTROLLERS = (
 def grant_everything(admin: k8s.ApiClient) -> None:
     """alice, GitOps, a CI account and the controllers may do anything RBAC can grant."""
     rbac = k8s.RbacAuthorizationV1Api(admin)
-    name = "attack-everything"
+    name = EVERYTHING
     role = {
         "metadata": {"name": name},
         "rules": [
@@ -79,6 +80,14 @@ def install_widget_crd(admin: k8s.ApiClient) -> None:
     """Widgets (with a scale subresource) and a custom resource whose plural is `events`."""
     install_crd(admin, *WIDGETS, "Widget")
     install_crd(admin, *CUSTOM_EVENTS, "Event")
+
+
+def remove_crds(admin: k8s.ApiClient) -> None:
+    """Delete the package's CRDs (and so their custom resources) once the webhook is gone."""
+    api = k8s.ApiextensionsV1Api(admin)
+    for group, plural in (WIDGETS, CUSTOM_EVENTS):
+        with contextlib.suppress(k8s.ApiException):  # 404: already gone
+            api.delete_custom_resource_definition(f"{plural}.{group}")
 
 
 def install_crd(admin: k8s.ApiClient, group: str, plural: str, kind: str) -> None:

@@ -101,6 +101,18 @@ EDIT = [
 ]
 
 
+def revoke(admin: k8s.ApiClient, *names: str) -> None:
+    """Delete the ClusterRoles and bindings `_grant` made (missing ones are fine)."""
+    rbac = k8s.RbacAuthorizationV1Api(admin)
+    for name in names:
+        for delete in (rbac.delete_cluster_role_binding, rbac.delete_cluster_role):
+            try:
+                delete(name)
+            except k8s.ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+
 def _user(name: str) -> dict[str, str]:
     return {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}
 
@@ -199,6 +211,8 @@ def running_stack(
         control_plane.delete_validating_webhook(registration.NAME)
         webhook.stop()
         opa.stop()
+        # Later tests of the session expect users without these grants.
+        revoke(admin, "e2e-editors", "e2e-webhook-parent-reader")
 
 
 def _wait_for_webhook(admin: k8s.ApiClient) -> None:
