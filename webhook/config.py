@@ -94,6 +94,9 @@ class AdmissionConfig:
     require_pod_bound_token: bool = False
     """Only tokens bound to a Pod (userInfo.extra pod-name) count as the GitOps identity."""
     pod_name_prefixes: tuple[str, ...] = ()
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    """With verify_pod_live: labels the reconciler's pods carry (e.g. app.kubernetes.io/name);
+    the live pod must have them all."""
     verify_pod_live: bool = False
     """With pod-bound tokens: the webhook also checks that the pod named in the token is alive
     with the token's uid (defeats impersonation with made-up extras). GitOps requests then go
@@ -298,6 +301,7 @@ def from_document(document: Any, *, source: str = "configuration") -> AdmissionC
         "require_pod_bound_token": gitops.boolean("require_pod_bound_token"),
         "pod_name_prefixes": gitops.strings("pod_name_prefixes"),
         "verify_pod_live": gitops.boolean("verify_pod_live"),
+        "pod_labels": gitops.mapping("pod_labels"),
         "managed_label": _label(doc.label("managed_label")),
         "protected_namespace_label": _label(doc.label("protected_namespace_label")),
         "repository_url": repo.string("url"),
@@ -355,6 +359,7 @@ def to_document(config: AdmissionConfig) -> dict[str, Any]:
             "require_pod_bound_token": c.require_pod_bound_token,
             "pod_name_prefixes": list(c.pod_name_prefixes),
             "verify_pod_live": c.verify_pod_live,
+            "pod_labels": dict(c.pod_labels),
         },
         "managed_label": {"key": c.managed_label.key, "value": c.managed_label.value},
         "protected_namespace_label": {

@@ -140,6 +140,6 @@ class Facts:
         if not (c.verify_pod_live and req.pod_name and req.username in c.gitops_usernames):
             return False
         pod = self._lookup.get().metadata("", "v1", "pods", c.namespace, req.pod_name)
-        if pod is None or pod.terminating or not req.pod_uid:
+        if pod is None or pod.terminating or not req.pod_uid or pod.uid != req.pod_uid:
             return False
-        return pod.uid == req.pod_uid
+        return all(pod.labels.get(k) == v for k, v in c.pod_labels.items())

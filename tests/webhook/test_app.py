@@ -336,15 +336,30 @@ def test_namespace_delete_lookup_failure_fails_closed() -> None:
 
 GITOPS_CASE = GOLDEN["cases"]["gitops_update_deployment"]["input"]
 LIVE = config_mod.AdmissionConfig(
-    require_pod_bound_token=True, pod_name_prefixes=("gitwarden-reconciler-",), verify_pod_live=True
+    require_pod_bound_token=True,
+    pod_name_prefixes=("gitwarden-reconciler-",),
+    verify_pod_live=True,
+    pod_labels={"app.kubernetes.io/name": "gitwarden-reconciler"},
 )
+RECONCILER_LABELS = {"app.kubernetes.io/name": "gitwarden-reconciler"}
 
 
-@pytest.mark.parametrize(("uid", "live"), [("uid-live", True), ("uid-other", False), ("", False)])
-def test_pod_bound_gitops_requests_are_checked_against_the_live_pod(uid: str, live: bool) -> None:
-    """With verify_pod_live the token's pod must exist in our namespace with the token's uid."""
+@pytest.mark.parametrize(
+    ("uid", "labels", "live"),
+    [
+        ("uid-live", RECONCILER_LABELS, True),
+        ("uid-other", RECONCILER_LABELS, False),
+        ("", RECONCILER_LABELS, False),
+        ("uid-live", {"app.kubernetes.io/name": "debug"}, False),
+    ],
+    ids=["live", "other-uid", "no-uid", "other-labels"],
+)
+def test_pod_bound_gitops_requests_are_checked_against_the_live_pod(
+    uid: str, labels: dict[str, str], live: bool
+) -> None:
+    """With verify_pod_live the token's pod must exist in our namespace with its uid and labels."""
     engine = FakeEngine(decision.Decision(True, "gitops-identity"))
-    pod = parents_mod.ParentMeta(labels={}, annotations={}, uid="uid-live")
+    pod = parents_mod.ParentMeta(labels=labels, annotations={}, uid="uid-live")
     parents = FakeParents(objects={("pods", "gitwarden", "gitwarden-reconciler-0"): pod})
     app = app_mod.create_app(
         WebhookSettings(),
