@@ -49,7 +49,7 @@ protected_create if {
 
 # Configured cluster-scoped kinds are guarded whatever their labels say.
 guarded_cluster_kind if {
-	input.namespace == ""
+	_cluster_scoped
 	some k in cfg.cluster_scoped_kinds
 	k.group == input.kind.group
 	k.kind == input.kind.kind
@@ -68,6 +68,11 @@ _is_namespace if {
 	input.resource.group == ""
 	input.resource.resource == "namespaces"
 }
+
+# (The API server sends a Namespace's own name as its namespace.)
+_cluster_scoped if input.namespace == ""
+
+_cluster_scoped if _is_namespace
 
 _protected_namespace_object if _has_protected_label(input.oldObject)
 
@@ -339,7 +344,6 @@ _kind_name := input.resource.resource if input.subResource != ""
 
 else := input.kind.kind
 
-# (The API server sends a Namespace's own name as its namespace.)
 _object_ref := sprintf("%s %s/%s", [_kind_name, input.namespace, input.name]) if {
 	input.namespace != ""
 	not _is_namespace

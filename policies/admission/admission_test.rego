@@ -180,3 +180,12 @@ test_crd_delete_is_guarded_only_while_it_has_managed_instances if {
 	free := json.patch(inp, [{"op": "replace", "path": "/crdHoldsManaged", "value": false}])
 	_decide_with(free, config).allowed
 }
+
+test_namespaces_can_be_a_guarded_cluster_kind if {
+	config := json.patch(golden.config, [{"op": "add", "path": "/cluster_scoped_kinds/-", "value": {"group": "", "kind": "Namespace"}}])
+	inp := golden.cases.protected_namespace_other_label_allowed.input
+	_decide(inp).allowed
+	d := _decide_with(inp, config)
+	not d.allowed
+	startswith(d.message, "Namespace prod is a GitOps-guarded cluster-scoped kind")
+}
