@@ -96,6 +96,8 @@ def _serve(args: argparse.Namespace) -> int:
         settings = settings_mod.WebhookSettings.from_env(os.environ)
     except settings_mod.SettingsError as exc:
         raise cli.UsageError(str(exc)) from exc
+    if settings.admission_config is not None:
+        _load_config(settings.admission_config)  # refused here, not in every worker
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",

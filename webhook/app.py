@@ -10,15 +10,15 @@ verdict), never its contents.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import threading
 import time
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
+from webhook import config as config_mod
 from webhook import decision as decision_mod
+from webhook import facts as facts_mod
 from webhook import metrics as metrics_mod
 from webhook import parents as parents_mod
 from webhook import policy, review
@@ -32,9 +32,9 @@ UNAVAILABLE = (
     "emergency, use the break-glass group."
 )
 
-SCALE_LOOKUP_FAILED = (
-    "GitWarden: cannot read the object being scaled, so this change cannot be checked and is "
-    "denied (fail-closed). Retry shortly or make the change through Git."
+LOOKUP_FAILED = (
+    "GitWarden: cannot read the object (or namespace) this request acts on, so it cannot be "
+    "checked and is denied (fail-closed). Retry shortly or make the change through Git."
 )
 
 
@@ -43,17 +43,29 @@ def create_app(
     engine: policy.DecisionEngine | None = None,
     metrics: metrics_mod.Metrics | None = None,
     parents: parents_mod.ParentLookup | None = None,
+    admission: config_mod.AdmissionConfig | None = None,
 ) -> Flask:
-    """Build the app. Collaborators are explicit: tests pass their own engine and metrics."""
+    """Build the app. Collaborators are explicit: tests pass their own engine and metrics.
+
+    `admission` (by default read from settings.admission_config) says which parents the
+    webhook may read and which allowances depend on a namespace being deleted.
+    """
+    if admission is None:
+        admission = (
+            config_mod.AdmissionConfig()
+            if settings.admission_config is None
+            else config_mod.load(settings.admission_config)
+        )
     if engine is None:
         engine = policy.OpaEngine(settings.opa_url, settings.decision_path, settings.opa_timeout)
     if metrics is None:
         metrics = metrics_mod.Metrics(settings.metrics_dir)
     annotation_keys = frozenset({settings.path_annotation})
     app = Flask("gitwarden-webhook")
-    lookup = _LazyLookup(settings, parents)
+    lookup = facts_mod.LazyLookup(settings.kubeconfig, settings.opa_timeout, parents)
+    facts = facts_mod.Facts(admission, lookup, annotation_keys)
 
-    def validate(namespace_protected: bool = False, scale: bool = False) -> tuple[Response, int]:
+    def validate(route: facts_mod.Route) -> tuple[Response, int]:
         started = time.perf_counter()
         if settings.client_ca is not None and not _client_certified():
             return _unauthenticated(metrics)
@@ -67,11 +79,8 @@ def create_app(
         except review.MalformedReview as exc:
             return _bad_request(metrics, str(exc))
         try:
-            if scale:
-                req = _with_parent_metadata(req, lookup.get(), annotation_keys)
-            decision = engine.decide(
-                review.policy_input(req, namespace_protected=namespace_protected)
-            )
+            req, found = facts.gather(req, route)
+            decision = engine.decide(review.policy_input(req, **found))
         except (policy.EngineError, parents_mod.LookupFailed) as exc:
             decision = _undecided(metrics, req, exc, settings.fail_open)
         metrics.decisions.labels(
@@ -94,19 +103,31 @@ def create_app(
 
     @app.post("/validate")
     def validate_scoped() -> tuple[Response, int]:
-        return validate()
+        return validate(facts_mod.Route())
 
-    @app.post("/validate/scale")
-    def validate_scale() -> tuple[Response, int]:
-        # */scale requests carry a Scale object without the parent's labels; the scale webhook
-        # is registered without an objectSelector and decided on the parent's metadata.
-        return validate(scale=True)
+    @app.post("/validate/parent")
+    @app.post("/validate/scale")  # the path of earlier registrations
+    def validate_parent() -> tuple[Response, int]:
+        # Scale, Eviction, Binding, TokenRequest and CONNECT requests carry no labels of the
+        # object they act on; their webhook has no objectSelector and is decided on the
+        # parent's metadata, for the configured parent kinds only.
+        return validate(facts_mod.Route(parent=True))
+
+    @app.post("/validate/namespace-delete")
+    def validate_namespace_delete() -> tuple[Response, int]:
+        # Deleting a namespace deletes what is in it: the webhook looks for managed objects.
+        return validate(facts_mod.Route(namespace_delete=True))
+
+    @app.post("/validate/crd-delete")
+    def validate_crd_delete() -> tuple[Response, int]:
+        # Deleting a CRD deletes its custom resources: the webhook looks for managed ones.
+        return validate(facts_mod.Route(crd_delete=True))
 
     @app.post("/validate/protected-namespace")
     def validate_protected_namespace() -> tuple[Response, int]:
         # Only the protected-namespace webhook, whose namespaceSelector the API server has
         # already applied, is configured with this path.
-        return validate(namespace_protected=True)
+        return validate(facts_mod.Route(namespace_protected=True))
 
     @app.get("/healthz")
     def healthz() -> tuple[str, int]:
@@ -178,46 +199,6 @@ def _read_body(limit: int) -> bytes | None:
     return None
 
 
-class _LazyLookup:
-    """Builds the parent lookup on first use, so a worker starts even without cluster access."""
-
-    def __init__(
-        self,
-        settings: settings_mod.WebhookSettings,
-        given: parents_mod.ParentLookup | None,
-    ) -> None:
-        self._settings, self._lookup = settings, given
-        self._lock = threading.Lock()
-
-    def get(self) -> parents_mod.ParentLookup:
-        with self._lock:
-            if self._lookup is None:
-                try:
-                    self._lookup = parents_mod.KubeParentLookup(
-                        self._settings.kubeconfig, self._settings.opa_timeout
-                    )
-                except Exception as exc:
-                    raise parents_mod.LookupFailed(
-                        f"no cluster credentials for scale lookups: {type(exc).__name__}"
-                    ) from None
-            return self._lookup
-
-
-def _with_parent_metadata(
-    req: review.AdmissionRequest,
-    lookup: parents_mod.ParentLookup,
-    annotation_keys: frozenset[str],
-) -> review.AdmissionRequest:
-    parent = lookup.metadata(
-        req.resource_group, req.resource_version, req.resource, req.namespace, req.name
-    )
-    meta = review.ObjectMeta(
-        labels=dict(parent.labels),
-        annotations={k: v for k, v in parent.annotations.items() if k in annotation_keys},
-    )
-    return dataclasses.replace(req, object=meta, old_object=meta)
-
-
 def _undecided(
     metrics: metrics_mod.Metrics,
     req: review.AdmissionRequest,
@@ -244,7 +225,7 @@ def _undecided(
             warnings=("GitWarden: policy engine unavailable; allowed without a check (fail-open)",),
             audit={"engine-unavailable": str(exc)},
         )
-    message = UNAVAILABLE if kind != "parent-lookup" else SCALE_LOOKUP_FAILED
+    message = UNAVAILABLE if kind != "parent-lookup" else LOOKUP_FAILED
     return decision_mod.Decision(
         allowed=False, reason="engine-unavailable", mode="fail-closed", message=message
     )

@@ -1,14 +1,17 @@
 """The admission policy's configuration: who GitOps is, what is in scope, who is exempt.
 
 Owns one value, `AdmissionConfig`, read from a YAML/JSON document (the chart's ConfigMap), and
-the two things derived from it: the OPA data document the Rego policy reads at
-`data.gitwarden.admission`, and (in `webhook.registration`) the ValidatingWebhookConfiguration.
-Deriving both from one value keeps the API server's fast path and the policy in agreement.
+the things derived from it: the OPA data document the Rego policy reads at
+`data.gitwarden.admission`, (in `webhook.registration`) the ValidatingWebhookConfiguration, and
+the webhook's own lookups (which parents it reads). The controllers' allowances are data in
+`webhook.allowances`, and reading the document is `webhook.configreader`'s. Deriving all of
+them from one value keeps the API server's fast path, the policy and the webhook in agreement.
 It does no I/O beyond `load()` and holds no secrets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,11 +20,13 @@ from typing import Any
 
 import yaml
 
+from webhook import allowances, configreader
+from webhook.allowances import SystemAllowance
+
 MODES = ("enforce", "warn", "audit")
 
 
-class ConfigError(ValueError):
-    """The configuration document is invalid; the message names the field."""
+ConfigError = configreader.ConfigError
 
 
 @dataclass(frozen=True)
@@ -42,81 +47,40 @@ class ClusterKind:
 
 
 @dataclass(frozen=True)
-class SystemAllowance:
-    """One thing a system controller may do to an object in scope. Empty fields don't narrow."""
+class ParentSubresource:
+    """A subresource whose request carries no labels of its object: decided on the parent's.
 
-    name: str
-    usernames: tuple[str, ...] = ()
-    groups: tuple[str, ...] = ()
-    operations: tuple[str, ...] = ()
-    subresources: tuple[str, ...] = ()
-    resources: tuple[str, ...] = ()
-    changed_fields_within: tuple[str, ...] = ()
+    The webhook reads the parent's metadata for exactly these, so it needs `get` on the
+    `(group, resource)` pairs of `AdmissionConfig.parent_kinds` and nothing else.
+    """
+
+    group: str
+    resource: str
+    subresource: str
+    operations: tuple[str, ...]
 
 
-SA_CONTROLLER = "system:serviceaccount:kube-system:"
-
-# What a cluster needs from its own controllers (kube-controller-manager's RBAC in
-# plugin/pkg/auth/authorizer/rbac/bootstrappolicy/controller_policy.go, and the kubelet):
-# status writers, the HPA's */scale, garbage collection and namespace deletion (which may only
-# touch finalizers/owner references on update), controllers' child objects, kubelet tokens.
-DEFAULT_SYSTEM_ALLOWANCES: tuple[SystemAllowance, ...] = (
-    SystemAllowance(
-        "status-writers",
-        usernames=("system:kube-controller-manager", "system:kube-scheduler", "system:apiserver"),
-        groups=("system:serviceaccounts", "system:nodes"),
-        subresources=("status",),
-    ),
-    SystemAllowance(
-        "hpa-scale",
-        usernames=(SA_CONTROLLER + "horizontal-pod-autoscaler", "system:kube-controller-manager"),
-        operations=("UPDATE",),
-        subresources=("scale",),
-    ),
-    SystemAllowance(
-        "garbage-collector",
-        usernames=(SA_CONTROLLER + "generic-garbage-collector", "system:kube-controller-manager"),
-        operations=("UPDATE", "DELETE"),
-        subresources=("",),
-        changed_fields_within=("metadata.finalizers", "metadata.ownerReferences"),
-    ),
-    SystemAllowance(
-        "namespace-controller",
-        usernames=(SA_CONTROLLER + "namespace-controller", "system:kube-controller-manager"),
-        operations=("UPDATE", "DELETE"),
-        changed_fields_within=("metadata.finalizers",),
-    ),
-    SystemAllowance(
-        "controller-children",
-        usernames=("system:kube-controller-manager", "system:kube-scheduler", "system:apiserver"),
-        groups=("system:serviceaccounts:kube-system",),
-        resources=(
-            "endpointslices",
-            "endpoints",
-            "events",
-            "leases",
-            "pods",
-            "replicasets",
-            "controllerrevisions",
-            "jobs",
-            "persistentvolumeclaims",
-        ),
-    ),
-    # Every namespace gets these two from kube-controller-manager, protected ones included.
-    SystemAllowance(
-        "root-ca-publisher",
-        usernames=(SA_CONTROLLER + "root-ca-cert-publisher", "system:kube-controller-manager"),
-        resources=("configmaps",),
-    ),
-    SystemAllowance(
-        "service-account-controller",
-        usernames=(SA_CONTROLLER + "service-account-controller", "system:kube-controller-manager"),
-        resources=("serviceaccounts",),
-    ),
-    SystemAllowance(
-        "kubelet-tokens", groups=("system:nodes",), operations=("CREATE",), subresources=("token",)
-    ),
+DEFAULT_PARENT_SUBRESOURCES: tuple[ParentSubresource, ...] = (
+    ParentSubresource("", "pods", "eviction", ("CREATE",)),
+    ParentSubresource("", "pods", "binding", ("CREATE",)),
+    ParentSubresource("", "pods", "exec", ("CONNECT",)),
+    ParentSubresource("", "pods", "attach", ("CONNECT",)),
+    ParentSubresource("", "pods", "portforward", ("CONNECT",)),
+    ParentSubresource("", "pods", "proxy", ("CONNECT",)),
+    ParentSubresource("", "serviceaccounts", "token", ("CREATE",)),
 )
+
+# The API server never sends its own webhook and policy configuration kinds to webhooks
+# (so that a broken webhook cannot lock them), so listing them as guarded would only look safe.
+UNGUARDABLE_GROUP = "admissionregistration.k8s.io"
+
+# Groups that hold many identities: an exemption or break-glass entry naming one would let
+# every member (any service account, any node) bypass GitOps.
+BROAD_GROUPS = ("system:authenticated", "system:serviceaccounts", "system:nodes", "system:masters")
+
+
+def _is_broad(group: str) -> bool:
+    return group in BROAD_GROUPS or group.startswith("system:serviceaccounts:")
 
 
 @dataclass(frozen=True)
@@ -130,6 +94,13 @@ class AdmissionConfig:
     require_pod_bound_token: bool = False
     """Only tokens bound to a Pod (userInfo.extra pod-name) count as the GitOps identity."""
     pod_name_prefixes: tuple[str, ...] = ()
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    """With verify_pod_live: labels the reconciler's pods carry (e.g. app.kubernetes.io/name);
+    the live pod must have them all."""
+    verify_pod_live: bool = False
+    """With pod-bound tokens: the webhook also checks that the pod named in the token is alive
+    with the token's uid (defeats impersonation with made-up extras). GitOps requests then go
+    through the webhook instead of being skipped in the API server."""
     managed_label: Label = Label("gitwarden.dev/managed", "true")
     protected_namespace_label: Label = Label("gitwarden.dev/protected", "true")
     repository_url: str = "the GitOps repository"
@@ -143,17 +114,48 @@ class AdmissionConfig:
         ("apps", "replicasets"),
         ("", "replicationcontrollers"),
     )
-    """(group, resource) whose */scale is guarded; the webhook needs `get` on exactly these."""
+    """(group, resource) whose */scale is guarded (custom resources too, when listed)."""
+    parent_subresources: tuple[ParentSubresource, ...] = DEFAULT_PARENT_SUBRESOURCES
+    """Other subresources decided on their parent's labels (pod eviction, exec, tokens...)."""
+    namespace_content_kinds: tuple[tuple[str, str, str], ...] = (
+        ("", "v1", "configmaps"),
+        ("", "v1", "services"),
+        ("", "v1", "serviceaccounts"),
+        ("", "v1", "persistentvolumeclaims"),
+        ("apps", "v1", "deployments"),
+        ("apps", "v1", "statefulsets"),
+        ("apps", "v1", "daemonsets"),
+        ("batch", "v1", "cronjobs"),
+        ("networking.k8s.io", "v1", "ingresses"),
+        ("rbac.authorization.k8s.io", "v1", "roles"),
+        ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    )
+    """(group, version, resource) listed (labelSelector managed, limit 1) before a namespace is
+    deleted; the webhook needs `list` on exactly these. Secrets are left out on purpose:
+    listing Secrets is reading them."""
+    protected_workloads: tuple[tuple[str, str], ...] = (
+        ("apps", "deployments"),
+        ("apps", "replicasets"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("batch", "cronjobs"),
+        ("batch", "jobs"),
+        ("", "replicationcontrollers"),
+    )
+    """(group, resource) whose updates in protected namespaces need GitOps too (their
+    controllers create children there that nobody else may create)."""
+    guarded_crd_groups: tuple[str, ...] = ()
+    """API groups whose CRDs may not be deleted while they have managed custom resources (the
+    webhook lists them; it needs `list` on these groups). CRDs GitOps applies are managed
+    themselves; this is for CRDs installed otherwise. Empty: no such check."""
     exempt_usernames: tuple[str, ...] = ()
     exempt_groups: tuple[str, ...] = ()
     break_glass_groups: tuple[str, ...] = ("gitwarden:break-glass",)
     default_mode: str = "enforce"
     namespace_modes: Mapping[str, str] = field(default_factory=dict)
     allow_dry_run: bool = False
-    intercept_status: bool = False
-    """Send */status writes to the webhook too (the policy lets controllers write status)."""
     excluded_namespaces: tuple[str, ...] = ("kube-system", "kube-node-lease")
-    system_allowances: tuple[SystemAllowance, ...] = DEFAULT_SYSTEM_ALLOWANCES
+    system_allowances: tuple[SystemAllowance, ...] = allowances.DEFAULT_SYSTEM_ALLOWANCES
     timeout_seconds: int = 3
 
     def __post_init__(self) -> None:
@@ -164,12 +166,46 @@ class AdmissionConfig:
             raise ConfigError("webhook.timeout_seconds must be between 1 and 5")
         if self.require_pod_bound_token and not self.gitops_usernames:
             raise ConfigError("gitops: require_pod_bound_token needs a GitOps identity")
+        if self.verify_pod_live and not self.require_pod_bound_token:
+            raise ConfigError("gitops: verify_pod_live needs require_pod_bound_token")
+        for kind in self.cluster_scoped_kinds:
+            if kind.group == UNGUARDABLE_GROUP:
+                raise ConfigError(
+                    f"cluster_scoped_kinds: {kind.kind} ({UNGUARDABLE_GROUP}) cannot be guarded: "
+                    "the API server never sends admissionregistration objects to webhooks. "
+                    "Deny their RBAC instead (see `gitwarden audit`)"
+                )
+        for where, groups in (
+            ("exemptions.groups", self.exempt_groups),
+            ("break_glass.groups", self.break_glass_groups),
+        ):
+            for group in groups:
+                if _is_broad(group):
+                    raise ConfigError(
+                        f"{where}: {group!r} holds many identities (every service account, "
+                        "node or user); name one group of people instead"
+                    )
+        for a in self.system_allowances:
+            _check_allowance(a, self.path_annotation)
 
     @property
     def gitops_usernames(self) -> tuple[str, ...]:
         """The usernames that are the GitOps identity."""
         own = f"system:serviceaccount:{self.namespace}:{self.gitops_service_account}"
         return (own, *self.extra_gitops_usernames)
+
+    @property
+    def parent_rules(self) -> tuple[ParentSubresource, ...]:
+        """Every subresource decided on its parent: the configured ones and each */scale."""
+        scale = tuple(
+            ParentSubresource(g, r, "scale", ("UPDATE",)) for g, r in self.scale_resources
+        )
+        return (*self.parent_subresources, *scale)
+
+    @property
+    def parent_kinds(self) -> tuple[tuple[str, str], ...]:
+        """(group, resource) the webhook reads metadata of: grant it `get` on exactly these."""
+        return tuple(sorted({(p.group, p.resource) for p in self.parent_rules}))
 
     @property
     def never_blocked_namespaces(self) -> tuple[str, ...]:
@@ -180,8 +216,18 @@ class AdmissionConfig:
         """The document the Rego policy reads at `data.gitwarden.admission`."""
         return {
             "managed_label": {"key": self.managed_label.key, "value": self.managed_label.value},
+            "protected_namespace_label": {
+                "key": self.protected_namespace_label.key,
+                "value": self.protected_namespace_label.value,
+            },
+            "namespace": self.namespace,
+            "protected_workloads": [
+                {"group": g, "resource": r} for g, r in self.protected_workloads
+            ],
             "gitops": {
+                "service_account": self.gitops_service_account,
                 "usernames": list(self.gitops_usernames),
+                "verify_pod_live": self.verify_pod_live,
                 "require_pod_bound_token": self.require_pod_bound_token,
                 "pod_name_prefixes": list(self.pod_name_prefixes),
             },
@@ -205,24 +251,27 @@ class AdmissionConfig:
         }
 
 
-# The narrowing fields of a SystemAllowance, as named in the configuration and the OPA data.
-_ALLOWANCE_FIELDS = (
-    "usernames",
-    "groups",
-    "operations",
-    "subresources",
-    "resources",
-    "changed_fields_within",
-)
-
-
 def _allowance_data(a: SystemAllowance) -> dict[str, Any]:
     data: dict[str, Any] = {"name": a.name}
-    for key in _ALLOWANCE_FIELDS:
+    for key in allowances.LIST_FIELDS:
         value = getattr(a, key)
         if value:
             data[key] = list(value)
+    for key in allowances.BOOL_FIELDS:
+        if getattr(a, key):
+            data[key] = True
     return data
+
+
+def _check_allowance(a: SystemAllowance, path_annotation: str) -> None:
+    where = f"system_allowances: {a.name}"
+    if not a.usernames and not a.nodes:
+        raise ConfigError(f"{where}: names no controller (usernames or nodes)")
+    if "metadata.labels" in a.changed_fields_within:
+        raise ConfigError(f"{where}: no controller may change labels of an object in scope")
+    for key in a.annotations_within:
+        if key == path_annotation or key.startswith("gitwarden.dev/"):
+            raise ConfigError(f"{where}: {key} is GitWarden's annotation; only GitOps sets it")
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -239,7 +288,7 @@ def load(path: Path) -> AdmissionConfig:
 
 def from_document(document: Any, *, source: str = "configuration") -> AdmissionConfig:
     """Build the configuration from a parsed document; unknown keys are errors."""
-    doc = _Reader(document, source)
+    doc = configreader.Reader(document, source)
     gitops = doc.section("gitops")
     repo = doc.section("repository")
     exemptions = doc.section("exemptions")
@@ -251,157 +300,100 @@ def from_document(document: Any, *, source: str = "configuration") -> AdmissionC
         "extra_gitops_usernames": gitops.strings("extra_usernames"),
         "require_pod_bound_token": gitops.boolean("require_pod_bound_token"),
         "pod_name_prefixes": gitops.strings("pod_name_prefixes"),
-        "managed_label": doc.label("managed_label"),
-        "protected_namespace_label": doc.label("protected_namespace_label"),
+        "verify_pod_live": gitops.boolean("verify_pod_live"),
+        "pod_labels": gitops.mapping("pod_labels"),
+        "managed_label": _label(doc.label("managed_label")),
+        "protected_namespace_label": _label(doc.label("protected_namespace_label")),
         "repository_url": repo.string("url"),
         "repository_branch": repo.string("branch"),
         "path_annotation": repo.string("path_annotation"),
         "default_path": repo.string("default_path"),
-        "cluster_scoped_kinds": doc.kinds("cluster_scoped_kinds"),
-        "scale_resources": doc.scale_resources("scale_resources"),
+        "cluster_scoped_kinds": _each(ClusterKind, doc.kinds("cluster_scoped_kinds")),
+        "scale_resources": doc.group_resources("scale_resources"),
+        "namespace_content_kinds": doc.content_kinds("namespace_content_kinds"),
+        "guarded_crd_groups": doc.strings("guarded_crd_groups"),
+        "protected_workloads": doc.group_resources("protected_workloads"),
+        "parent_subresources": _each(
+            ParentSubresource, doc.parent_subresources("parent_subresources")
+        ),
         "exempt_usernames": exemptions.strings("usernames"),
         "exempt_groups": exemptions.strings("groups"),
         "break_glass_groups": doc.section("break_glass").strings("groups"),
         "default_mode": modes.string("default"),
         "namespace_modes": modes.mapping("namespaces"),
         "allow_dry_run": doc.boolean("allow_dry_run"),
-        "intercept_status": doc.boolean("intercept_status"),
         "excluded_namespaces": doc.strings("excluded_namespaces"),
-        "system_allowances": doc.allowances("system_allowances"),
+        "system_allowances": _allowances(doc.allowances("system_allowances")),
         "timeout_seconds": hook.integer("timeout_seconds"),
     }
+    if "intercept_status" in (document if isinstance(document, dict) else {}):
+        raise ConfigError(
+            f"{source}.intercept_status: removed; */status writes of managed objects are always "
+            "checked (controllers' writes that leave metadata alone are skipped in the API server)"
+        )
     for reader in (doc, gitops, repo, exemptions, modes, hook):
         reader.reject_unknown()
     return AdmissionConfig(**{k: v for k, v in kwargs.items() if v is not None})
 
 
-class _Reader:
-    """Typed access to one mapping of the document, remembering which keys were read."""
+def _label(pair: tuple[str, str] | None) -> Label | None:
+    return None if pair is None else Label(*pair)
 
-    def __init__(self, value: Any, where: str) -> None:
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping")
-        self._value: dict[str, Any] = value
-        self._where = where
-        self._seen: set[str] = set()
 
-    def _get(self, key: str) -> Any:
-        self._seen.add(key)
-        return self._value.get(key)
+def _each(make: Any, rows: tuple[tuple[Any, ...], ...] | None) -> tuple[Any, ...] | None:
+    return None if rows is None else tuple(make(*row) for row in rows)
 
-    def _fail(self, key: str, expected: str) -> ConfigError:
-        return ConfigError(f"{self._where}.{key}: expected {expected}")
 
-    def reject_unknown(self) -> None:
-        unknown = sorted(set(self._value) - self._seen)
-        if unknown:
-            raise ConfigError(f"{self._where}: unknown keys {', '.join(unknown)}")
+def _allowances(rows: tuple[dict[str, Any], ...] | None) -> tuple[SystemAllowance, ...] | None:
+    return None if rows is None else tuple(SystemAllowance(**row) for row in rows)
 
-    def section(self, key: str) -> _Reader:
-        return _Reader(self._get(key), f"{self._where}.{key}")
 
-    def string(self, key: str) -> str | None:
-        value = self._get(key)
-        if value is not None and not isinstance(value, str):
-            raise self._fail(key, "a string")
-        return value
-
-    def boolean(self, key: str) -> bool | None:
-        value = self._get(key)
-        if value is not None and not isinstance(value, bool):
-            raise self._fail(key, "true or false")
-        return value
-
-    def integer(self, key: str) -> int | None:
-        value = self._get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise self._fail(key, "an integer")
-        return value
-
-    def strings(self, key: str) -> tuple[str, ...] | None:
-        value = self._get(key)
-        if value is None:
-            return None
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self._fail(key, "a list of strings")
-        return tuple(value)
-
-    def mapping(self, key: str) -> dict[str, str] | None:
-        value = self._get(key)
-        if value is None:
-            return None
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            raise self._fail(key, "a mapping of strings")
-        return dict(value)
-
-    def label(self, key: str) -> Label | None:
-        value = self._get(key)
-        if value is None:
-            return None
-        sub = _Reader(value, f"{self._where}.{key}")
-        k, v = sub.string("key"), sub.string("value")
-        sub.reject_unknown()
-        if not k or v is None:
-            raise self._fail(key, "{key, value}")
-        return Label(k, v)
-
-    def items(self, key: str, expected: str) -> list[_Reader] | None:
-        """A reader for each mapping in the list at `key`."""
-        value = self._get(key)
-        if value is None:
-            return None
-        if not isinstance(value, list):
-            raise self._fail(key, expected)
-        return [_Reader(item, f"{self._where}.{key}[{i}]") for i, item in enumerate(value)]
-
-    def kinds(self, key: str) -> tuple[ClusterKind, ...] | None:
-        items = self.items(key, "a list of {group, kind, resource}")
-        if items is None:
-            return None
-        kinds = []
-        for sub in items:
-            group, kind, resource = sub.string("group"), sub.string("kind"), sub.string("resource")
-            sub.reject_unknown()
-            if group is None or not kind or not resource:
-                raise ConfigError(f"{sub.where}: group, kind and resource are required")
-            kinds.append(ClusterKind(group, kind, resource))
-        return tuple(kinds)
-
-    def scale_resources(self, key: str) -> tuple[tuple[str, str], ...] | None:
-        items = self.items(key, "a list of {group, resource}")
-        if items is None:
-            return None
-        result = []
-        for sub in items:
-            group, resource = sub.string("group"), sub.string("resource")
-            sub.reject_unknown()
-            if group is None or not resource:
-                raise ConfigError(f"{sub.where}: group and resource are required")
-            result.append((group, resource))
-        return tuple(result)
-
-    def allowances(self, key: str) -> tuple[SystemAllowance, ...] | None:
-        items = self.items(key, "a list of allowances")
-        if items is None:
-            return None
-        result = []
-        for sub in items:
-            name = sub.string("name")
-            if not name:
-                raise ConfigError(f"{sub.where}.name is required")
-            fields = {f: sub.strings(f) or () for f in _ALLOWANCE_FIELDS}
-            sub.reject_unknown()
-            result.append(SystemAllowance(name, **fields))
-        return tuple(result)
-
-    @property
-    def where(self) -> str:
-        """The path of this mapping in the document, for messages."""
-        return self._where
+def to_document(config: AdmissionConfig) -> dict[str, Any]:
+    """The document `from_document` reads back into an equal `AdmissionConfig`."""
+    c = config
+    return {
+        "namespace": c.namespace,
+        "gitops": {
+            "service_account": c.gitops_service_account,
+            "extra_usernames": list(c.extra_gitops_usernames),
+            "require_pod_bound_token": c.require_pod_bound_token,
+            "pod_name_prefixes": list(c.pod_name_prefixes),
+            "verify_pod_live": c.verify_pod_live,
+            "pod_labels": dict(c.pod_labels),
+        },
+        "managed_label": {"key": c.managed_label.key, "value": c.managed_label.value},
+        "protected_namespace_label": {
+            "key": c.protected_namespace_label.key,
+            "value": c.protected_namespace_label.value,
+        },
+        "repository": {
+            "url": c.repository_url,
+            "branch": c.repository_branch,
+            "path_annotation": c.path_annotation,
+            "default_path": c.default_path,
+        },
+        "cluster_scoped_kinds": [
+            {"group": k.group, "kind": k.kind, "resource": k.resource}
+            for k in c.cluster_scoped_kinds
+        ],
+        "scale_resources": [{"group": g, "resource": r} for g, r in c.scale_resources],
+        "namespace_content_kinds": [
+            {"group": g, "version": v, "resource": r} for g, v, r in c.namespace_content_kinds
+        ],
+        "parent_subresources": [
+            {**dataclasses.asdict(p), "operations": list(p.operations)}
+            for p in c.parent_subresources
+        ],
+        "guarded_crd_groups": list(c.guarded_crd_groups),
+        "protected_workloads": [{"group": g, "resource": r} for g, r in c.protected_workloads],
+        "exemptions": {"usernames": list(c.exempt_usernames), "groups": list(c.exempt_groups)},
+        "break_glass": {"groups": list(c.break_glass_groups)},
+        "modes": {"default": c.default_mode, "namespaces": dict(c.namespace_modes)},
+        "allow_dry_run": c.allow_dry_run,
+        "excluded_namespaces": list(c.excluded_namespaces),
+        "system_allowances": [_allowance_data(a) for a in c.system_allowances],
+        "webhook": {"timeout_seconds": c.timeout_seconds},
+    }
 
 
 def opa_data_json(config: AdmissionConfig) -> str:

@@ -103,7 +103,14 @@ class WebhookSettings:
     kubeconfig: Path | None = field(
         default=None,
         metadata=_help(
-            "credentials for reading the object behind a scale request", "unset: in-cluster"
+            "credentials for reading the parent of a subresource request", "unset: in-cluster"
+        ),
+    )
+    admission_config: Path | None = field(
+        default=None,
+        metadata=_help(
+            "the admission configuration file (the chart's ConfigMap): which parents to read",
+            "unset: the built-in defaults",
         ),
     )
     metrics_dir: Path | None = field(

@@ -148,3 +148,44 @@ test_system_allowance_not_granted_to_other_identities if {
 	inp := json.patch(golden.cases.gc_delete_allowed.input, [{"op": "replace", "path": "/userInfo", "value": {"username": "mallory", "groups": ["system:authenticated"]}}])
 	not _decide(inp).allowed
 }
+
+_live_config := json.patch(_pod_bound_config(["gitwarden-reconciler-"]), [{"op": "replace", "path": "/gitops/verify_pod_live", "value": true}])
+
+test_verified_pod_binding_needs_a_live_pod if {
+	inp := json.patch(_gitops_update, [{"op": "add", "path": "/userInfo/podName", "value": "gitwarden-reconciler-0"}])
+	not _decide_with(inp, _live_config).allowed
+	live := json.patch(inp, [{"op": "add", "path": "/userInfo/podLive", "value": true}])
+	_decide_with(live, _live_config).allowed
+}
+
+test_pod_named_like_the_reconciler_is_guarded_with_pod_bound_tokens if {
+	inp := json.patch(golden.cases.other_pod_in_gitops_namespace_out_of_scope.input, [{"op": "replace", "path": "/name", "value": "gitwarden-reconciler-evil"}])
+	_decide(inp).allowed
+	d := _decide_with(inp, _pod_bound_config(["gitwarden-reconciler-"]))
+	not d.allowed
+	contains(d.message, "would run as the GitOps identity")
+}
+
+test_gitops_token_denial_says_why if {
+	d := _decide(golden.cases.gitops_token_by_admin_denied.input)
+	contains(d.message, "serviceaccounts gitwarden/reconciler is the GitOps identity's service account")
+}
+
+test_crd_delete_is_guarded_only_while_it_has_managed_instances if {
+	config := json.patch(golden.config, [{"op": "replace", "path": "/cluster_scoped_kinds", "value": []}])
+	inp := golden.cases.crd_with_managed_instances_delete_denied.input
+	d := _decide_with(inp, config)
+	not d.allowed
+	contains(d.message, "CustomResourceDefinition widgets.example.com defines custom resources managed by GitOps")
+	free := json.patch(inp, [{"op": "replace", "path": "/crdHoldsManaged", "value": false}])
+	_decide_with(free, config).allowed
+}
+
+test_namespaces_can_be_a_guarded_cluster_kind if {
+	config := json.patch(golden.config, [{"op": "add", "path": "/cluster_scoped_kinds/-", "value": {"group": "", "kind": "Namespace"}}])
+	inp := golden.cases.protected_namespace_other_label_allowed.input
+	_decide(inp).allowed
+	d := _decide_with(inp, config)
+	not d.allowed
+	startswith(d.message, "Namespace prod is a GitOps-guarded cluster-scoped kind")
+}

@@ -48,7 +48,6 @@ CONFIG = config_mod.AdmissionConfig(
     gitops_service_account=GITOPS_SA,
     repository_url=REPO,
     default_path="clusters/test/",
-    intercept_status=True,
     break_glass_groups=(BREAK_GLASS,),
     namespace_modes={"mode-warn": "warn", "mode-audit": "audit"},
 )
@@ -133,7 +132,7 @@ def test_unmanaged_objects_in_unprotected_namespaces_never_reach_the_webhook(
 def test_controllers_write_status_scale_and_delete_managed_objects(
     stack: Stack, namespace: str
 ) -> None:
-    """Status by a controller, scale by the HPA and delete by the garbage collector are allowed."""
+    """Status by a controller, scale by the HPA and delete of a dependent by the GC are allowed."""
     create_managed(stack, namespace)
     plane = stack.plane
     controller = k8s.AppsV1Api(plane.as_service_account("kube-system", "deployment-controller"))
@@ -144,6 +143,12 @@ def test_controllers_write_status_scale_and_delete_managed_objects(
     hpa.patch_namespaced_deployment_scale("web", namespace, {"spec": {"replicas": 4}})
     assert (
         k8s.AppsV1Api(stack.gitops).read_namespaced_deployment("web", namespace).spec.replicas == 4
+    )
+    # The garbage collector deletes dependents only: Git declares the Deployment owned.
+    owner = k8s.CoreV1Api(stack.gitops).read_namespaced_config_map("cm", namespace)
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "cm", "uid": owner.metadata.uid}
+    k8s.AppsV1Api(stack.gitops).patch_namespaced_deployment(
+        "web", namespace, {"metadata": {"ownerReferences": [ref]}}
     )
     gc = k8s.AppsV1Api(plane.as_service_account("kube-system", "generic-garbage-collector"))
     gc.delete_namespaced_deployment("web", namespace)
@@ -159,7 +164,7 @@ def test_controllers_write_status_scale_and_delete_managed_objects(
         lambda: alice.patch_namespaced_deployment_scale(
             "web2", namespace, {"spec": {"replicas": 9}}
         ),
-        hook="scale.gitwarden.gitwarden.dev",
+        hook="parent.gitwarden.gitwarden.dev",
     )
     assert f"deployments {namespace}/web2 is managed by GitOps" in message
     assert "alice may not update the scale of it" in message

@@ -38,8 +38,23 @@ CONFIG = config_mod.AdmissionConfig(
 
 
 @pytest.fixture(scope="module")
+def clients(control_plane: ControlPlane) -> dict[str, k8s.ApiClient]:
+    """The account's clients, minted before the webhook guards its token requests."""
+    return {
+        "reconciler-pod": control_plane.as_service_account(
+            GITOPS_NS, GITOPS_SA, pod="gitwarden-reconciler-0"
+        ),
+        "minted": control_plane.as_service_account(GITOPS_NS, GITOPS_SA),
+        "other-pod": control_plane.as_service_account(GITOPS_NS, GITOPS_SA, pod="debug-shell"),
+    }
+
+
+@pytest.fixture(scope="module")
 def stack(
-    control_plane: ControlPlane, admin: k8s.ApiClient, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane,
+    admin: k8s.ApiClient,
+    tmp_path_factory: pytest.TempPathFactory,
+    clients: dict[str, k8s.ApiClient],
 ) -> Iterator[Stack]:
     """The webhook stack with pod-bound tokens required."""
     with running_stack(control_plane, admin, tmp_path_factory.mktemp("podbound"), CONFIG) as s:
@@ -47,12 +62,10 @@ def stack(
 
 
 def test_token_bound_to_a_reconciler_pod_is_the_gitops_identity(
-    stack: Stack, control_plane: ControlPlane, namespace: str
+    stack: Stack, clients: dict[str, k8s.ApiClient], namespace: str
 ) -> None:
     """A token bound to gitwarden-reconciler-0 may create, update and delete managed objects."""
-    core = k8s.CoreV1Api(
-        control_plane.as_service_account(GITOPS_NS, GITOPS_SA, pod="gitwarden-reconciler-0")
-    )
+    core = k8s.CoreV1Api(clients["reconciler-pod"])
     core.create_namespaced_config_map(namespace, configmap("cm", MANAGED))
     core.patch_namespaced_config_map("cm", namespace, {"data": {"k": "v2"}})
     assert core.read_namespaced_config_map("cm", namespace).data == {"k": "v2"}
@@ -61,10 +74,10 @@ def test_token_bound_to_a_reconciler_pod_is_the_gitops_identity(
 
 
 def test_minted_token_of_the_same_account_is_denied(
-    stack: Stack, control_plane: ControlPlane, namespace: str
+    stack: Stack, clients: dict[str, k8s.ApiClient], namespace: str
 ) -> None:
     """A TokenRequest token without a pod binding is not the GitOps identity."""
-    minted = k8s.CoreV1Api(control_plane.as_service_account(GITOPS_NS, GITOPS_SA))
+    minted = k8s.CoreV1Api(clients["minted"])
     message = denied_message(
         lambda: minted.create_namespaced_config_map(namespace, configmap("cm", MANAGED))
     )
@@ -72,10 +85,10 @@ def test_minted_token_of_the_same_account_is_denied(
 
 
 def test_token_bound_to_another_pod_is_denied(
-    stack: Stack, control_plane: ControlPlane, namespace: str
+    stack: Stack, clients: dict[str, k8s.ApiClient], namespace: str
 ) -> None:
     """A token bound to some other pod running as the account is not the GitOps identity."""
-    other = k8s.CoreV1Api(control_plane.as_service_account(GITOPS_NS, GITOPS_SA, pod="debug-shell"))
+    other = k8s.CoreV1Api(clients["other-pod"])
     denied_message(lambda: other.create_namespaced_config_map(namespace, configmap("cm", MANAGED)))
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 
 from tests.harness.controlplane import ControlPlane, Credentials
@@ -100,6 +101,18 @@ EDIT = [
 ]
 
 
+def revoke(admin: k8s.ApiClient, *names: str) -> None:
+    """Delete the ClusterRoles and bindings `_grant` made (missing ones are fine)."""
+    rbac = k8s.RbacAuthorizationV1Api(admin)
+    for name in names:
+        for delete in (rbac.delete_cluster_role_binding, rbac.delete_cluster_role):
+            try:
+                delete(name)
+            except k8s.ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+
 def _user(name: str) -> dict[str, str]:
     return {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}
 
@@ -134,20 +147,14 @@ def running_stack(
                 raise
     opa = OpaServer(workdir, {"gitwarden": {"admission": config.to_opa_data()}})
     opa.start()
-    # The webhook's own identity reads the metadata of objects being scaled, nothing else.
-    _grant(
-        admin,
-        "e2e-webhook-scale-reader",
-        [_sa(GITOPS_NS, "webhook")],
-        [
-            {
-                "apiGroups": ["apps"],
-                "resources": ["deployments", "statefulsets", "replicasets"],
-                "verbs": ["get"],
-            },
-            {"apiGroups": [""], "resources": ["replicationcontrollers"], "verbs": ["get"]},
-        ],
-    )
+    # The webhook's own identity gets exactly what the registration says it needs.
+    reader_rules = registration.webhook_rbac_rules(config)
+    rbac = k8s.RbacAuthorizationV1Api(admin)
+    with contextlib.suppress(k8s.ApiException):
+        rbac.delete_cluster_role("e2e-webhook-parent-reader")
+    _grant(admin, "e2e-webhook-parent-reader", [_sa(GITOPS_NS, "webhook")], reader_rules)
+    admission_file = workdir / "admission-config.yaml"
+    admission_file.write_text(yaml.safe_dump(config_mod.to_document(config)))
     webhook_kubeconfig = control_plane.kubeconfig(
         Credentials(token=control_plane.service_account_token(GITOPS_NS, "webhook")),
         workdir / "webhook.kubeconfig",
@@ -161,6 +168,7 @@ def running_stack(
             "GITWARDEN_WEBHOOK_OPA_TIMEOUT": "1.0",
             "GITWARDEN_WEBHOOK_CERT_RELOAD_SECONDS": "0.5",
             "GITWARDEN_WEBHOOK_KUBECONFIG": str(webhook_kubeconfig),
+            "GITWARDEN_WEBHOOK_ADMISSION_CONFIG": str(admission_file),
             **(webhook_env or {}),
         },
     )
@@ -181,6 +189,10 @@ def running_stack(
     )
     alice_creds = control_plane.user_credentials("alice", ("team-a",))
     oncall_creds = control_plane.user_credentials("oncall", (BREAK_GLASS,))
+    # GitOps tokens are minted before the webhook guards token requests for that account;
+    # with pod-bound tokens, bound to a reconciler pod that exists before the guard too.
+    pod = f"{config.pod_name_prefixes[0]}0" if config.require_pod_bound_token else None
+    gitops = control_plane.as_service_account(GITOPS_NS, GITOPS_SA, pod=pod)
     control_plane.register_validating_webhook(
         registration.validating_webhook_configuration(config, {"url": webhook.url})
     )
@@ -188,7 +200,7 @@ def running_stack(
         plane=control_plane,
         opa=opa,
         webhook=webhook,
-        gitops=control_plane.as_service_account(GITOPS_NS, GITOPS_SA),
+        gitops=gitops,
         alice=control_plane.client_for(alice_creds),
         alice_creds=alice_creds,
         oncall_creds=oncall_creds,
@@ -201,6 +213,8 @@ def running_stack(
         control_plane.delete_validating_webhook(registration.NAME)
         webhook.stop()
         opa.stop()
+        # Later tests of the session expect users without these grants.
+        revoke(admin, "e2e-editors", "e2e-webhook-parent-reader")
 
 
 def _wait_for_webhook(admin: k8s.ApiClient) -> None:

@@ -40,12 +40,27 @@ class FakeParents:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     fail: bool = False
+    objects: dict[tuple[str, str, str], parents.ParentMeta | None] = field(default_factory=dict)
+    """Answers by (resource, namespace, name), None for a missing object; else the labels."""
+    holding: frozenset[str] = frozenset()
+    """Resources of which any_labelled finds one."""
     asked: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    listed: list[tuple[str, str, str]] = field(default_factory=list)
 
     def metadata(
         self, group: str, version: str, resource: str, namespace: str, name: str
-    ) -> parents.ParentMeta:
+    ) -> parents.ParentMeta | None:
         self.asked.append((group, version, resource, namespace, name))
         if self.fail:
             raise parents.LookupFailed(f"cannot read {resource} {namespace}/{name}: HTTP 403")
+        if (resource, namespace, name) in self.objects:
+            return self.objects[(resource, namespace, name)]
         return parents.ParentMeta(labels=self.labels, annotations=self.annotations)
+
+    def any_labelled(
+        self, group: str, version: str, resource: str, namespace: str, selector: str
+    ) -> bool:
+        self.listed.append((resource, namespace, selector))
+        if self.fail:
+            raise parents.LookupFailed(f"cannot list {resource} in {namespace}: HTTP 403")
+        return resource in self.holding

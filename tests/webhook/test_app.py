@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 from tests.webhook import reviews
 from tests.webhook.fakes import FakeEngine, FakeParents
 from webhook import app as app_mod
+from webhook import config as config_mod
 from webhook import decision, policy
 from webhook import metrics as metrics_mod
+from webhook import parents as parents_mod
 from webhook.settings import WebhookSettings
 
 GOLDEN = reviews.golden()
@@ -231,6 +233,185 @@ def test_scale_lookup_failure_fails_closed_with_its_own_message() -> None:
     resp = post(client, reviews.body(reviews.review_from_input(SCALE_CASE)), "/validate/scale")
     response = resp.get_json()["response"]
     assert response["allowed"] is False
-    assert "cannot read the object being scaled" in response["status"]["message"]
+    assert (
+        "cannot read the object (or namespace) this request acts on"
+        in (response["status"]["message"])
+    )
     assert engine.inputs == []
     assert 'kind="parent-lookup"' in metrics.exposition().decode()
+
+
+def test_parent_path_reads_only_configured_parent_kinds() -> None:
+    """A subresource that is not configured is refused without a lookup (no lookup proxy)."""
+    engine = FakeEngine(decision.Decision(True, "x"))
+    parents = FakeParents()
+    client, _ = client_for(engine, parents)
+    review = reviews.review_from_input(SCALE_CASE)
+    review["request"]["resource"] = {"group": "", "version": "v1", "resource": "secrets"}
+    response = post(client, reviews.body(review), "/validate/parent").get_json()["response"]
+    assert response["allowed"] is False
+    assert parents.asked == []
+    assert engine.inputs == []
+
+
+@pytest.mark.parametrize("case", ["eviction_of_managed_pod_denied", "exec_into_managed_pod_denied"])
+def test_pod_subresources_are_decided_on_the_pods_labels(case: str) -> None:
+    """Eviction and exec carry no labels: the pod's metadata is what the policy sees."""
+    engine = FakeEngine(decision.Decision(False, "not-gitops", message="m"))
+    pod = parents_mod.ParentMeta(labels={"gitwarden.dev/managed": "true"}, annotations={})
+    parents = FakeParents(objects={("pods", "team-a", "web"): pod})
+    client, _ = client_for(engine, parents)
+    review = reviews.review_from_input(GOLDEN["cases"][case]["input"])
+    review["request"]["object"]["metadata"]["labels"] = {}
+    review["request"]["oldObject"] = None
+    post(client, reviews.body(review), "/validate/parent")
+    assert parents.asked == [("", "v1", "pods", "team-a", "web")]
+    assert engine.inputs[0]["object"]["labels"] == {"gitwarden.dev/managed": "true"}
+    assert engine.inputs[0]["oldObject"]["labels"] == {"gitwarden.dev/managed": "true"}
+
+
+def test_missing_parent_is_out_of_scope_not_a_failure() -> None:
+    """A parent that does not exist is sent with no labels (allowed), never failed closed."""
+    engine = FakeEngine(decision.Decision(True, "out-of-scope"))
+    parents = FakeParents(objects={("deployments", "team-a", "web"): None})
+    client, _ = client_for(engine, parents)
+    resp = post(client, reviews.body(reviews.review_from_input(SCALE_CASE)), "/validate/parent")
+    assert resp.get_json()["response"]["allowed"] is True
+    assert engine.inputs[0]["object"]["labels"] == {}
+
+
+NS_DELETE = GOLDEN["cases"]["namespace_controller_delete_allowed"]["input"]
+
+
+@pytest.mark.parametrize("terminating", [True, False])
+def test_namespace_controller_deletes_carry_the_namespace_phase(terminating: bool) -> None:
+    """For the namespace controller the webhook reads the namespace's deletionTimestamp."""
+    engine = FakeEngine(decision.Decision(True, "x"))
+    ns = parents_mod.ParentMeta(labels={}, annotations={}, terminating=terminating)
+    parents = FakeParents(objects={("namespaces", "", "team-a"): ns})
+    client, _ = client_for(engine, parents)
+    post(client, reviews.body(reviews.review_from_input(NS_DELETE)))
+    assert parents.asked == [("", "v1", "namespaces", "", "team-a")]
+    assert engine.inputs[0]["namespaceTerminating"] is terminating
+
+
+def test_other_identities_never_wait_on_a_namespace_lookup() -> None:
+    """A person's delete is decided without any lookup, so a lookup can never fail it closed."""
+    engine = FakeEngine(decision.Decision(False, "not-gitops", message="m"))
+    parents = FakeParents(fail=True)
+    client, _ = client_for(engine, parents)
+    case = GOLDEN["cases"]["user_delete_configmap_denied"]["input"]
+    post(client, reviews.body(reviews.review_from_input(case)))
+    assert parents.asked == []
+    assert engine.inputs[0]["namespaceTerminating"] is False
+
+
+NS_CASE = GOLDEN["cases"]["empty_namespace_delete_allowed"]["input"]
+
+
+@pytest.mark.parametrize(("holding", "expected"), [(frozenset(), False), ({"services"}, True)])
+def test_namespace_delete_lists_the_configured_kinds_for_a_managed_object(
+    holding: frozenset[str], expected: bool
+) -> None:
+    """One labelled list per configured kind, in the namespace being deleted."""
+    engine = FakeEngine(decision.Decision(True, "x"))
+    parents = FakeParents(holding=frozenset(holding))
+    client, _ = client_for(engine, parents)
+    post(client, reviews.body(reviews.review_from_input(NS_CASE)), "/validate/namespace-delete")
+    assert engine.inputs[0]["namespaceHoldsManaged"] is expected
+    assert ("configmaps", "prod", "gitwarden.dev/managed=true") in parents.listed
+    assert parents.asked == []
+
+
+def test_namespace_delete_lookup_failure_fails_closed() -> None:
+    """A list that fails is a denial, like any lookup."""
+    engine = FakeEngine(decision.Decision(True, "x"))
+    client, _ = client_for(engine, FakeParents(fail=True))
+    resp = post(
+        client, reviews.body(reviews.review_from_input(NS_CASE)), "/validate/namespace-delete"
+    )
+    assert resp.get_json()["response"]["allowed"] is False
+    assert engine.inputs == []
+
+
+GITOPS_CASE = GOLDEN["cases"]["gitops_update_deployment"]["input"]
+LIVE = config_mod.AdmissionConfig(
+    require_pod_bound_token=True,
+    pod_name_prefixes=("gitwarden-reconciler-",),
+    verify_pod_live=True,
+    pod_labels={"app.kubernetes.io/name": "gitwarden-reconciler"},
+)
+RECONCILER_LABELS = {"app.kubernetes.io/name": "gitwarden-reconciler"}
+
+
+@pytest.mark.parametrize(
+    ("uid", "labels", "live"),
+    [
+        ("uid-live", RECONCILER_LABELS, True),
+        ("uid-other", RECONCILER_LABELS, False),
+        ("", RECONCILER_LABELS, False),
+        ("uid-live", {"app.kubernetes.io/name": "debug"}, False),
+    ],
+    ids=["live", "other-uid", "no-uid", "other-labels"],
+)
+def test_pod_bound_gitops_requests_are_checked_against_the_live_pod(
+    uid: str, labels: dict[str, str], live: bool
+) -> None:
+    """With verify_pod_live the token's pod must exist in our namespace with its uid and labels."""
+    engine = FakeEngine(decision.Decision(True, "gitops-identity"))
+    pod = parents_mod.ParentMeta(labels=labels, annotations={}, uid="uid-live")
+    parents = FakeParents(objects={("pods", "gitwarden", "gitwarden-reconciler-0"): pod})
+    app = app_mod.create_app(
+        WebhookSettings(),
+        engine=engine,
+        metrics=metrics_mod.Metrics(),
+        parents=parents,
+        admission=LIVE,
+    )
+    review = reviews.review_from_input(GITOPS_CASE)
+    extra = {"authentication.kubernetes.io/pod-name": ["gitwarden-reconciler-0"]}
+    if uid:
+        extra["authentication.kubernetes.io/pod-uid"] = [uid]
+    review["request"]["userInfo"]["extra"] = extra
+    post(app.test_client(), reviews.body(review))
+    assert engine.inputs[0]["userInfo"]["podLive"] is live
+    assert parents.asked == [("", "v1", "pods", "gitwarden", "gitwarden-reconciler-0")]
+
+
+CRD_CASE = GOLDEN["cases"]["crd_with_managed_instances_delete_denied"]["input"]
+
+
+def test_crd_delete_lists_the_custom_resources_of_guarded_groups_only() -> None:
+    """The CRD's served group/version/plural are listed for one managed object."""
+    engine = FakeEngine(decision.Decision(True, "x"))
+    parents = FakeParents(holding=frozenset({"widgets"}))
+    guarded = config_mod.AdmissionConfig(guarded_crd_groups=("example.com",))
+    app = app_mod.create_app(
+        WebhookSettings(),
+        engine=engine,
+        metrics=metrics_mod.Metrics(),
+        parents=parents,
+        admission=guarded,
+    )
+    review = reviews.review_from_input(CRD_CASE)
+    review["request"]["oldObject"]["spec"] = {
+        "group": "example.com",
+        "scope": "Namespaced",
+        "names": {"plural": "widgets", "kind": "Widget"},
+        "versions": [{"name": "v1", "served": True, "storage": True}],
+    }
+    post(app.test_client(), reviews.body(review), "/validate/crd-delete")
+    assert parents.listed == [("widgets", "", "gitwarden.dev/managed=true")]
+    assert engine.inputs[0]["crdHoldsManaged"] is True
+    other = config_mod.AdmissionConfig(guarded_crd_groups=("example.org",))
+    engine2, parents2 = FakeEngine(decision.Decision(True, "x")), FakeParents()
+    app2 = app_mod.create_app(
+        WebhookSettings(),
+        engine=engine2,
+        metrics=metrics_mod.Metrics(),
+        parents=parents2,
+        admission=other,
+    )
+    post(app2.test_client(), reviews.body(review), "/validate/crd-delete")
+    assert parents2.listed == []
+    assert engine2.inputs[0]["crdHoldsManaged"] is False

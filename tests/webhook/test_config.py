@@ -69,9 +69,18 @@ def test_registration_is_safe_by_construction() -> None:
         assert hook["admissionReviewVersions"] == ["v1"]
         assert isinstance(hook["timeoutSeconds"], int)
         assert hook["timeoutSeconds"] <= 5
-        never = hook["namespaceSelector"]["matchExpressions"][0]
-        assert never["operator"] == "NotIn"
-        assert {"kube-system", "gitwarden"} <= set(never["values"])
+        selector = hook["namespaceSelector"]["matchExpressions"][0]
+        if str(hook["name"]).startswith("gitops-namespace."):
+            # Only there, and only the creates that would forge GitWarden's identity.
+            assert selector == {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "In",
+                "values": ["gitwarden"],
+            }
+            assert hook["matchConditions"][-1]["name"] == "gitops-identity-at-stake"
+            continue
+        assert selector["operator"] == "NotIn"
+        assert {"kube-system", "gitwarden"} <= set(selector["values"])
 
 
 def test_registration_paths_and_selectors() -> None:
@@ -85,10 +94,25 @@ def test_registration_paths_and_selectors() -> None:
         "url": "https://127.0.0.1:9443/validate/protected-namespace"
     }
     assert protected["rules"][0]["operations"] == ["CREATE"]
-    scale = hooks["scale.gitwarden.gitwarden.dev"]
-    assert scale["clientConfig"] == {"url": "https://127.0.0.1:9443/validate/scale"}
-    assert "objectSelector" not in scale
-    assert scale["rules"] == [
+    assert managed["rules"][0]["resources"] == ["*/*"]
+    parent = hooks["parent.gitwarden.gitwarden.dev"]
+    assert parent["clientConfig"] == {"url": "https://127.0.0.1:9443/validate/parent"}
+    assert "objectSelector" not in parent
+    assert parent["rules"] == [
+        {
+            "operations": ["CONNECT"],
+            "apiGroups": [""],
+            "apiVersions": ["*"],
+            "resources": ["pods/attach", "pods/exec", "pods/portforward", "pods/proxy"],
+            "scope": "Namespaced",
+        },
+        {
+            "operations": ["CREATE"],
+            "apiGroups": [""],
+            "apiVersions": ["*"],
+            "resources": ["pods/binding", "pods/eviction", "serviceaccounts/token"],
+            "scope": "Namespaced",
+        },
         {
             "operations": ["UPDATE"],
             "apiGroups": [""],
@@ -143,22 +167,207 @@ def test_match_condition_requires_the_pod_binding_when_configured() -> None:
     assert 'p.startsWith("gw-rec-")' in gitops
 
 
-def test_scale_resources_are_configurable_and_can_be_turned_off() -> None:
-    """Only the listed kinds' */scale is sent; an empty list registers no scale webhook."""
+def test_parent_kinds_are_configurable_and_can_be_turned_off() -> None:
+    """Only the listed parents' subresources are sent; empty lists register no parent webhook."""
     custom = config.from_document(
-        {"scale_resources": [{"group": "argoproj.io", "resource": "rollouts"}]}
+        {
+            "scale_resources": [{"group": "argoproj.io", "resource": "rollouts"}],
+            "parent_subresources": [],
+        }
     )
     vwc = registration.validating_webhook_configuration(custom, {"url": "https://h:1"})
-    scale = next(h for h in vwc["webhooks"] if h["name"].startswith("scale."))
-    assert scale["rules"][0]["apiGroups"] == ["argoproj.io"]
-    assert scale["rules"][0]["resources"] == ["rollouts/scale"]
-    off = config.from_document({"scale_resources": []})
+    parent = next(h for h in vwc["webhooks"] if h["name"].startswith("parent."))
+    assert parent["rules"][0]["apiGroups"] == ["argoproj.io"]
+    assert parent["rules"][0]["resources"] == ["rollouts/scale"]
+    assert custom.parent_kinds == (("argoproj.io", "rollouts"),)
+    off = config.from_document({"scale_resources": [], "parent_subresources": []})
     names = [
         h["name"]
         for h in registration.validating_webhook_configuration(off, {"url": "https://h:1"})[
             "webhooks"
         ]
     ]
-    assert not any(n.startswith("scale.") for n in names)
+    assert not any(n.startswith("parent.") for n in names)
     with pytest.raises(config.ConfigError, match=r"scale_resources\[0\]: group and resource"):
         config.from_document({"scale_resources": [{"resource": "rollouts"}]})
+
+
+def test_webhook_needs_get_on_exactly_the_parent_kinds() -> None:
+    """The default parents are pods, service accounts and the scalable workloads, nothing else."""
+    assert config.AdmissionConfig().parent_kinds == (
+        ("", "pods"),
+        ("", "replicationcontrollers"),
+        ("", "serviceaccounts"),
+        ("apps", "deployments"),
+        ("apps", "replicasets"),
+        ("apps", "statefulsets"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (
+            {
+                "cluster_scoped_kinds": [
+                    {
+                        "group": "admissionregistration.k8s.io",
+                        "kind": "ValidatingWebhookConfiguration",
+                        "resource": "validatingwebhookconfigurations",
+                    }
+                ]
+            },
+            "never sends admissionregistration objects to webhooks",
+        ),
+        (
+            {"system_allowances": [{"name": "x", "groups": ["system:serviceaccounts"]}]},
+            r"system_allowances\[0\]\.groups: allowances name each controller by username",
+        ),
+        ({"system_allowances": [{"name": "x"}]}, "x: names no controller"),
+        (
+            {
+                "system_allowances": [
+                    {"name": "x", "usernames": ["u"], "changed_fields_within": ["metadata.labels"]}
+                ]
+            },
+            "no controller may change labels",
+        ),
+        (
+            {
+                "system_allowances": [
+                    {"name": "x", "usernames": ["u"], "annotations_within": ["gitwarden.dev/x"]}
+                ]
+            },
+            "is GitWarden's annotation",
+        ),
+        ({"exemptions": {"groups": ["system:serviceaccounts:ci"]}}, "holds many identities"),
+        ({"break_glass": {"groups": ["system:authenticated"]}}, "holds many identities"),
+        ({"intercept_status": True}, "intercept_status: removed"),
+    ],
+    ids=[
+        "admissionregistration",
+        "group",
+        "nobody",
+        "labels",
+        "our-annotation",
+        "exempt-sa",
+        "break-glass-all",
+        "intercept-status",
+    ],
+)
+def test_unsafe_configurations_are_refused(document: object, message: str) -> None:
+    """Guards that could never work, and allowances that match a crowd, are refused."""
+    with pytest.raises(config.ConfigError, match=message):
+        config.from_document(document)
+
+
+def _names_a_group_of_service_accounts(allowance: dict[str, object]) -> bool:
+    users = allowance.get("usernames", [])
+    assert isinstance(users, list)
+    return "groups" in allowance or any(
+        u == "system:serviceaccounts" or u.startswith("system:serviceaccounts:") for u in users
+    )
+
+
+def test_no_allowance_matches_a_group_of_service_accounts() -> None:
+    """Defaults and golden data name controllers one by one; only kubelets match by kind."""
+    golden = reviews.golden()["config"]["system_allowances"]
+    defaults = config.AdmissionConfig().to_opa_data()["system_allowances"]
+    for allowance in [*golden, *defaults]:
+        assert not _names_a_group_of_service_accounts(allowance), allowance["name"]
+        for user in allowance.get("usernames", []):
+            assert user.startswith(
+                ("system:serviceaccount:kube-system:", "system:kube-", "system:apiserver")
+            ), user
+
+
+def test_document_round_trips() -> None:
+    """to_document is what from_document reads back (the e2e stack and chart write it)."""
+    c = config.load(CONFIG_FILE)
+    assert config.from_document(config.to_document(c)) == c
+    assert config.from_document(config.to_document(config.AdmissionConfig())) == (
+        config.AdmissionConfig()
+    )
+
+
+def _conditions(c: config.AdmissionConfig) -> dict[str, str]:
+    return {m["name"]: m["expression"] for m in registration.match_conditions(c)}
+
+
+def test_match_conditions_skip_what_identity_alone_decides() -> None:
+    """HPA scale, scheduler bindings, kubelet tokens, metadata-preserving status writes."""
+    cel = _conditions(config.AdmissionConfig())["not-system-allowance"]
+    assert '"system:serviceaccount:kube-system:horizontal-pod-autoscaler"' in cel
+    assert '"scale"' in cel
+    assert '"binding"' in cel
+    assert 'request.userInfo.username.startsWith("system:node:")' in cel
+    assert "object.metadata[f] == oldObject.metadata[f]" in cel
+    # Allowances that need the object's owners or the namespace's phase are the webhook's.
+    assert "generic-garbage-collector" not in cel
+
+
+def test_lease_and_event_skips_match_their_api_groups() -> None:
+    """A custom resource whose plural is `events` (group example.com) is still sent."""
+    cel = _conditions(config.AdmissionConfig())["not-lease-or-event"]
+    assert 'request.resource.group == "coordination.k8s.io"' in cel
+    assert 'request.resource.group in ["", "events.k8s.io"]' in cel
+
+
+def test_verified_pod_binding_is_not_skipped_in_the_api_server() -> None:
+    """With verify_pod_live the webhook must see GitOps requests to check the pod is alive."""
+    c = config.AdmissionConfig(
+        require_pod_bound_token=True, pod_name_prefixes=("gw-rec-",), verify_pod_live=True
+    )
+    assert "not-gitops-identity" not in _conditions(c)
+    with pytest.raises(config.ConfigError, match="verify_pod_live needs require_pod_bound_token"):
+        config.AdmissionConfig(verify_pod_live=True)
+
+
+def test_crd_deletes_are_sent_only_for_guarded_groups() -> None:
+    """No groups: no webhook; with groups, CEL sends only their CRDs' deletes."""
+    assert not any(n.startswith("crd-deletes.") for n in _hooks())
+    c = config.from_document({"guarded_crd_groups": ["example.com"]})
+    assert config.from_document(config.to_document(c)) == c
+    vwc = registration.validating_webhook_configuration(c, {"url": "https://h:1"})
+    hook = next(h for h in vwc["webhooks"] if h["name"].startswith("crd-deletes."))
+    assert hook["clientConfig"] == {"url": "https://h:1/validate/crd-delete"}
+    assert hook["matchConditions"][-1]["expression"] == (
+        'oldObject != null && oldObject.spec.group in ["example.com"]'
+    )
+
+
+def test_workload_updates_in_protected_namespaces_are_sent() -> None:
+    """CREATE of anything, UPDATE of the workloads whose controllers create children."""
+    rules = _hooks()["protected-namespaces.gitwarden.gitwarden.dev"]["rules"]
+    assert isinstance(rules, list)
+    updates = {
+        g: r["resources"] for r in rules if r["operations"] == ["UPDATE"] for g in r["apiGroups"]
+    }
+    assert updates == {
+        "": ["replicationcontrollers"],
+        "apps": ["daemonsets", "deployments", "replicasets", "statefulsets"],
+        "batch": ["cronjobs", "jobs"],
+    }
+
+
+def test_webhook_rbac_is_get_on_parents_and_namespaces_and_list_on_searched_kinds() -> None:
+    """No Secrets, no writes, nothing beyond the configured kinds."""
+    rules = registration.webhook_rbac_rules(config.AdmissionConfig())
+    gets = {
+        (g, r)
+        for rule in rules
+        if rule["verbs"] == ["get"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    lists = {
+        (g, r)
+        for rule in rules
+        if rule["verbs"] == ["list"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    assert gets == {*config.AdmissionConfig().parent_kinds, ("", "namespaces")}
+    assert ("", "secrets") not in gets | lists
+    assert all(rule["verbs"] in (["get"], ["list"]) for rule in rules)
+    assert ("", "configmaps") in lists

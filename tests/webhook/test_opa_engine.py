@@ -39,8 +39,7 @@ def test_golden_reviews_through_parse_and_engine_match(opa_server: OpaServer) ->
     keys = frozenset({"gitwarden.dev/source-path"})
     for name, case in GOLDEN["cases"].items():
         req = review.parse(reviews.body(reviews.review_from_input(case["input"])), keys)
-        protected = case["input"]["namespaceProtected"]
-        decision = engine.decide(review.policy_input(req, namespace_protected=protected))
+        decision = engine.decide(review.policy_input(req, **reviews.facts(case["input"])))
         assert decision.allowed is case["expect"]["allowed"], name
 
 

@@ -20,7 +20,7 @@ def test_golden_review_parses_to_the_golden_policy_input(name: str) -> None:
     case = GOLDEN["cases"][name]
     body = reviews.body(reviews.review_from_input(case["input"], uid="u-1"))
     req = review.parse(body, KEYS)
-    got = review.policy_input(req, namespace_protected=case["input"]["namespaceProtected"])
+    got = review.policy_input(req, **reviews.facts(case["input"]))
     assert got == case["input"]
     assert req.uid == "u-1"
 

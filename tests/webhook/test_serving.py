@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,3 +121,21 @@ def test_settings_from_env() -> None:
     )
     assert (s.workers, s.opa_timeout, s.fail_open, s.kubeconfig) == (3, 0.4, True, Path("/etc/kc"))
     assert settings_mod.WebhookSettings.from_env({}) == settings_mod.WebhookSettings()
+
+
+def test_bad_admission_configuration_is_refused_before_serving(tmp_path: Path) -> None:
+    """`webhook serve` names the bad field and exits 2: no worker starts, no traceback."""
+    bad = tmp_path / "admission.yaml"
+    bad.write_text("intercept_status: true\n")
+    result = subprocess.run(
+        # The installed entry point (under `-m gitwarden_cli.main` the module runs twice).
+        [str(Path(sys.executable).with_name("gitwarden")), "webhook", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "GITWARDEN_WEBHOOK_ADMISSION_CONFIG": str(bad)},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "intercept_status: removed" in result.stderr
+    assert "Traceback" not in result.stderr

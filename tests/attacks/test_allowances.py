@@ -1,0 +1,169 @@
+"""Attack: use an allowance meant for one controller to change managed objects.
+
+Before: `system:serviceaccounts:kube-system` (every add-on's account) could create anything
+named as a controller child in a protected namespace and delete managed pods; the root-CA
+publisher could edit any managed ConfigMap and the service-account controller any account;
+the garbage collector and the namespace controller could delete any managed object at any
+time. Now each allowance names its controllers, operations and objects.
+"""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes import client as k8s
+
+from tests.attacks import kit
+from tests.e2e.webhook_stack import MANAGED, Stack, configmap, denied_message
+
+pytestmark = pytest.mark.cluster
+
+PROTECTED_HOOK = "protected-namespaces.gitwarden.gitwarden.dev"
+
+
+def _owned_by_replicaset(name: str) -> dict[str, object]:
+    ref = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "name": "web-5d8f",
+        "uid": "6a1f4c52-0d0e-4c47-9b8e-000000000001",
+        "controller": True,
+    }
+    return kit.pod(name, labels={"app": "web"}, ownerReferences=[ref])
+
+
+def test_an_add_on_account_in_kube_system_is_not_a_controller(
+    stack: Stack, admin: k8s.ApiClient, namespace: str
+) -> None:
+    """coredns's account neither creates pods in a protected namespace nor deletes managed ones."""
+    ns = kit.protected_namespace(admin)
+    coredns = k8s.CoreV1Api(kit.controller(stack, "coredns"))
+    denied_message(lambda: coredns.create_namespaced_pod(ns, kit.pod("x", {})), PROTECTED_HOOK)
+    k8s.CoreV1Api(stack.gitops).create_namespaced_pod(namespace, kit.pod("p"))
+    denied_message(lambda: coredns.delete_namespaced_pod("p", namespace))
+
+
+def test_children_need_the_named_controller_and_an_owner_reference(
+    stack: Stack, admin: k8s.ApiClient
+) -> None:
+    """In a protected namespace the ReplicaSet controller creates only pods a ReplicaSet owns."""
+    ns = kit.protected_namespace(admin)
+    rs = k8s.CoreV1Api(kit.controller(stack, "replicaset-controller"))
+    denied_message(lambda: rs.create_namespaced_pod(ns, kit.pod("orphan", {})), PROTECTED_HOOK)
+    rs.create_namespaced_pod(ns, _owned_by_replicaset("web-5d8f-abcde"))
+    deployer = k8s.CoreV1Api(kit.controller(stack, "deployment-controller"))
+    denied_message(
+        lambda: deployer.create_namespaced_pod(ns, _owned_by_replicaset("web-5d8f-fghij")),
+        PROTECTED_HOOK,
+    )
+
+
+def test_root_ca_publisher_may_write_only_kube_root_ca(
+    stack: Stack, admin: k8s.ApiClient, namespace: str
+) -> None:
+    """The publisher creates kube-root-ca.crt anywhere, and edits no other managed ConfigMap."""
+    publisher = k8s.CoreV1Api(kit.controller(stack, "root-ca-cert-publisher"))
+    ns = kit.protected_namespace(admin)
+    publisher.create_namespaced_config_map(ns, configmap("kube-root-ca.crt"))
+    denied_message(
+        lambda: publisher.create_namespaced_config_map(ns, configmap("other")), PROTECTED_HOOK
+    )
+    k8s.CoreV1Api(stack.gitops).create_namespaced_config_map(namespace, configmap("cm", MANAGED))
+    denied_message(
+        lambda: publisher.patch_namespaced_config_map("cm", namespace, {"data": {"k": "x"}})
+    )
+
+
+def test_service_account_controller_may_create_only_default(
+    stack: Stack, admin: k8s.ApiClient
+) -> None:
+    """`default` by the service-account controller; any other name is a protected create."""
+    ns = kit.protected_namespace(admin)
+    sac = k8s.CoreV1Api(kit.controller(stack, "service-account-controller"))
+    sac.create_namespaced_service_account(ns, {"metadata": {"name": "default"}})
+    denied_message(
+        lambda: sac.create_namespaced_service_account(ns, {"metadata": {"name": "builder"}}),
+        PROTECTED_HOOK,
+    )
+
+
+def test_garbage_collector_deletes_only_dependents(stack: Stack, namespace: str) -> None:
+    """An object without ownerReferences is no GC dependent: its delete is denied."""
+    gitops = k8s.CoreV1Api(stack.gitops)
+    gitops.create_namespaced_config_map(namespace, configmap("owner", MANAGED))
+    gitops.create_namespaced_config_map(namespace, configmap("alone", MANAGED))
+    owner = gitops.read_namespaced_config_map("owner", namespace)
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}
+    dependent = configmap("dependent", MANAGED)
+    dependent["metadata"]["ownerReferences"] = [ref]
+    gitops.create_namespaced_config_map(namespace, dependent)
+    gc = k8s.CoreV1Api(kit.controller(stack, "generic-garbage-collector"))
+    denied_message(lambda: gc.delete_namespaced_config_map("alone", namespace))
+    gc.delete_namespaced_config_map("dependent", namespace)
+    names = {c.metadata.name for c in gitops.list_namespaced_config_map(namespace).items}
+    assert names == {"owner", "alone"}
+
+
+def test_namespace_controller_deletes_only_in_a_terminating_namespace(
+    stack: Stack, admin: k8s.ApiClient
+) -> None:
+    """The namespace controller's delete is allowed once the namespace is being deleted."""
+    ns = kit.unique("ns-ctl")
+    core = k8s.CoreV1Api(admin)
+    core.create_namespace({"metadata": {"name": ns}})
+    gitops = k8s.CoreV1Api(stack.gitops)
+    gitops.create_namespaced_config_map(ns, configmap("a", MANAGED))
+    gitops.create_namespaced_config_map(ns, configmap("b", MANAGED))
+    nsc = k8s.CoreV1Api(kit.controller(stack, "namespace-controller"))
+    denied_message(lambda: nsc.delete_namespaced_config_map("a", ns))
+    # GitOps deletes the namespace (it holds managed objects, so only GitOps may). Nothing
+    # runs the namespace controller here: the namespace stays Terminating (its `kubernetes`
+    # finalizer is never removed), which is exactly the state to test.
+    k8s.CoreV1Api(stack.gitops).delete_namespace(ns)
+    nsc.delete_namespaced_config_map("a", ns)
+    assert [c.metadata.name for c in gitops.list_namespaced_config_map(ns).items] == ["b"]
+
+
+def test_an_unlabelled_cronjob_in_a_protected_namespace_cannot_be_repurposed(
+    stack: Stack, admin: k8s.ApiClient
+) -> None:
+    """Editing it is denied (its Jobs are the controller's to create); the controller still can."""
+    ns = kit.protected_namespace(admin)
+    cronjob = {
+        "metadata": {"name": "nightly"},
+        "spec": {
+            "schedule": "0 3 * * *",
+            "jobTemplate": {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [{"name": "c", "image": "registry.invalid/job:1"}],
+                        }
+                    }
+                }
+            },
+        },
+    }
+    created = k8s.BatchV1Api(stack.gitops).create_namespaced_cron_job(ns, cronjob)
+    alice = k8s.BatchV1Api(stack.alice)
+    evil = {"spec": {"schedule": "* * * * *"}}
+    denied_message(lambda: alice.patch_namespaced_cron_job("nightly", ns, evil), PROTECTED_HOOK)
+    job = {
+        "metadata": {
+            "name": "nightly-1",
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "CronJob",
+                    "name": "nightly",
+                    "uid": created.metadata.uid,
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": cronjob["spec"]["jobTemplate"]["spec"],
+    }
+    k8s.BatchV1Api(kit.controller(stack, "cronjob-controller")).create_namespaced_job(ns, job)
+    assert k8s.BatchV1Api(stack.gitops).read_namespaced_cron_job("nightly", ns).spec.schedule == (
+        "0 3 * * *"
+    )

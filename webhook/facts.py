@@ -1,0 +1,145 @@
+"""What the webhook learns beside the AdmissionReview before the policy decides.
+
+Owns the lookups and when each is made: the parent of a labelless subresource (only the
+configured parent kinds), the phase of a namespace (only for the controllers whose allowance
+depends on it), the managed objects a namespace or CRD about to be deleted still holds (only
+on those routes), and whether the pod named in a pod-bound GitOps token is alive with its uid
+(only with verify_pod_live). Each lookup is asked only where its answer can change the
+decision, so no other request waits on, or fails closed with, a lookup. Lookup failures are
+`parents.LookupFailed`; the app answers them like an unavailable engine. No Flask, no policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from webhook import config as config_mod
+from webhook import parents, review
+
+
+@dataclass(frozen=True)
+class Route:
+    """What the webhook path the API server called says about a request."""
+
+    namespace_protected: bool = False
+    parent: bool = False
+    namespace_delete: bool = False
+    crd_delete: bool = False
+
+
+class LazyLookup:
+    """Builds the cluster lookup on first use, so a worker starts even without cluster access."""
+
+    def __init__(
+        self, kubeconfig: Path | None, timeout: float, given: parents.ParentLookup | None
+    ) -> None:
+        self._kubeconfig, self._timeout, self._lookup = kubeconfig, timeout, given
+        self._lock = threading.Lock()
+
+    def get(self) -> parents.ParentLookup:
+        with self._lock:
+            if self._lookup is None:
+                try:
+                    self._lookup = parents.KubeParentLookup(self._kubeconfig, self._timeout)
+                except Exception as exc:
+                    raise parents.LookupFailed(
+                        f"no cluster credentials for lookups: {type(exc).__name__}"
+                    ) from None
+            return self._lookup
+
+
+class Facts:
+    """Turns a parsed request and its route into the request and facts the policy decides on."""
+
+    def __init__(
+        self,
+        admission: config_mod.AdmissionConfig,
+        lookup: LazyLookup,
+        annotation_keys: frozenset[str],
+    ) -> None:
+        self._config, self._lookup, self._keys = admission, lookup, annotation_keys
+        self._parent_rules = {(p.group, p.resource, p.subresource) for p in admission.parent_rules}
+        self._terminating_users = frozenset(
+            u for a in admission.system_allowances if a.namespace_terminating for u in a.usernames
+        )
+        label = admission.managed_label
+        self._managed = f"{label.key}={label.value}"
+
+    def gather(
+        self, req: review.AdmissionRequest, route: Route
+    ) -> tuple[review.AdmissionRequest, dict[str, Any]]:
+        """The request (with the parent's metadata on the parent route) and policy_input kwargs."""
+        if route.parent:
+            req = self._with_parent(req)
+        deleting = req.operation == "DELETE"
+        return req, {
+            "namespace_protected": route.namespace_protected,
+            "namespace_terminating": req.username in self._terminating_users
+            and self._namespace_terminating(req),
+            "namespace_holds_managed": route.namespace_delete
+            and deleting
+            and self._namespace_holds_managed(req),
+            "pod_live": self._pod_live(req),
+            "crd_holds_managed": route.crd_delete and deleting and self._crd_holds_managed(req),
+        }
+
+    def _with_parent(self, req: review.AdmissionRequest) -> review.AdmissionRequest:
+        # Only the configured kinds: anyone who can reach the port could otherwise make the
+        # webhook read (and reveal the labels of) any object its RBAC happens to allow.
+        if (req.resource_group, req.resource, req.sub_resource) not in self._parent_rules:
+            raise parents.LookupFailed(f"{req.ref}: not a configured parent kind")
+        parent = self._lookup.get().metadata(
+            req.resource_group, req.resource_version, req.resource, req.namespace, req.name
+        )
+        if parent is None:
+            # No such object: nothing managed is touched (the API server answers 404 itself).
+            empty = review.ObjectMeta(labels={}, annotations={})
+            return dataclasses.replace(req, object=empty, old_object=empty)
+        meta = review.ObjectMeta(
+            labels=dict(parent.labels),
+            annotations={k: v for k, v in parent.annotations.items() if k in self._keys},
+            terminating=parent.terminating,
+        )
+        return dataclasses.replace(req, object=meta, old_object=meta)
+
+    def _namespace_terminating(self, req: review.AdmissionRequest) -> bool:
+        if req.resource_group == "" and req.resource == "namespaces":
+            stored = req.old_object
+            return stored is not None and stored.terminating
+        if not req.namespace:
+            return False
+        namespace = self._lookup.get().metadata("", "v1", "namespaces", "", req.namespace)
+        return namespace is not None and namespace.terminating
+
+    def _namespace_holds_managed(self, req: review.AdmissionRequest) -> bool:
+        if not (req.resource_group == "" and req.resource == "namespaces"):
+            return False
+        lookup = self._lookup.get()
+        return any(
+            lookup.any_labelled(group, version, resource, req.name, self._managed)
+            for group, version, resource in self._config.namespace_content_kinds
+        )
+
+    def _crd_holds_managed(self, req: review.AdmissionRequest) -> bool:
+        crd = req.crd
+        if crd is None or crd.group not in self._config.guarded_crd_groups:
+            return False
+        # All namespaces at once: the cluster-wide list path serves namespaced kinds too.
+        return self._lookup.get().any_labelled(
+            crd.group, crd.version, crd.plural, "", self._managed
+        )
+
+    def _pod_live(self, req: review.AdmissionRequest) -> bool:
+        # Impersonation can claim any pod-name and pod-uid extras; a real pod-bound token names
+        # a live pod (the API server checks that when it authenticates the token).
+        c = self._config
+        if not (c.verify_pod_live and req.pod_name and req.username in c.gitops_usernames):
+            return False
+        pod = self._lookup.get().metadata("", "v1", "pods", c.namespace, req.pod_name)
+        if pod is None or pod.terminating or not req.pod_uid or pod.uid != req.pod_uid:
+            return False
+        return all(pod.labels.get(k) == v for k, v in c.pod_labels.items())
