@@ -97,7 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
     except settings_mod.SettingsError as exc:
         raise cli.UsageError(str(exc)) from exc
     if settings.admission_config is not None:
-        _load_config(settings.admission_config)  # refused here, not in every worker
+        load_config(settings.admission_config)  # refused here, not in every worker
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",

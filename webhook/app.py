@@ -74,7 +74,7 @@ def create_app(
             return _bad_request(metrics, f"body is larger than {settings.max_body_bytes} bytes")
         try:
             req = review.parse(body, annotation_keys)
-            if scale:  # before the lookup: the name becomes part of a URL on the API server
+            if route.parent:  # before the lookup: the name becomes part of a URL on the API server
                 review.check_lookup_target(req)
         except review.MalformedReview as exc:
             return _bad_request(metrics, str(exc))
