@@ -61,4 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package's module, not this `__main__` copy: subcommands raise
+    # `gitwarden_cli.main.UsageError`, which a second copy of this module would not catch.
+    from gitwarden_cli import main as entry
+
+    sys.exit(entry.main())

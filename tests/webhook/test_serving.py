@@ -128,7 +128,7 @@ def test_bad_admission_configuration_is_refused_before_serving(tmp_path: Path) -
     bad = tmp_path / "admission.yaml"
     bad.write_text("intercept_status: true\n")
     result = subprocess.run(
-        # The installed entry point (under `-m gitwarden_cli.main` the module runs twice).
+        # The installed entry point, as users run it.
         [str(Path(sys.executable).with_name("gitwarden")), "webhook", "serve"],
         capture_output=True,
         text=True,
