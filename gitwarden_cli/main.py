@@ -63,6 +63,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     # Run the package's module, not this `__main__` copy: subcommands raise
     # `gitwarden_cli.main.UsageError`, which a second copy of this module would not catch.
-    from gitwarden_cli import main as entry
-
-    sys.exit(entry.main())
+    sys.exit(importlib.import_module("gitwarden_cli.main").main())
