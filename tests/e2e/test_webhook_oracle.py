@@ -1,5 +1,8 @@
 """Attack: the webhook endpoint as an oracle and a lookup proxy (issue 9, items 10 and 11).
 
+It runs a webhook stack of its own (with a client CA), so it sits beside the webhook e2e tests:
+tests/attacks/ shares one stack per package, and the registration has one name.
+
 Anyone reaching the webhook's port could post reviews and learn from the answers (the
 repository, who is GitOps, whether a Deployment exists), and through `/validate/scale` make
 the webhook request a URL of their choosing from the API server with its own credentials:
@@ -140,13 +143,13 @@ def test_malformed_names_are_refused_before_any_lookup(stack: Stack) -> None:
         assert "not a valid" in body["reason"], (case, body)
         assert "allowed" not in json.dumps(body)
 
-    # Control: a well-formed name is looked up (and, being absent, denied fail-closed), so the
-    # audit log does record the webhook's lookups.
+    # Control: a well-formed name is looked up (and, being absent, has nothing to protect: the
+    # API server answers that request with 404 itself), so the audit log does record the
+    # webhook's lookups.
     control = f"no-such-{uuid.uuid4().hex[:8]}"
     status, body = _post_scale(stack, _scale_review("name", control))
     assert status == 200
-    assert body["response"]["allowed"] is False
-    assert "cannot read the object being scaled" in body["response"]["status"]["message"]
+    assert body["response"]["allowed"] is True
     wait_until(lambda: bool(_webhook_lookups(stack, since)), "the control lookup in the audit log")
     # The audit log is written in order, so every earlier lookup would be there by now.
     assert _webhook_lookups(stack, since) == [
