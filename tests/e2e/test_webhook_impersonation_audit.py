@@ -101,7 +101,8 @@ def test_impersonation_with_a_real_pods_extras_passes_admission_and_the_audit_na
     stack: Stack, control_plane: ControlPlane, admin: k8s.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
     """mallory deletes a managed ConfigMap as the reconciler pod; the audit reports her."""
-    reconciler = k8s.CoreV1Api(control_plane.as_service_account(GITOPS_NS, GITOPS_SA, pod=POD))
+    # The stack minted this pod-bound token (for POD) before the webhook began guarding both.
+    reconciler = k8s.CoreV1Api(stack.gitops)
     reconciler.create_namespaced_config_map(namespace, configmap("cm", MANAGED))
     uid = k8s.CoreV1Api(admin).read_namespaced_pod(POD, GITOPS_NS).metadata.uid
     user = f"mallory-{uuid.uuid4().hex[:6]}"
