@@ -20,6 +20,7 @@ import yaml
 from kubernetes import client as k8s
 
 from reconciler.guard import checks, kube, rbac
+from tests.e2e.webhook_stack import wait_until
 from tests.harness import cli
 from tests.harness.controlplane import ControlPlane, Credentials, free_port, running_control_plane
 from webhook import config as config_mod
@@ -270,9 +271,18 @@ def test_rbac_reading_agrees_with_the_authorizer(
         request_.name.format(ns=ns),
     )
     scope = ns if request.namespace else None
-    _role_and_binding(admin, scope, f"probe-{user}", user, [rule])
+    # A sentinel grant in the same role shows when the authorizer has seen the binding (its
+    # cache follows RBAC objects asynchronously), so a "denied" is the rule's, not the lag's.
+    sentinel = rbac.Request("get", "", "configmaps", "", request.namespace, "audit-sentinel")
+    grant = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"],
+             "resourceNames": [sentinel.name]}  # fmt: skip
+    _role_and_binding(admin, scope, f"probe-{user}", user, [rule, grant])
     try:
         cluster = kube.KubeCluster(admin)
+        wait_until(
+            lambda: cluster.allowed(rbac.Subject("User", user), sentinel, sentinel.name),
+            "the authorizer to see the probe's binding",
+        )
         snapshot = cluster.rbac_snapshot()
         ours = [h for h in rbac.holders(snapshot, [request]) if h.subject.name == user]
         theirs = cluster.allowed(rbac.Subject("User", user), request, request.name)
