@@ -148,7 +148,9 @@ class KubeParentLookup:
 
 def _check_segment(value: str, what: str) -> None:
     if not _SAFE_SEGMENT.fullmatch(value):
-        raise LookupFailed(f"refusing to look up an object whose {what} is not a valid path segment")
+        raise LookupFailed(
+            f"refusing to look up an object whose {what} is not a valid path segment"
+        )
 
 
 def _path(group: str, version: str, resource: str, namespace: str) -> str:
