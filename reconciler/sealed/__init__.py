@@ -2,5 +2,5 @@
 
 `wire` is the byte format, `keys` the key ring and its rotation policy, `objects` turns
 SealedSecret objects into Secrets and back, `decrypt` is the pipeline stage. Cluster access for
-the key Secrets lives outside this package, in `reconciler.kube_keys`.
+the key Secrets lives outside this package, in `reconciler.services.kube_keys`.
 """

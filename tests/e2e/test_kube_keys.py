@@ -8,8 +8,8 @@ import datetime as dt
 import pytest
 from kubernetes import client as k8s
 
-from reconciler import kube_keys
 from reconciler.sealed import keys
+from reconciler.services import kube_keys
 from tests import sealed_keys
 
 pytestmark = pytest.mark.cluster
