@@ -1,0 +1,273 @@
+"""What the reconcile end-to-end tests share: the GitOps identity, the webhook, keys, the runner.
+
+Owns the GitOps service account's RBAC (a ClusterRole of exactly what `gitwarden reconcile`
+needs for the test kinds: apply, prune, its status object and the sealing keys; the chart's role
+will start from it), its kubeconfig (a TokenRequest token, so the reconciler runs *as*
+`system:serviceaccount:gitwarden:reconciler`), the admission stack with the Sync status kind
+guarded, a sealing key Secret in GitWarden's namespace, and running the real CLI as a child
+process. Nothing here is faked.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client as k8s
+
+from tests import sealed_keys
+from tests.e2e import webhook_stack
+from tests.harness import gitopsrepo
+from tests.harness.controlplane import ControlPlane, Credentials, tool
+from webhook import config as config_mod
+
+GITOPS_USER = f"system:serviceaccount:{webhook_stack.GITOPS_NS}:{webhook_stack.GITOPS_SA}"
+SYNC_GROUP, SYNC_VERSION, SYNC_PLURAL, SYNC_KIND = "gitwarden.dev", "v1alpha1", "syncs", "Sync"
+WIDGET_GROUP = "e2e.gitwarden.dev"
+KEY_LABEL = "sealedsecrets.bitnami.com/sealed-secrets-key"
+ROLE = "gitwarden-reconciler"
+ADMISSION = config_mod.AdmissionConfig(
+    namespace=webhook_stack.GITOPS_NS,
+    gitops_service_account=webhook_stack.GITOPS_SA,
+    repository_url=webhook_stack.REPO,
+    intercept_status=True,
+    break_glass_groups=(webhook_stack.BREAK_GLASS,),
+    cluster_scoped_kinds=(config_mod.ClusterKind(SYNC_GROUP, SYNC_KIND, SYNC_PLURAL),),
+)
+
+_WRITE = ["get", "list", "watch", "create", "update", "patch", "delete"]
+# Least privilege for what the tests' repositories hold. No `escalate` or `bind`: the Roles
+# and bindings in Git grant only what this role already holds, which RBAC then allows.
+# Namespaces and CRDs get no `delete` (prune keeps them unless annotated, and these tests
+# never annotate one). Secrets are cluster-wide because SealedSecrets open into any namespace;
+# that also covers reading the key ring in GitWarden's namespace.
+RECONCILER_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": _WRITE[:-1]},
+    {
+        "apiGroups": [""],
+        "resources": ["configmaps", "secrets", "services", "serviceaccounts"],
+        "verbs": _WRITE,
+    },
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _WRITE},
+    {
+        "apiGroups": ["rbac.authorization.k8s.io"],
+        "resources": ["roles", "rolebindings", "clusterroles", "clusterrolebindings"],
+        "verbs": _WRITE,
+    },
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "verbs": _WRITE[:-1],
+    },
+    {"apiGroups": [WIDGET_GROUP], "resources": ["widgets"], "verbs": _WRITE},
+    {
+        "apiGroups": [SYNC_GROUP],
+        "resources": [SYNC_PLURAL, f"{SYNC_PLURAL}/status"],
+        "verbs": ["get", "list", "watch", "create", "update", "patch"],
+    },
+    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+
+
+@dataclass
+class Env:
+    """The running stack plus what every reconcile test needs."""
+
+    stack: webhook_stack.Stack
+    keys: gitopsrepo.Keys
+    kubeconfig: Path
+    cert: Path
+    workdir: Path
+
+    @property
+    def admin(self) -> k8s.ApiClient:
+        return self.stack.plane.admin()
+
+    def repo(self) -> gitopsrepo.GitOpsRepo:
+        """A fresh signed repository (its own trust anchor)."""
+        return gitopsrepo.create(self.workdir / f"repo-{uuid.uuid4().hex[:8]}", self.keys)
+
+    def config(self, repo: gitopsrepo.GitOpsRepo, name: str, **apply: Any) -> Path:
+        """A reconciler config for `repo` whose Sync object is `name`."""
+        return gitopsrepo.write_config(
+            self.workdir / f"{name}.yaml",
+            repo,
+            name=name,
+            kubeconfig=self.kubeconfig,
+            cache_dir=self.workdir / f"cache-{name}",
+            opa=tool("opa"),
+            apply=apply,
+        )
+
+    def reconcile(self, config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        """`gitwarden reconcile --config F --once [extra]` as a child process."""
+        return run_cli("reconcile", "--config", str(config), "--once", *extra)
+
+    def seal(self, namespace: str, name: str, values: Mapping[str, str]) -> dict[str, Any]:
+        """A SealedSecret made by `gitwarden seal` with the cluster's sealing certificate."""
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "stringData": dict(values),
+        }
+        done = run_cli("seal", "--cert", str(self.cert), stdin=yaml.safe_dump(secret))
+        assert done.returncode == 0, done.stderr
+        sealed: dict[str, Any] = yaml.safe_load(done.stdout)
+        return sealed
+
+    def sync(self, name: str) -> dict[str, Any]:
+        """The Sync status object, read by the admin."""
+        found = k8s.CustomObjectsApi(self.admin).get_cluster_custom_object(
+            SYNC_GROUP, SYNC_VERSION, SYNC_PLURAL, name
+        )
+        assert isinstance(found, dict)
+        return found
+
+    def condition(self, name: str, kind: str) -> dict[str, Any]:
+        """One kstatus condition of Sync `name` (Ready, Reconciling, Stalled)."""
+        for cond in self.sync(name).get("status", {}).get("conditions", []):
+            if cond["type"] == kind:
+                return dict(cond)
+        raise AssertionError(f"Sync {name} has no {kind} condition: {self.sync(name)}")
+
+    def kubectl(
+        self, creds: Credentials | None, *args: str, editor: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """kubectl as `creds` (None: the admin); `editor` is what `kubectl edit` runs."""
+        path = self.workdir / f"kc-{uuid.uuid4().hex}"
+        plane = self.stack.plane
+        kubeconfig = (
+            plane.admin_kubeconfig(path) if creds is None else plane.kubeconfig(creds, path)
+        )
+        # kubectl edit keeps a failed edit in TMPDIR: keep it in the test's directory.
+        env = {**os.environ, "KUBECTL_KUBERC": "false", "TMPDIR": str(self.workdir)}
+        if editor is not None:
+            env["KUBE_EDITOR"] = editor
+        return subprocess.run(
+            ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+
+
+def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """The installed `gitwarden` command, as an operator runs it (no traceback may escape)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gitwarden_cli.main", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def grant_reconciler(admin: k8s.ApiClient) -> None:
+    """The ClusterRole above, bound to the GitOps service account only."""
+    rbac = k8s.RbacAuthorizationV1Api(admin)
+    role = {"metadata": {"name": ROLE}, "rules": RECONCILER_RULES}
+    binding = {
+        "metadata": {"name": ROLE},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ROLE},
+        "subjects": [
+            {
+                "kind": "ServiceAccount",
+                "namespace": webhook_stack.GITOPS_NS,
+                "name": webhook_stack.GITOPS_SA,
+            }
+        ],
+    }
+    with contextlib.suppress(k8s.ApiException):
+        rbac.delete_cluster_role(ROLE)
+    with contextlib.suppress(k8s.ApiException):
+        rbac.delete_cluster_role_binding(ROLE)
+    rbac.create_cluster_role(role)
+    rbac.create_cluster_role_binding(binding)
+
+
+def gitops_kubeconfig(plane: ControlPlane, path: Path) -> Path:
+    """A kubeconfig holding a TokenRequest token of the GitOps service account."""
+    token = plane.service_account_token(
+        webhook_stack.GITOPS_NS, webhook_stack.GITOPS_SA, expiration_seconds=7200
+    )
+    return plane.kubeconfig(Credentials(token=token), path)
+
+
+def store_sealing_key(admin: k8s.ApiClient, workdir: Path) -> Path:
+    """A key Secret as the sealed-secrets controller stores it; returns its certificate file."""
+    key = sealed_keys.sealing_key(2048, 7)
+    name = f"sealed-secrets-key{key.fingerprint[:8]}"
+    body = {
+        "metadata": {"name": name, "labels": {KEY_LABEL: "active"}},
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.crt": base64.b64encode(key.certificate_pem()).decode(),
+            "tls.key": base64.b64encode(key.private_key_pem()).decode(),
+        },
+    }
+    with contextlib.suppress(k8s.ApiException):  # the same key from an earlier module
+        k8s.CoreV1Api(admin).create_namespaced_secret(webhook_stack.GITOPS_NS, body)
+    cert = workdir / "sealing.crt"
+    cert.write_bytes(key.certificate_pem())
+    return cert
+
+
+@contextlib.contextmanager
+def allowed_everything(admin: k8s.ApiClient, user: str) -> Iterator[None]:
+    """RBAC lets `user` do anything while inside, so only admission can stop them."""
+    rbac = k8s.RbacAuthorizationV1Api(admin)
+    name = f"e2e-everything-{user}"
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "cluster-admin",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }
+    )
+    try:
+        yield
+    finally:
+        rbac.delete_cluster_role_binding(name)
+
+
+def install_sync_crd(admin: k8s.ApiClient) -> None:
+    """The Sync status CRD from the reconciler's own manifest, Established before tests use it."""
+    raise NotImplementedError("the Sync CRD's manifest arrives with the engine-cluster branch")
+
+
+@contextlib.contextmanager
+def running_env(plane: ControlPlane, admin: k8s.ApiClient, workdir: Path) -> Iterator[Env]:
+    """The admission stack, the GitOps identity, a sealing key and the Sync CRD."""
+    with webhook_stack.running_stack(plane, admin, workdir, ADMISSION) as stack:
+        grant_reconciler(admin)
+        install_sync_crd(admin)
+        keys = gitopsrepo.make_keys(workdir / "keys")
+        try:
+            yield Env(
+                stack=stack,
+                keys=keys,
+                kubeconfig=gitops_kubeconfig(plane, workdir / "gitops.kubeconfig"),
+                cert=store_sealing_key(admin, workdir),
+                workdir=workdir,
+            )
+        finally:
+            keys.stop_agents()
