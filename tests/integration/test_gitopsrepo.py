@@ -53,7 +53,7 @@ def test_each_signer_signs_as_claimed(
     for signer in ("alice", "bob", "carol", "gus"):
         record = records[shas[signer]]
         assert record["verdict"] == "good", record
-        assert record["signer"]["principals"] == [gitopsrepo.email(signer)]  # type: ignore[index]
+        assert record["signer"]["principals"] == [gitopsrepo.email(signer)]
     assert records[shas["mallory"]]["reason"] == "untrusted-key"
     assert records[shas[None]]["reason"] == "unsigned"
     assert repo.anchor not in records  # the range is (anchor, tip]
