@@ -16,8 +16,9 @@ import time
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from reconciler import manifests
-from reconciler.sealed import decrypt, keys, objects, wire
+from reconciler import decrypt, manifests
+from reconciler.sealed import keys, objects, wire
+from tests import revisions
 
 VALUES_PER_OBJECT = 10
 MAX_VALUES = 5000
@@ -48,7 +49,7 @@ def main() -> None:
             now,
         )
         items.append(manifests.Manifest.of(f"bench/{i}.yaml#0", body))
-    loaded = manifests.Manifests("bench", tuple(items))
+    loaded = manifests.Manifests(revisions.verified("bench"), tuple(items))
 
     wrapped = [
         wire.split(wire.decode_text(text)).wrapped_key

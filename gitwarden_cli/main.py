@@ -17,7 +17,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 # Subcommand modules, each with `register(subparsers) -> None` that sets `func` on its parser.
-_SUBCOMMANDS: tuple[str, ...] = ("webhook", "sealing", "verify")
+_SUBCOMMANDS: tuple[str, ...] = ("webhook", "sealing", "verify", "reconcile", "status")
 
 
 class UsageError(Exception):

@@ -13,9 +13,12 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler import manifests, objectref, verify
+from reconciler import manifests, objectref
+
+if TYPE_CHECKING:  # only the type: values sit below the stages (import-linter layers)
+    from reconciler import verify
 
 
 class Stage(enum.Enum):
@@ -39,6 +42,8 @@ class InventoryEntry:
     digest: str
     resource_version: str
     source: str
+    prune_allowed: bool = False
+    """The object, as last applied from Git, carried `gitwarden.dev/prune: allow`."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,8 @@ class PlannedObject:
     stamped the same way through its metadata; its values are revealed only by `body_for_apply`.
     `digest` is a hash of what is desired (for a Secret: of the SealedSecret, never of values).
     `recreate_allowed` is set when the object is annotated to be recreated on an immutable-field
-    change.
+    change; `prune_allowed` when it is annotated so that a protected kind may be pruned later
+    (apply records it in the inventory entry, which is where plan reads it).
     """
 
     ref: objectref.ObjectRef
@@ -69,6 +75,7 @@ class PlannedObject:
     body: Mapping[str, Any] | None = None
     secret: manifests.DecryptedSecret | None = None
     recreate_allowed: bool = False
+    prune_allowed: bool = False
 
     def __post_init__(self) -> None:
         if (self.body is None) == (self.secret is None):
@@ -82,7 +89,8 @@ class PlannedObject:
         """A mutable body for the API client; for a Secret this is where plaintext appears."""
         if self.secret is not None:
             return self.secret.body_for_apply()
-        return manifests.thaw(self.body)
+        thawed: dict[str, Any] = manifests.thaw(self.body)
+        return thawed
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,17 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True)
 class Change:
-    """One object's outcome; `stage` is the plan stage's name, `detail` says why for a skip."""
+    """One object's outcome; `stage` is the plan stage's name, `detail` says why for a skip.
+
+    `resource_version` is the object's resourceVersion after the pass (applied or found
+    unchanged), which the inventory records; empty for deletes, skips and dry runs' guesses.
+    """
 
     ref: objectref.ObjectRef
     action: Action
     stage: str
     detail: str = ""
+    resource_version: str = ""
 
     def __str__(self) -> str:
         tail = f" ({self.detail})" if self.detail else ""

@@ -8,12 +8,17 @@ apply. Must not parse YAML, talk to a cluster or decrypt anything.
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler import secret_value
+from reconciler import objectref, secret_value
+
+if TYPE_CHECKING:  # only the type: values sit below the stages (import-linter layers)
+    from reconciler import verify
 
 SEALED_SECRET_KIND = "SealedSecret"  # noqa: S105  # a kind name, not a password
 
@@ -38,17 +43,33 @@ def thaw(value: Frozen) -> Any:
     return value
 
 
+def digest(value: Any) -> str:
+    """sha256 of the canonical JSON of a (frozen or plain) tree: sorted keys, no spaces.
+
+    Equal trees give equal digests whatever their key order, so plan can tell an unchanged
+    object from a changed one without asking the API server.
+    """
+    text = json.dumps(thaw(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Manifest:
-    """One Kubernetes object from the repository; `source` says where (path and document)."""
+    """One Kubernetes object from the repository: its file (`source`), the line it starts on."""
 
     source: str
     body: Mapping[str, Any]
+    line: int = 0
 
     @staticmethod
-    def of(source: str, body: Mapping[str, Any]) -> Manifest:
+    def of(source: str, body: Mapping[str, Any], line: int = 0) -> Manifest:
         """A manifest holding a frozen copy of `body`."""
-        return Manifest(source=source, body=freeze(body))
+        return Manifest(source=source, body=freeze(body), line=line)
+
+    @property
+    def where(self) -> str:
+        """`path:line` for messages (just the path when the line is unknown)."""
+        return f"{self.source}:{self.line}" if self.line else self.source
 
     @property
     def api_version(self) -> str:
@@ -72,6 +93,12 @@ class Manifest:
         return str(self.metadata.get("namespace", ""))
 
     @property
+    def ref(self) -> objectref.ObjectRef:
+        """The object's identity: API group (from apiVersion), kind, namespace, name."""
+        group = self.api_version.rpartition("/")[0]
+        return objectref.ObjectRef(group, self.kind, self.namespace, self.name)
+
+    @property
     def is_sealed_secret(self) -> bool:
         # Any SealedSecret, whatever its version: an unknown version must be refused by the
         # decrypt stage, never passed through as an ordinary object.
@@ -80,10 +107,21 @@ class Manifest:
 
 @dataclass(frozen=True)
 class Manifests:
-    """What the load stage produced for one verified revision."""
+    """What the load stage produced for one verified revision (only load makes these).
 
-    revision: str
+    Holding the `VerifiedRevision` (not a commit id) means nothing can build the input of the
+    later stages without having passed verify. `empty_paths` lists configured paths that exist
+    but hold no object, for plan's never-to-empty guard.
+    """
+
+    verified: verify.VerifiedRevision
     items: tuple[Manifest, ...]
+    empty_paths: tuple[str, ...] = ()
+
+    @property
+    def revision(self) -> str:
+        """The verified commit id."""
+        return self.verified.commit
 
 
 @dataclass(frozen=True)
@@ -97,6 +135,8 @@ class DecryptedSecret:
     type: str | None
     immutable: bool | None
     data: Mapping[str, secret_value.SecretValue]
+    sealed_digest: str = ""
+    """`digest` of the SealedSecret's body (ciphertext, never plaintext): what plan compares."""
 
     def body_for_apply(self) -> dict[str, Any]:
         """The v1 Secret with base64 data: plaintext in a plain dict, for the API client only."""
@@ -133,11 +173,17 @@ class KeyHints:
 class DecryptedManifests:
     """The decrypt stage's result: ordinary manifests plus Secrets opened from SealedSecrets."""
 
-    revision: str
+    verified: verify.VerifiedRevision
     manifests: tuple[Manifest, ...]
     secrets: tuple[DecryptedSecret, ...]
     key_hints: KeyHints
     rsa_operations: int
+    empty_paths: tuple[str, ...] = ()
+
+    @property
+    def revision(self) -> str:
+        """The verified commit id."""
+        return self.verified.commit
 
     def __post_init__(self) -> None:
         # The invariant that keeps ciphertext away from apply: refuse to exist otherwise.

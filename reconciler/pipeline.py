@@ -2,25 +2,99 @@
 
 Owns only the order of the stages and what each hands the next (`Checkout → VerifiedRevision →
 Manifests → DecryptedManifests → ApplyPlan → ChangeSet`), each a frozen value that only the next
-stage accepts. It does no I/O of its own, no logging, no retries and no status: the loop (or
-`gitwarden reconcile --once`) turns the outcome or the error (`Transient` / `Stalled`) into
-status, Events, metrics and the next schedule.
+stage accepts. It does no I/O of its own (the ports do), no logging, no retries and no status:
+the loop (or `gitwarden reconcile --once`) turns the outcome or the error (`Transient` /
+`Stalled`) into status, Events, metrics and the next schedule.
 
-CONTRACT SKETCH (the engine work fills it in; names may move, the straight line must not):
-
-    def reconcile(ports: Ports, target: Target, last: Applied | None, now) -> Applied:
-        checkout  = ports.source.fetch(since=last.commit if last else target.trust_anchor)
-        verified  = verify.verify(checkout, target.trust, verify.Mode.ALL, ports.commit_policy, now)
-        trustbase.check_stored(verified, ports.cluster.stored_commit())   # ignore + report, or refuse
-        loaded    = load.run(verified, target.load)
-        decrypted = decrypt.run(loaded, ports.keys.ring(), last.key_hints if last else NO_HINTS)
-        planned   = plan.build(decrypted, ports.cluster.inventory(), target.plan)
-        changes   = apply.run(planned, ports.cluster, target.apply, dry_run=target.dry_run)
-        return Applied(verified, planned, changes, decrypted.key_hints)
-
-Trust base: at start (no `last`) the range is (anchor, tip]; a pass after a successful one in the
-same process verifies (last applied, tip]. The commit stored in the cluster's status never sets
-the range's base: it is only checked (a stored commit that descends from the anchor but is not
-an ancestor of the tip is a force-push and is refused; one that is not a descendant of the
-anchor is ignored and reported).
+Trust base (`reconciler.trustbase`): the first pass of a process verifies (anchor, tip]; a pass
+after a successful one verifies (last applied, tip]. The commit stored in the cluster's status
+never sets the range's base: it is only checked after verify (a force-push under it is refused;
+one that is not a verified descendant of the anchor is ignored and reported in `warnings`).
+Verification is always mode ALL (every commit) and always runs the commit policy when one is
+configured.
 """
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from reconciler import (
+    applyplan,
+    changeset,
+    config,
+    decrypt,
+    load,
+    manifests,
+    plan,
+    ports,
+    trustbase,
+    verify,
+)
+
+_LISTED_FAILURES = 5
+
+
+class RevisionRefused(verify.VerificationFailed):
+    """Verification failed; the message names the tip and each failed commit with its reason."""
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The outcome of one pass: what was verified, planned and done, and what to remember."""
+
+    verified: verify.VerifiedRevision
+    plan: applyplan.ApplyPlan
+    changes: changeset.ChangeSet
+    key_hints: manifests.KeyHints
+    warnings: tuple[str, ...] = ()
+    rsa_operations: int = 0
+
+    @property
+    def commit(self) -> str:
+        return self.verified.commit
+
+
+def reconcile(
+    io: ports.Ports,
+    settings: config.ReconcilerConfig,
+    last: Applied | None,
+    now: datetime.datetime,
+    *,
+    dry_run: bool = False,
+) -> Applied:
+    """One pass; raises `Transient` or `Stalled` (with nothing applied) when it cannot finish."""
+    name = settings.identity.name
+    base = trustbase.base(settings.trust, last.commit if last is not None else None)
+    checkout = io.source.fetch(since=base)
+    if last is None:
+        trustbase.check_anchor(checkout, settings.trust.anchor)
+    try:
+        verified = verify.verify(checkout, io.trust, verify.Mode.ALL, io.commit_policy, now)
+    except verify.ForcePushRefused:
+        raise
+    except verify.VerificationFailed as exc:
+        raise _refused(checkout.tip_commit, exc) from exc
+    warnings = trustbase.check_stored(
+        verified, settings.trust.anchor, io.cluster.stored_commit(name)
+    )
+    loaded = load.run(verified, settings, io.cluster.namespaced)
+    hints = last.key_hints if last is not None else decrypt.NO_HINTS
+    decrypted = decrypt.run(loaded, io.keys.ring(), hints, io.secrets)
+    planned = plan.build(decrypted, io.cluster.inventory(name), settings)
+    changes = io.apply(planned, dry_run=dry_run)
+    return Applied(
+        verified, planned, changes, decrypted.key_hints, warnings, decrypted.rsa_operations
+    )
+
+
+def _refused(tip: str, exc: verify.VerificationFailed) -> RevisionRefused:
+    """The verify stage's error, with a message that status and the CLI can show as it is."""
+    listed = "; ".join(f"{sha}: {why}" for sha, why in exc.failures[:_LISTED_FAILURES])
+    more = len(exc.failures) - _LISTED_FAILURES
+    tail = f"; and {more} more" if more > 0 else ""
+    count = len(exc.failures)
+    return RevisionRefused(
+        f"revision {tip} refused: {count} commit(s) failed verification: {listed}{tail}",
+        exc.failures,
+    )

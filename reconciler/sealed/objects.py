@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -59,18 +60,43 @@ class Settings:
     accept_deprecated_data: bool = True
 
 
+class OpenedValues(Protocol):
+    """Values opened earlier in this process, by `value_digest`, with the key that opened them.
+
+    The digest covers the label and every sealed byte (the AES-GCM tag included), so a hit is
+    the same value sealed for the same place; the caller's cache owns lifetime and size.
+    """
+
+    def get(self, digest: str) -> tuple[str, secret_value.SecretValue] | None:
+        """(key fingerprint, plaintext) for `digest`, if it was opened before."""
+        ...
+
+    def put(self, digest: str, fingerprint: str, value: secret_value.SecretValue) -> None:
+        """Remember that the key `fingerprint` opened `digest` to `value`."""
+        ...
+
+
 class KeyChooser:
     """Tries the ring's keys for one decrypt run, cheapest guess first, and counts RSA work.
 
-    Order for a value: the key that opened this exact value last time (`hints`), the keys that
-    opened other values of the same object in this run, the key that opened the previous value,
-    then the rest newest first. Keys whose modulus cannot fit the wrapped key are skipped
-    without an RSA operation. Mutable, but it lives only as long as one stage call.
+    A value already opened in this process (`opened`) costs no RSA operation, as long as the
+    key that opened it is still in the ring: a key taken out of the ring stops opening values,
+    cached or not. Otherwise the order for a value: the key that opened this exact value last
+    time (`hints`), the keys that opened other values of the same object in this run, the key
+    that opened the previous value, then the rest newest first. Keys whose modulus cannot fit
+    the wrapped key are skipped without an RSA operation. Mutable, but it lives only as long
+    as one stage call.
     """
 
-    def __init__(self, ring: keys.KeyRing, hints: manifests.KeyHints) -> None:
+    def __init__(
+        self,
+        ring: keys.KeyRing,
+        hints: manifests.KeyHints,
+        opened: OpenedValues | None = None,
+    ) -> None:
         self._ring = ring
         self._hints = hints
+        self._opened = opened
         self._last: str | None = None
         self.used: dict[str, str] = {}
         self.rsa_operations = 0
@@ -92,6 +118,12 @@ class KeyChooser:
         """The plaintext and the fingerprint of the key that opened it, or `WireError`."""
         framed = wire.split(blob)
         digest = value_digest(label, blob)
+        cached = self._opened.get(digest) if self._opened is not None else None
+        if cached is not None and self._ring.by_fingerprint(cached[0]) is not None:
+            fingerprint, value = cached
+            self._last = fingerprint
+            self.used[digest] = fingerprint
+            return value.reveal(), fingerprint
         altered = False
         for key in self._candidates(digest, same_object):
             if not framed.fits(key.private_key):
@@ -109,6 +141,8 @@ class KeyChooser:
                 continue
             self._last = key.fingerprint
             self.used[digest] = key.fingerprint
+            if self._opened is not None:
+                self._opened.put(digest, key.fingerprint, secret_value.SecretValue(plaintext))
             return plaintext, key.fingerprint
         if not self._ring.keys:
             raise wire.WireError("no sealing keys are loaded")
@@ -136,6 +170,7 @@ def unseal(
 ) -> manifests.DecryptedSecret:
     """The Secret a SealedSecret stands for, or `DecryptionError` listing every failure."""
     obj = ref(body)
+    sealed_digest = manifests.digest(body)
 
     def fail(reason: str, key: str | None = None) -> errors.DecryptionError:
         return errors.DecryptionError(obj, (errors.Failure(key, reason),))
@@ -164,9 +199,10 @@ def unseal(
             raise fail("spec.data (deprecated) and spec.encryptedData cannot both be set")
         if not settings.accept_deprecated_data:
             raise fail("spec.data is the deprecated format and is turned off; reseal the object")
-        return _unseal_v1(
+        opened = _unseal_v1(
             spec.get("data"), label, chooser, obj=obj, source=source, place=(namespace, name)
         )
+        return dataclasses.replace(opened, sealed_digest=sealed_digest)
     if not isinstance(encrypted, Mapping):
         raise fail("spec.encryptedData is not a mapping")
 
@@ -188,7 +224,8 @@ def unseal(
     if failures:
         raise errors.DecryptionError(obj, tuple(failures))
 
-    return _decrypted(source, (namespace, name), template, data)
+    opened = _decrypted(source, (namespace, name), template, data)
+    return dataclasses.replace(opened, sealed_digest=sealed_digest)
 
 
 def _unseal_v1(

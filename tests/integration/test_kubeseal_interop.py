@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from gitwarden_cli import main
-from reconciler import manifests
-from reconciler.sealed import decrypt, keys, objects, wire
-from tests import sealed_keys
+from reconciler import decrypt, manifests
+from reconciler.sealed import keys, objects, wire
+from tests import revisions, sealed_keys
 from tests.integration import kubeseal_tool
 
 VALUES = {"password": "pä$$wörd\nline two", "empty": ""}
@@ -55,7 +55,9 @@ def kubeseal(files: Path, *args: str, stdin: bytes) -> bytes:
 
 
 def stage(body: Any, key: keys.SealingKey) -> manifests.DecryptedSecret:
-    loaded = manifests.Manifests("r", (manifests.Manifest.of("x.yaml#0", body),))
+    loaded = manifests.Manifests(
+        revisions.verified("r"), (manifests.Manifest.of("x.yaml#0", body),)
+    )
     [opened] = decrypt.run(loaded, keys.KeyRing.of([key])).secrets
     return opened
 

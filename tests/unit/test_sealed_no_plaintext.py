@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from gitwarden_cli import main
-from reconciler import manifests
-from reconciler.sealed import decrypt, errors, objects, wire
-from tests import sealed_keys
+from reconciler import decrypt, manifests
+from reconciler.sealed import errors, objects, wire
+from tests import revisions, sealed_keys
 
 NOW = sealed_keys.EPOCH + dt.timedelta(days=100)
 PLAINTEXT = "PLAINTEXT-Zq8#canary-value"
@@ -124,7 +124,9 @@ def test_decrypt_stage_failures_carry_no_plaintext(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     body = FAILURES[case]()
-    loaded = manifests.Manifests("r", (manifests.Manifest.of("s.yaml#0", body),))
+    loaded = manifests.Manifests(
+        revisions.verified("r"), (manifests.Manifest.of("s.yaml#0", body),)
+    )
     with pytest.raises(errors.RevisionRejected) as info:
         decrypt.run(loaded, sealed_keys.ring(0, 1))
     assert "app/" in str(info.value) or "other/" in str(info.value)

@@ -1,0 +1,150 @@
+"""`gitwarden reconcile --config FILE --once [--dry-run]`: one pass of the reconciler.
+
+Owns the command's arguments, printing the ChangeSet (one line per changed object, then the
+summary) or, for a dry run, a unified diff per object (Secret values masked as `***`), writing
+the outcome to the Sync status (never for a dry run), and exit codes: 0 applied, 1 refused or
+failed (the reason names the commit or file), 2 usage or configuration. It never prints a
+traceback: a `ReconcileError` is reported by its message, anything else by its type only (its
+text could quote object contents). It must not implement a stage: it composes
+`reconciler.config`, `reconciler.wiring` and `reconciler.pipeline`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import pathlib
+import sys
+import textwrap
+from typing import Any
+
+from gitwarden_cli import main
+from reconciler import (
+    changeset,
+    config,
+    configdoc,
+    errors,
+    kube_client,
+    pipeline,
+    status,
+    trustfiles,
+    wiring,
+)
+
+NO_LOOP = "the long-running reconcile loop arrives with the next release; run one pass with --once"
+
+
+def register(subparsers: Any) -> None:
+    """Add the `reconcile` subcommand."""
+    parser = subparsers.add_parser(
+        "reconcile",
+        help="apply the verified branch to the cluster (one pass with --once)",
+        description=textwrap.fill(
+            "Fetch the configured branch, verify every commit since the trust anchor, load,"
+            " decrypt, plan and apply it with server-side apply, prune what left Git and"
+            " record the outcome in the Sync status.",
+            78,
+        ),
+        epilog=configdoc.help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=pathlib.Path, required=True, help="the YAML settings")
+    parser.add_argument("--once", action="store_true", help="run one pass and exit")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what would change (a diff per object, Secret values as ***), change nothing",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        type=pathlib.Path,
+        help="overrides identity.kubeconfig (default: in-cluster)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """One pass; see the module docstring for what is printed and the exit codes."""
+    if not args.once:
+        raise main.UsageError(NO_LOOP)
+    try:
+        settings = config.load(args.config)
+        process = wiring.build(settings, args.kubeconfig)
+    except (
+        config.ConfigError,
+        trustfiles.TrustFileError,
+        kube_client.ConfigError,
+        wiring.Unsupported,
+    ) as exc:
+        raise main.UsageError(str(exc)) from None
+    try:
+        return _pass(settings, process, dry_run=args.dry_run)
+    finally:
+        process.close()
+
+
+def _pass(settings: config.ReconcilerConfig, process: wiring.Process, *, dry_run: bool) -> int:
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        applied = pipeline.reconcile(process.ports, settings, None, now, dry_run=dry_run)
+        if dry_run:
+            _print_diffs(process, applied)
+    except errors.ReconcileError as exc:
+        _report_failure(exc)
+        if not dry_run:
+            _write_status(process, settings, status.failed(exc), now)
+        return main.EXIT_FAILED
+    except Exception as exc:  # the command's promise: never a traceback
+        # The text of an unexpected error could quote an object (a Secret); only its type.
+        print(f"gitwarden reconcile: internal error ({type(exc).__name__})", file=sys.stderr)
+        return main.EXIT_FAILED
+    _print_changes(applied)
+    if dry_run:
+        print("dry run: nothing was changed")
+        return main.EXIT_OK
+    outcome = status.succeeded(applied.plan, applied.changes)
+    outcome = status.Outcome(
+        attempted=outcome.attempted,
+        signer=outcome.signer,
+        changes=outcome.changes,
+        inventory=outcome.inventory,
+        warnings=applied.warnings + outcome.warnings,
+    )
+    return main.EXIT_OK if _write_status(process, settings, outcome, now) else main.EXIT_FAILED
+
+
+def _print_changes(applied: pipeline.Applied) -> None:
+    for warning in applied.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for change in applied.changes.changes:
+        if change.action is not changeset.Action.UNCHANGED:
+            print(change)
+    print(f"{applied.commit[:12]}: {applied.changes.summary()}")
+
+
+def _print_diffs(process: wiring.Process, applied: pipeline.Applied) -> None:
+    for found in process.diff(applied.plan):
+        if found.diff:
+            print(found.diff, end="" if found.diff.endswith("\n") else "\n")
+
+
+def _report_failure(exc: errors.ReconcileError) -> None:
+    kind = "retry later" if isinstance(exc, errors.Transient) else "stalled"
+    print(f"gitwarden reconcile: refused ({kind}): {exc}", file=sys.stderr)
+    partial = getattr(exc, "changes", None)
+    if isinstance(partial, changeset.ChangeSet) and partial.changes:
+        print(f"before it stopped: {partial.summary()}", file=sys.stderr)
+
+
+def _write_status(
+    process: wiring.Process,
+    settings: config.ReconcilerConfig,
+    outcome: status.Outcome,
+    now: datetime.datetime,
+) -> bool:
+    try:
+        process.target.write_status(settings.identity.name, outcome, now)
+    except errors.ReconcileError as exc:
+        print(f"gitwarden reconcile: could not write the Sync status: {exc}", file=sys.stderr)
+        return False
+    return True

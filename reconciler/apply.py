@@ -1,0 +1,311 @@
+"""The apply stage: an ApplyPlan written to the cluster stage by stage, then the prune set.
+
+Owns the order (CRDs → wait Established and refresh discovery → Namespaces → other
+cluster-scoped kinds → namespaced objects → prune), the bounded parallelism inside a stage,
+the created / configured / unchanged decision, the recreate rule for immutable fields, the
+prune-time guard and the dry-run diff. Server-side apply always forces: GitWarden owns every
+field it declares, so a field someone changed with `kubectl edit` is taken back.
+
+No-op passes cost a request per kind, not per object: each kind is listed once (metadata
+only) by the ApplySet part-of label, and an object whose planned digest equals the inventory's
+and whose live resourceVersion is still the one recorded after our last apply is `unchanged`
+without a request. Anything else (changed in Git, edited, deleted, or touched by a controller,
+which also bumps the resourceVersion) is applied; for a status-only change that is a cheap
+server-side no-op.
+
+Secrets: a Secret body exists only inside `_apply_one` while the request is built, and is
+dropped there; nothing here logs, and errors name objects, never contents. On an error the
+partial ChangeSet rides on the raised `ApplyStalled` / `ApplyTransient` as `changes`. Must not
+talk to the API server except through the cluster adapter.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from reconciler import (
+    applyplan,
+    changeset,
+    cluster,
+    cluster_errors,
+    config,
+    errors,
+    objectdiff,
+    objectref,
+    status,
+)
+
+ESTABLISHED_TIMEOUT = 60.0
+RECREATE_TIMEOUT = 60.0
+PRUNE_STAGE = "prune"
+Action = changeset.Action
+
+
+class ApplyStalled(errors.Stalled):
+    """The pass stopped on a Stalled error (chained); `changes` is what was done before."""
+
+    def __init__(self, cause: errors.ReconcileError, changes: changeset.ChangeSet) -> None:
+        super().__init__(str(cause))
+        self.changes = changes
+        self.reason = str(getattr(cause, "reason", "") or type(cause).__name__)
+
+
+class ApplyTransient(errors.Transient):
+    """The pass stopped on a Transient error (chained); `changes` is what was done before."""
+
+    def __init__(self, cause: errors.ReconcileError, changes: changeset.ChangeSet) -> None:
+        super().__init__(str(cause))
+        self.changes = changes
+        self.reason = str(getattr(cause, "reason", "") or type(cause).__name__)
+
+
+class ImmutableField(cluster_errors.Immutable):
+    """An immutable field changed and the object is not marked to be recreated."""
+
+
+def run(
+    plan: applyplan.ApplyPlan,
+    target: cluster.Cluster,
+    settings: config.ApplyConfig,
+    *,
+    dry_run: bool = False,
+) -> changeset.ChangeSet:
+    """Apply `plan` and return what happened to each object.
+
+    A dry run applies nothing: it is the ChangeSet of `diff` (a dry-run apply answers with the
+    live resourceVersion whether or not it would change the object, so only comparing the
+    bodies tells configured from unchanged).
+    """
+    if dry_run:
+        return objectdiff.changes_of(diff(plan, target, settings))
+    done: list[changeset.Change] = []
+    live = _LiveIndex(target, status.part_of_selector(plan.applyset_id))
+    workers = concurrent.futures.ThreadPoolExecutor(max(settings.concurrency, 1))
+    try:
+        for stage in plan.stages:
+            live.load(obj.ref for obj in stage.objects)
+            one = functools.partial(
+                _apply_one, stage=stage.stage.value, plan=plan, target=target, live=live
+            )  # fmt: skip
+            results = _run_parallel(
+                workers, [functools.partial(one, o) for o in stage.objects], done
+            )
+            if stage.stage is applyplan.Stage.CRDS:
+                _await_crds(stage, results, target)
+        if settings.prune:
+            live.load(plan.prune)
+            for ref in plan.prune:
+                done.append(_prune_one(ref, target, live, settings))
+    except errors.Stalled as exc:
+        raise ApplyStalled(exc, changeset.ChangeSet(tuple(done))) from exc
+    except errors.Transient as exc:
+        raise ApplyTransient(exc, changeset.ChangeSet(tuple(done))) from exc
+    finally:
+        workers.shutdown(wait=True, cancel_futures=True)
+    return changeset.ChangeSet(tuple(done))
+
+
+def diff(
+    plan: applyplan.ApplyPlan,
+    target: cluster.Cluster,
+    settings: config.ApplyConfig | None = None,
+) -> tuple[objectdiff.ObjectDiff, ...]:
+    """What applying `plan` would change, per object, with every Secret value masked.
+
+    Each object is applied with `dryRun=All` and the result compared with the live object;
+    the prune set shows as deletions, guarded as a real prune is. Nothing in the cluster
+    changes.
+    """
+    settings = settings or config.ApplyConfig()
+    found: list[objectdiff.ObjectDiff] = []
+    for obj in plan.objects():
+        try:
+            live = target.read(obj.ref)
+            body = obj.body_for_apply()
+            try:
+                result = target.apply(obj.ref, body, dry_run=True, want_body=True)
+            finally:
+                del body
+        except cluster_errors.NotServed:
+            found.append(objectdiff.ObjectDiff(obj.ref, Action.SKIPPED, "", "kind not served yet"))
+            continue
+        found.append(objectdiff.compare(obj.ref, live, result.body, created=result.created))
+    for ref in plan.prune if settings.prune else ():
+        try:
+            doomed = target.read(ref)
+        except cluster_errors.NotServed:
+            doomed = None
+        if doomed is None:
+            continue
+        labels = (doomed.get("metadata") or {}).get("labels") or {}
+        if labels.get(settings.managed_label_key) != settings.managed_label_value:
+            found.append(objectdiff.ObjectDiff(ref, Action.SKIPPED, "", "no longer ours"))
+        else:
+            found.append(objectdiff.compare(ref, doomed, None, created=False))
+    return tuple(found)
+
+
+class _LiveIndex:
+    """The live metadata of every labelled object of the kinds seen so far (one list each)."""
+
+    def __init__(self, target: cluster.Cluster, selector: str) -> None:
+        self._target = target
+        self._selector = selector
+        self._listed: set[tuple[str, str]] = set()
+        self._objects: dict[objectref.ObjectRef, cluster.LiveObject] = {}
+
+    def load(self, refs: Iterable[objectref.ObjectRef]) -> None:
+        """List each not-yet-listed kind among `refs` (in this thread, before workers start)."""
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for ref in refs:
+            wanted.setdefault((ref.group, ref.kind), set()).add(ref.namespace)
+        for key, namespaces in sorted(wanted.items()):
+            if key in self._listed:
+                continue
+            try:
+                resource = self._target.resource(*key)
+            except cluster_errors.NotServed:
+                continue  # a kind whose CRD is not there yet (dry run) or gone (prune)
+            self._objects.update(
+                self._target.list_labelled(resource, self._selector, sorted(namespaces - {""}))
+            )
+            self._listed.add(key)
+
+    def get(self, ref: objectref.ObjectRef) -> cluster.LiveObject | None:
+        return self._objects.get(ref)
+
+
+def _run_parallel(
+    workers: concurrent.futures.ThreadPoolExecutor,
+    tasks: list[Callable[[], changeset.Change]],
+    done: list[changeset.Change],
+) -> list[changeset.Change]:
+    """Run `tasks`, append their Changes to `done` in task order; re-raise the first error.
+
+    On an error nothing new starts; tasks already running finish and count as done.
+    """
+    futures = [workers.submit(task) for task in tasks]
+    concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+    if any(f.done() and f.exception() is not None for f in futures):
+        for future in futures:
+            future.cancel()
+        concurrent.futures.wait(futures)
+    results: list[changeset.Change] = []
+    first: BaseException | None = None
+    for future in futures:
+        if future.cancelled():
+            continue
+        failure = future.exception()
+        if failure is None:
+            results.append(future.result())
+        elif first is None:
+            first = failure
+    done.extend(results)
+    if first is not None:
+        raise first
+    return results
+
+
+def _apply_one(
+    obj: applyplan.PlannedObject,
+    *,
+    stage: str,
+    plan: applyplan.ApplyPlan,
+    target: cluster.Cluster,
+    live: _LiveIndex,
+) -> changeset.Change:
+    recorded = plan.previous.entries.get(obj.ref)
+    current = live.get(obj.ref)
+    if (
+        recorded is not None
+        and current is not None
+        and recorded.digest == obj.digest
+        and recorded.resource_version == current.resource_version
+    ):
+        # Same desired state, and nobody has written the object since our last apply.
+        return changeset.Change(
+            obj.ref, Action.UNCHANGED, stage, resource_version=current.resource_version
+        )
+    body = obj.body_for_apply()
+    detail = ""
+    try:
+        try:
+            applied = target.apply(obj.ref, body)
+        except cluster_errors.Immutable as exc:
+            if not obj.recreate_allowed:
+                raise ImmutableField(
+                    f"{obj.ref.display()} (from {obj.source}): {exc}; it is not marked to be "
+                    "recreated, so the change cannot be applied",
+                    status=exc.status,
+                    fields=exc.fields,
+                ) from exc
+            applied = _recreate(obj, body, target)
+            detail = "recreated: an immutable field changed"
+    finally:
+        del body  # a Secret's plaintext lives no longer than its request
+    if applied.created and not detail:
+        action = Action.CREATED
+    elif current is not None and current.resource_version == applied.resource_version:
+        action = Action.UNCHANGED
+    else:
+        action = Action.CONFIGURED
+    return changeset.Change(
+        obj.ref, action, stage, detail, resource_version=applied.resource_version
+    )
+
+
+def _recreate(
+    obj: applyplan.PlannedObject, body: dict[str, Any], target: cluster.Cluster
+) -> cluster.Applied:
+    old = target.read_meta(obj.ref)
+    if old is not None:
+        target.delete(obj.ref, old)
+        target.wait_gone(obj.ref, old.uid, RECREATE_TIMEOUT)
+    return target.apply(obj.ref, body)
+
+
+def _await_crds(
+    stage: applyplan.StagePlan, results: list[changeset.Change], target: cluster.Cluster
+) -> None:
+    """Wait until the stage's CRDs are Established and their kinds are in discovery."""
+    kinds = {_crd_kind(obj) for obj in stage.objects} - {None}
+    served = target.resources()
+    changed = any(c.action in (Action.CREATED, Action.CONFIGURED) for c in results)
+    if not changed and all(served.get(*k) is not None for k in kinds if k):
+        return  # nothing new, and discovery already serves every kind
+    target.wait_established((obj.ref.name for obj in stage.objects), ESTABLISHED_TIMEOUT)
+    target.wait_for_kinds((k for k in kinds if k), ESTABLISHED_TIMEOUT)
+
+
+def _crd_kind(obj: applyplan.PlannedObject) -> tuple[str, str] | None:
+    spec = obj.body.get("spec") if obj.body is not None else None
+    names = spec.get("names") if spec is not None else None
+    if spec is None or names is None:
+        return None
+    return (str(spec.get("group") or ""), str(names.get("kind") or ""))
+
+
+def _prune_one(
+    ref: objectref.ObjectRef,
+    target: cluster.Cluster,
+    live: _LiveIndex,
+    settings: config.ApplyConfig,
+) -> changeset.Change:
+    try:
+        current = live.get(ref) or target.read_meta(ref)
+    except cluster_errors.NotServed:
+        return changeset.Change(ref, Action.DELETED, PRUNE_STAGE, "already gone: kind not served")
+    if current is None:
+        return changeset.Change(ref, Action.DELETED, PRUNE_STAGE, "already gone")
+    label = f"{settings.managed_label_key}={settings.managed_label_value}"
+    if current.labels.get(settings.managed_label_key) != settings.managed_label_value:
+        # The inventory says we applied it, but the live object is no longer marked as ours
+        # (someone took it over through Git elsewhere, or by break-glass): never delete it.
+        return changeset.Change(ref, Action.SKIPPED, PRUNE_STAGE, f"no longer labelled {label}")
+    # Preconditions: if the object changed since the check above (relabelled, replaced), the
+    # delete fails with 409 rather than deleting something the check did not see.
+    deleted = target.delete(ref, current)
+    return changeset.Change(ref, Action.DELETED, PRUNE_STAGE, "" if deleted else "already gone")

@@ -1,0 +1,128 @@
+"""The real ports of a reconciler process, built once from its configuration.
+
+Owns composing the adapters behind `reconciler.ports`: git fetch of `refs/heads/<branch>` into
+the cache directory, the trust and commit policy from files, the sealing keys read from the
+cluster, the cluster adapter (inventory, stored commit, discovery) and the apply stage bound to
+it. Used by `gitwarden reconcile` and by the loop. Must not run a pass or print anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Callable
+
+from reconciler import (
+    apply,
+    applyplan,
+    changeset,
+    cluster,
+    config,
+    decrypt,
+    errors,
+    gitsource,
+    kube_client,
+    objectdiff,
+    ports,
+    trustfiles,
+)
+from reconciler.sealed import keys
+from reconciler.services import kube_keys
+
+
+class Unsupported(errors.Stalled):
+    """A configured setting this build cannot honour yet; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GitSource:
+    """`ports.Source` over `gitsource.fetch`: the configured branch, exactly `refs/heads/…`."""
+
+    settings: config.SourceConfig
+
+    def fetch(self, since: str) -> gitsource.Checkout:
+        source = gitsource.Source(
+            self.settings.url,
+            known_hosts=self.settings.known_hosts,
+            identity_file=self.settings.identity_file,
+            ca_bundle=self.settings.ca_bundle,
+        )
+        ref = f"refs/heads/{self.settings.branch}"
+        return gitsource.fetch(source, self.settings.cache_dir, ref, since, full=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterKeys:
+    """`ports.Keys`: the active sealing keys in GitWarden's namespace, read on every pass."""
+
+    read: Callable[[], keys.KeyRing]
+
+    def ring(self) -> keys.KeyRing:
+        return self.read()
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterPort:
+    """`ports.Cluster` over the cluster adapter; discovery answers which kinds are namespaced."""
+
+    target: cluster.Cluster
+
+    def inventory(self, name: str) -> applyplan.Inventory:
+        return self.target.inventory(name)
+
+    def stored_commit(self, name: str) -> str | None:
+        return self.target.stored_commit(name)
+
+    def namespaced(self, group: str, kind: str) -> bool | None:
+        served = self.target.resources().get(group, kind)
+        return None if served is None else served.namespaced
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundApply:
+    """`ports.Applier`: the apply stage on this cluster with these settings."""
+
+    target: cluster.Cluster
+    settings: config.ApplyConfig
+
+    def __call__(self, plan: applyplan.ApplyPlan, *, dry_run: bool) -> changeset.ChangeSet:
+        return apply.run(plan, self.target, self.settings, dry_run=dry_run)
+
+
+@dataclasses.dataclass(frozen=True)
+class Process:
+    """The ports plus what the entry point needs besides them (status, diffs, closing)."""
+
+    ports: ports.Ports
+    target: cluster.Cluster
+
+    def diff(self, plan: applyplan.ApplyPlan) -> tuple[objectdiff.ObjectDiff, ...]:
+        return apply.diff(plan, self.target)
+
+    def close(self) -> None:
+        self.target.close()
+
+
+def build(settings: config.ReconcilerConfig, kubeconfig: pathlib.Path | None) -> Process:
+    """Every port for `settings`; configuration errors (files, credentials) raise here."""
+    if settings.source.username_file is not None:
+        raise Unsupported(
+            "source.username_file/password_file: HTTPS basic credentials are not supported by"
+            " the fetch adapter yet; use an ssh:// source or a credential-free URL"
+        )
+    trust = trustfiles.load(settings.trust)
+    policy = trustfiles.commit_policy(settings.trust)
+    chosen = kubeconfig or settings.identity.kubeconfig
+    api = kube_client.api_client(chosen)
+    namespace = settings.identity.namespace
+    target = cluster.connect(chosen, settings.apply)
+    built = ports.Ports(
+        source=GitSource(settings.source),
+        trust=trust,
+        commit_policy=policy,
+        keys=ClusterKeys(lambda: kube_keys.read_ring(api, namespace)),
+        cluster=ClusterPort(target),
+        apply=BoundApply(target, settings.apply),
+        secrets=decrypt.OpenedCache(),
+    )
+    return Process(built, target)

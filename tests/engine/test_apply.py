@@ -1,0 +1,134 @@
+"""The apply stage against the real kube-apiserver: actions, force, CRDs, no-op cost."""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes import client as k8s
+
+from reconciler import apply, applyplan, changeset, cluster, status
+from tests.engine.conftest import SETTINGS, Counted
+from tests.engine_plans import configmap, crd, deployment, plan_of, planned, planned_secret
+
+pytestmark = pytest.mark.cluster
+Action = changeset.Action
+
+
+def actions(changes: changeset.ChangeSet) -> dict[str, Action]:
+    return {c.ref.name: c.action for c in changes.changes}
+
+
+def after(plan: applyplan.ApplyPlan, changes: changeset.ChangeSet) -> applyplan.Inventory:
+    return status.inventory_after(plan, changes, complete=True)
+
+
+def objects(namespace: str, applyset: str, data: str = "1") -> list[applyplan.PlannedObject]:
+    return [
+        planned(configmap(namespace, "settings", {"level": data}), applyset=applyset),
+        planned(deployment(namespace, "web"), applyset=applyset),
+        planned_secret(namespace, "token", {"token": b"s3cr3t-value"}, applyset=applyset),
+    ]
+
+
+def test_first_pass_creates_and_second_is_unchanged_without_a_write(
+    target: cluster.Cluster, counted: Counted, namespace: str, applyset: str
+) -> None:
+    first = plan_of(objects(namespace, applyset), applyset=applyset)
+    created = apply.run(first, target, SETTINGS)
+    assert actions(created) == {"settings": Action.CREATED, "web": Action.CREATED, "token": Action.CREATED}
+    assert all(c.resource_version for c in created.changes)
+
+    before = len(counted.audited())
+    second = plan_of(objects(namespace, applyset), applyset=applyset, previous=after(first, created))
+    again = apply.run(second, target, SETTINGS)
+    assert set(actions(again).values()) == {Action.UNCHANGED}
+    requests = counted.audited()[before:]
+    # One metadata list per kind (ConfigMap, Deployment, Secret), nothing per object.
+    assert sorted(e["verb"] for e in requests) == ["list", "list", "list"]
+
+
+def test_a_change_in_git_is_configured_and_the_rest_left_alone(
+    target: cluster.Cluster, counted: Counted, namespace: str, applyset: str
+) -> None:
+    first = plan_of(objects(namespace, applyset), applyset=applyset)
+    done = apply.run(first, target, SETTINGS)
+    before = len(counted.audited())
+    changed = plan_of(objects(namespace, applyset, data="2"), applyset=applyset, previous=after(first, done))
+    result = apply.run(changed, target, SETTINGS)
+    assert actions(result) == {"settings": Action.CONFIGURED, "web": Action.UNCHANGED, "token": Action.UNCHANGED}
+    patches = [e for e in counted.audited()[before:] if e["verb"] == "patch"]
+    assert [e["objectRef"]["name"] for e in patches] == ["settings"]
+    live = k8s.CoreV1Api(target_admin(counted)).read_namespaced_config_map("settings", namespace)
+    assert live.data == {"level": "2"}
+
+
+def target_admin(counted: Counted) -> k8s.ApiClient:
+    return counted.plane.admin()
+
+
+def test_apply_without_inventory_tells_unchanged_from_configured(
+    target: cluster.Cluster, namespace: str, applyset: str
+) -> None:
+    plan = plan_of(objects(namespace, applyset), applyset=applyset)
+    apply.run(plan, target, SETTINGS)
+    # No inventory: every object is applied, and the server's answer (same resourceVersion)
+    # tells that nothing changed.
+    assert set(actions(apply.run(plan, target, SETTINGS)).values()) == {Action.UNCHANGED}
+
+
+def test_force_takes_back_a_field_another_manager_changed(
+    target: cluster.Cluster, counted: Counted, namespace: str, applyset: str
+) -> None:
+    plan = plan_of(objects(namespace, applyset), applyset=applyset)
+    done = apply.run(plan, target, SETTINGS)
+    core = k8s.CoreV1Api(counted.plane.admin())
+    # What `kubectl edit` does: an update by another field manager.
+    core.patch_namespaced_config_map(
+        "settings", namespace, {"data": {"level": "edited"}}, field_manager="kubectl-edit"
+    )
+    repaired = apply.run(
+        plan_of(objects(namespace, applyset), applyset=applyset, previous=after(plan, done)),
+        target,
+        SETTINGS,
+    )
+    assert actions(repaired)["settings"] is Action.CONFIGURED
+    live = core.read_namespaced_config_map("settings", namespace)
+    assert live.data == {"level": "1"}
+    owners = {m.manager for m in live.metadata.managed_fields if m.fields_v1 and "f:data" in m.fields_v1}
+    assert owners == {"gitwarden"}
+
+
+def test_a_deleted_object_is_created_again(
+    target: cluster.Cluster, counted: Counted, namespace: str, applyset: str
+) -> None:
+    plan = plan_of(objects(namespace, applyset), applyset=applyset)
+    done = apply.run(plan, target, SETTINGS)
+    k8s.CoreV1Api(counted.plane.admin()).delete_namespaced_config_map("settings", namespace)
+    again = apply.run(
+        plan_of(objects(namespace, applyset), applyset=applyset, previous=after(plan, done)),
+        target,
+        SETTINGS,
+    )
+    assert actions(again)["settings"] is Action.CREATED
+
+
+def test_a_crd_and_its_custom_resource_in_one_plan(
+    target: cluster.Cluster, counted: Counted, namespace: str, applyset: str
+) -> None:
+    group = f"{applyset[9:17].lower().replace('-', 'x').replace('_', 'y')}.example.com"
+    definition = planned(crd(group, "Widget", "widgets"), "crds/widget.yaml", applyset=applyset)
+    widget = planned(
+        {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w1", "namespace": namespace}, "spec": {"size": 3}},
+        "apps/widget.yaml",
+        applyset=applyset,
+    )
+    plan = plan_of([definition, widget], applyset=applyset)
+    done = apply.run(plan, target, SETTINGS)
+    assert [(c.stage, c.action) for c in done.changes] == [
+        ("crds", Action.CREATED),
+        ("namespaced", Action.CREATED),
+    ]
+    custom = k8s.CustomObjectsApi(counted.plane.admin())
+    assert custom.get_namespaced_custom_object(group, "v1", namespace, "widgets", "w1")["spec"] == {"size": 3}
+    # A second pass with the inventory skips both, the CRD wait included.
+    again = apply.run(plan_of([definition, widget], applyset=applyset, previous=after(plan, done)), target, SETTINGS)
+    assert set(actions(again).values()) == {Action.UNCHANGED}

@@ -1,0 +1,109 @@
+"""Prune's apply-time guard and the immutable-field rule, against the real kube-apiserver."""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes import client as k8s
+
+from reconciler import apply, changeset, cluster, config, objectref, status
+from tests.engine.conftest import SETTINGS, Counted
+from tests.engine_plans import configmap, deployment, plan_of, planned
+
+pytestmark = pytest.mark.cluster
+Action = changeset.Action
+
+
+def cm_ref(namespace: str, name: str) -> objectref.ObjectRef:
+    return objectref.ObjectRef("", "ConfigMap", namespace, name)
+
+
+def test_prune_deletes_exactly_the_listed_objects_that_are_still_ours(
+    target: cluster.Cluster, counted: Counted, namespace: str, applyset: str
+) -> None:
+    names = ("keep", "gone", "relabelled")
+    first = plan_of([planned(configmap(namespace, n, {"n": n}), applyset=applyset) for n in names], applyset=applyset)
+    done = apply.run(first, target, SETTINGS)
+    core = k8s.CoreV1Api(counted.plane.admin())
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "unrelated"}})
+    # Someone took "relabelled" out of GitWarden's hands: it must survive the prune.
+    core.patch_namespaced_config_map(
+        "relabelled", namespace, {"metadata": {"labels": {config.MANAGED_LABEL_KEY: None}}}
+    )
+    previous = status.inventory_after(first, done, complete=True)
+    second = plan_of(
+        [planned(configmap(namespace, "keep", {"n": "keep"}), applyset=applyset)],
+        applyset=applyset,
+        previous=previous,
+        prune=[cm_ref(namespace, "gone"), cm_ref(namespace, "relabelled"), cm_ref(namespace, "never-was")],
+    )
+    result = apply.run(second, target, SETTINGS)
+    pruned = {c.ref.name: (c.action, c.detail) for c in result.changes if c.stage == "prune"}
+    assert pruned == {
+        "gone": (Action.DELETED, ""),
+        "relabelled": (Action.SKIPPED, f"no longer labelled {config.MANAGED_LABEL_KEY}=true"),
+        "never-was": (Action.DELETED, "already gone"),
+    }
+    left = {cm.metadata.name for cm in core.list_namespaced_config_map(namespace).items}
+    assert left == {"keep", "relabelled", "unrelated"}
+    # The skipped object leaves the inventory: it is not ours any more.
+    entries = status.inventory_after(second, result, complete=True).entries
+    assert set(entries) == {cm_ref(namespace, "keep")}
+
+
+def test_prune_is_off_when_configured_off(target: cluster.Cluster, counted: Counted, namespace: str, applyset: str) -> None:
+    first = plan_of([planned(configmap(namespace, "a", {}), applyset=applyset)], applyset=applyset)
+    done = apply.run(first, target, SETTINGS)
+    second = plan_of([], applyset=applyset, previous=status.inventory_after(first, done, complete=True), prune=[cm_ref(namespace, "a")])
+    assert apply.run(second, target, config.ApplyConfig(qps=0, prune=False)).changes == ()
+    assert k8s.CoreV1Api(counted.plane.admin()).read_namespaced_config_map("a", namespace)
+
+
+def test_an_immutable_field_change_is_stalled_naming_the_object(
+    target: cluster.Cluster, namespace: str, applyset: str
+) -> None:
+    first = plan_of(
+        [planned(configmap(namespace, "cm", {"a": "1"}), applyset=applyset), planned(deployment(namespace, "web", app="v1"), "apps/web.yaml", applyset=applyset)],
+        applyset=applyset,
+    )
+    apply.run(first, target, SETTINGS)
+    moved = plan_of(
+        [planned(configmap(namespace, "cm", {"a": "2"}), applyset=applyset), planned(deployment(namespace, "web", app="v2"), "apps/web.yaml", applyset=applyset)],
+        applyset=applyset,
+    )
+    with pytest.raises(apply.ApplyStalled) as caught:
+        apply.run(moved, target, SETTINGS)
+    message = str(caught.value)
+    assert f"Deployment.apps {namespace}/web" in message
+    assert "apps/web.yaml" in message
+    assert "spec.selector" in message
+    assert caught.value.reason == "ImmutableField"
+    # The partial ChangeSet rides on the error: the ConfigMap was applied before.
+    assert {c.ref.name: c.action for c in caught.value.changes.changes} == {"cm": Action.CONFIGURED}
+
+
+def test_an_immutable_field_change_recreates_when_allowed(
+    target: cluster.Cluster, counted: Counted, namespace: str, applyset: str
+) -> None:
+    apply.run(plan_of([planned(deployment(namespace, "web", app="v1"), recreate=True, applyset=applyset)], applyset=applyset), target, SETTINGS)
+    apps = k8s.AppsV1Api(counted.plane.admin())
+    old_uid = apps.read_namespaced_deployment("web", namespace).metadata.uid
+    result = apply.run(plan_of([planned(deployment(namespace, "web", app="v2"), recreate=True, applyset=applyset)], applyset=applyset), target, SETTINGS)
+    (change,) = result.changes
+    assert (change.action, change.detail) == (Action.CONFIGURED, "recreated: an immutable field changed")
+    live = apps.read_namespaced_deployment("web", namespace)
+    assert live.metadata.uid != old_uid
+    assert live.spec.selector.match_labels == {"app": "v2"}
+
+
+def test_a_services_cluster_ip_is_immutable_too(target: cluster.Cluster, namespace: str, applyset: str) -> None:
+    def service(ip: str) -> dict[str, object]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "svc", "namespace": namespace},
+            "spec": {"clusterIP": ip, "ports": [{"port": 80}]},
+        }
+
+    apply.run(plan_of([planned(service("10.0.0.77"), applyset=applyset)], applyset=applyset), target, SETTINGS)
+    with pytest.raises(apply.ApplyStalled, match=f"Service {namespace}/svc"):
+        apply.run(plan_of([planned(service("10.0.0.78"), applyset=applyset)], applyset=applyset), target, SETTINGS)

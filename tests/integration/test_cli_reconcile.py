@@ -1,0 +1,161 @@
+"""`gitwarden reconcile --once` against the real kube-apiserver: exit codes, the printed
+ChangeSet, refusals that name the commit, dry runs that change nothing and mask Secrets."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import pathlib
+import uuid
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from gitwarden_cli import main
+from reconciler.sealed import objects
+from reconciler.services import kube_keys
+from tests import sealed_keys
+from tests.harness import signedrepo
+from tests.harness.controlplane import ControlPlane
+
+pytestmark = pytest.mark.cluster
+
+
+@dataclasses.dataclass
+class Setup:
+    repo: signedrepo.SignedRepo
+    config: pathlib.Path
+    kubeconfig: pathlib.Path
+    namespace: str
+    anchor: str
+
+    def run(self, *extra: str) -> int:
+        args = ["reconcile", "--config", str(self.config), "--kubeconfig", str(self.kubeconfig)]
+        return main.main([*args, *extra])
+
+
+def manifests_for(namespace: str, value: str, *, secret: bool = True) -> dict[str, str]:
+    meta = {"name": "settings", "namespace": namespace}
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"mode": value}}
+    files = {"apps/settings.yaml": yaml.safe_dump(cm)}
+    if secret:
+        sealed = objects.seal(
+            {"kind": "Secret", "metadata": {"name": "db", "namespace": namespace},
+             "stringData": {"password": "hunter2-never-printed"}},
+            sealed_keys.sealing_key(2048, 0).certificate,
+            sealed_keys.EPOCH + dt.timedelta(days=1),
+        )  # fmt: skip
+        files["apps/db.yaml"] = yaml.safe_dump(sealed)
+    return files
+
+
+@pytest.fixture
+def setup(
+    tmp_path: pathlib.Path, control_plane: ControlPlane, admin: k8s.ApiClient, namespace: str
+) -> Setup:
+    repo = signedrepo.build(tmp_path / "git")
+    anchor = repo.commit({"README.md": "the anchor"})
+    keys_ns = f"gw-{uuid.uuid4().hex[:8]}"
+    k8s.CoreV1Api(admin).create_namespace({"metadata": {"name": keys_ns}})
+    kube_keys.write_key(admin, keys_ns, sealed_keys.sealing_key(2048, 0))
+    settings = {
+        "source": {"url": str(repo.path), "paths": ["apps"], "cache_dir": str(tmp_path / "cache")},
+        "trust": {"anchor": anchor, "allowed_signers": str(repo.allowed_signers)},
+        "identity": {"namespace": keys_ns, "name": f"sync-{uuid.uuid4().hex[:8]}"},
+        "apply": {"qps": 1000, "burst": 1000},
+    }
+    path = tmp_path / "gitwarden.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    kubeconfig = control_plane.admin_kubeconfig(tmp_path / "kubeconfig")
+    return Setup(repo, path, kubeconfig, namespace, anchor)
+
+
+def test_a_pass_applies_and_a_second_changes_nothing(
+    setup: Setup, admin: k8s.ApiClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tip = setup.repo.commit(manifests_for(setup.namespace, "one"))
+    assert setup.run("--once") == main.EXIT_OK
+    out = capsys.readouterr().out
+    assert f"{tip[:12]}: 2 created" in out
+    assert f"ConfigMap {setup.namespace}/settings created" in out
+    core = k8s.CoreV1Api(admin)
+    live = core.read_namespaced_config_map("settings", setup.namespace)
+    assert live.metadata.labels["gitwarden.dev/managed"] == "true"
+    assert live.metadata.annotations["gitwarden.dev/source-path"] == "apps/settings.yaml"
+    assert core.read_namespaced_secret("db", setup.namespace).data["password"]
+    assert setup.run("--once") == main.EXIT_OK
+    assert f"{tip[:12]}: 2 unchanged" in capsys.readouterr().out
+
+
+def test_an_unsigned_commit_is_refused_naming_it_and_nothing_changes(
+    setup: Setup, admin: k8s.ApiClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup.repo.commit(manifests_for(setup.namespace, "one", secret=False))
+    assert setup.run("--once") == main.EXIT_OK
+    bad = setup.repo.commit(manifests_for(setup.namespace, "evil", secret=False), signed=False)
+    capsys.readouterr()
+    assert setup.run("--once") == main.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert f"{bad}: unsigned" in err
+    assert "Traceback" not in err
+    live = k8s.CoreV1Api(admin).read_namespaced_config_map("settings", setup.namespace)
+    assert live.data == {"mode": "one"}
+
+
+def test_a_dry_run_prints_masked_diffs_and_changes_nothing(
+    setup: Setup, admin: k8s.ApiClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup.repo.commit(manifests_for(setup.namespace, "one"))
+    assert setup.run("--once", "--dry-run") == main.EXIT_OK
+    out = capsys.readouterr().out
+    assert "hunter2" not in out
+    assert "***" in out
+    assert "dry run: nothing was changed" in out
+    core = k8s.CoreV1Api(admin)
+    with pytest.raises(k8s.ApiException) as caught:
+        core.read_namespaced_config_map("settings", setup.namespace)
+    assert caught.value.status == 404
+
+
+def test_configuration_errors_exit_2_naming_the_key(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = setup.config.read_text().replace(setup.anchor, "main")
+    setup.config.write_text(text)
+    assert setup.run("--once") == main.EXIT_USAGE
+    assert "trust.anchor: must be a full commit id" in capsys.readouterr().err
+
+
+def test_without_once_the_command_says_the_loop_comes_later(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert setup.run() == main.EXIT_USAGE
+    assert "--once" in capsys.readouterr().err
+
+
+def test_an_attacker_written_stored_commit_is_ignored_reported_and_lets_nothing_through(
+    setup: Setup, admin: k8s.ApiClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup.repo.commit(manifests_for(setup.namespace, "one", secret=False))
+    assert setup.run("--once") == main.EXIT_OK
+    name = yaml.safe_load(setup.config.read_text())["identity"]["name"]
+    custom = k8s.CustomObjectsApi(admin)
+    forged = "f" * 40
+    custom.patch_cluster_custom_object_status(
+        "gitwarden.dev", "v1alpha1", "syncs", name, {"status": {"lastAppliedCommit": forged}}
+    )
+    capsys.readouterr()
+    assert setup.run("--once") == main.EXIT_OK
+    assert f"ignored the stored last-applied commit {forged}" in capsys.readouterr().err
+    written = custom.get_cluster_custom_object("gitwarden.dev", "v1alpha1", "syncs", name)
+    assert any(forged in w for w in written["status"]["warnings"])
+    # Now the forged value names an unsigned commit on top: it is still refused.
+    unsigned = setup.repo.commit(manifests_for(setup.namespace, "evil", secret=False), signed=False)
+    custom.patch_cluster_custom_object_status(
+        "gitwarden.dev", "v1alpha1", "syncs", name, {"status": {"lastAppliedCommit": unsigned}}
+    )
+    assert setup.run("--once") == main.EXIT_FAILED
+    assert f"{unsigned}: unsigned" in capsys.readouterr().err
+    live = k8s.CoreV1Api(admin).read_namespaced_config_map("settings", setup.namespace)
+    assert live.data == {"mode": "one"}

@@ -1,0 +1,46 @@
+"""`gitwarden reconcile` arguments that need no cluster: help, the missing loop, bad config."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from gitwarden_cli import main
+from reconciler import configdoc
+
+
+def test_help_includes_the_generated_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main.main(["reconcile", "--help"])
+    assert caught.value.code == 0
+    assert configdoc.help_text() in capsys.readouterr().out
+
+
+def test_without_once_it_exits_2_saying_the_loop_comes_later(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main.main(["reconcile", "--config", str(tmp_path / "x.yaml")]) == main.EXIT_USAGE
+    assert "run one pass with --once" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("source: {url: x}\ntrust: {anchor: nope}\n", "trust.anchor: must be a full commit id"),
+        ("source: {url: x}\n", r"trust.anchor: missing"),
+        (
+            f"source: {{url: x}}\ntrust: {{anchor: {'a' * 40}, allowed_signers: missing}}\n",
+            "missing: cannot read",
+        ),
+    ],
+)
+def test_configuration_problems_exit_2_without_a_traceback(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    path = tmp_path / "gitwarden.yaml"
+    path.write_text(text)
+    assert main.main(["reconcile", "--config", str(path), "--once"]) == main.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
