@@ -249,9 +249,15 @@ def allowed_everything(admin: k8s.ApiClient, user: str) -> Iterator[None]:
         rbac.delete_cluster_role_binding(name)
 
 
-def install_sync_crd(admin: k8s.ApiClient) -> None:
-    """The Sync status CRD from the reconciler's own manifest, Established before tests use it."""
-    raise NotImplementedError("the Sync CRD's manifest arrives with the engine-cluster branch")
+def install_sync_crd(plane: ControlPlane, workdir: Path) -> None:
+    """The operator's set-up step: `gitwarden status --install-crd` as the admin."""
+    kubeconfig = plane.admin_kubeconfig(workdir / "admin.kubeconfig")
+    done = run_cli("status", "--install-crd", "--kubeconfig", str(kubeconfig), "--name", "none")
+    assert "no Sync object" in done.stderr, done.stdout + done.stderr
+    crd = k8s.ApiextensionsV1Api(plane.admin()).read_custom_resource_definition(
+        f"{SYNC_PLURAL}.{SYNC_GROUP}"
+    )
+    assert any(c.type == "Established" and c.status == "True" for c in crd.status.conditions)
 
 
 @contextlib.contextmanager
@@ -259,7 +265,7 @@ def running_env(plane: ControlPlane, admin: k8s.ApiClient, workdir: Path) -> Ite
     """The admission stack, the GitOps identity, a sealing key and the Sync CRD."""
     with webhook_stack.running_stack(plane, admin, workdir, ADMISSION) as stack:
         grant_reconciler(admin)
-        install_sync_crd(admin)
+        install_sync_crd(plane, workdir)
         keys = gitopsrepo.make_keys(workdir / "keys")
         try:
             yield Env(
