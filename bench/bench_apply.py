@@ -1,4 +1,4 @@
-"""Benchmark of the apply stage against a real kube-apiserver, next to `kubectl apply --server-side`.
+"""Benchmark of the apply stage on a real kube-apiserver, next to `kubectl apply --server-side`.
 
 Starts etcd + kube-apiserver with the test harness and renders the same ~1,000 objects twice
 (two sets of 10 namespaces): ConfigMaps, Secrets (planned as the decrypt stage hands them on),
@@ -44,22 +44,52 @@ T = TypeVar("T")
 def objects(prefix: str, applyset: str) -> list[applyplan.PlannedObject]:
     """The planned objects of one set: namespaces, a CRD, 100 CRs and 900 namespaced objects."""
     group = f"{prefix}.bench.example.com"
-    out = [planned({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns(prefix, i)}}, applyset) for i in range(NAMESPACES)]
+    out = [
+        planned(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns(prefix, i)}}, applyset
+        )
+        for i in range(NAMESPACES)
+    ]
     out.append(planned(engine_plans.crd(group, "Widget", "widgets"), applyset))
     for i in range(NAMESPACES):
         n = ns(prefix, i)
         for j in range(PER_KIND):
             name = f"app-{j:02d}"
             out += [
-                planned(engine_plans.configmap(n, name, {"settings.yaml": f"replicas: {j}\nlevel: info\n" * 4}), applyset),
-                engine_plans.planned_secret(n, name, {"password": f"pw-{i}-{j}".encode() * 4, "user": b"app"}, applyset=applyset),
-                planned({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": n}}, applyset),
+                planned(
+                    engine_plans.configmap(
+                        n, name, {"settings.yaml": f"replicas: {j}\nlevel: info\n" * 4}
+                    ),
+                    applyset,
+                ),
+                engine_plans.planned_secret(
+                    n,
+                    name,
+                    {"password": f"pw-{i}-{j}".encode() * 4, "user": b"app"},
+                    applyset=applyset,
+                ),
+                planned(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ServiceAccount",
+                        "metadata": {"name": name, "namespace": n},
+                    },
+                    applyset,
+                ),
                 planned(service(n, name), applyset),
-                planned(engine_plans.deployment(n, name, image=f"registry.invalid/{name}:1.{j}"), applyset),
+                planned(
+                    engine_plans.deployment(n, name, image=f"registry.invalid/{name}:1.{j}"),
+                    applyset,
+                ),
                 planned(role_binding(n, name), applyset),
             ]
     for k in range(CUSTOM_RESOURCES):
-        widget = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": f"w-{k:03d}", "namespace": ns(prefix, k % NAMESPACES)}, "spec": {"size": k}}
+        widget = {
+            "apiVersion": f"{group}/v1",
+            "kind": "Widget",
+            "metadata": {"name": f"w-{k:03d}", "namespace": ns(prefix, k % NAMESPACES)},
+            "spec": {"size": k},
+        }
         out.append(planned(widget, applyset))
     return out
 
@@ -78,7 +108,11 @@ def service(namespace: str, name: str) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"clusterIP": "None", "selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
+        "spec": {
+            "clusterIP": "None",
+            "selector": {"app": name},
+            "ports": [{"port": 80, "targetPort": 8080}],
+        },
     }
 
 
@@ -99,15 +133,26 @@ def timed(func: Callable[[], T]) -> tuple[T, float]:
 
 
 def requests_by(plane: ControlPlane, agent_prefix: str, since: int) -> int:
-    return sum(1 for e in plane.audit_events()[since:] if str(e.get("userAgent", "")).startswith(agent_prefix))
+    return sum(
+        1
+        for e in plane.audit_events()[since:]
+        if str(e.get("userAgent", "")).startswith(agent_prefix)
+    )
 
 
-def gitwarden_pass(plane: ControlPlane, settings: config.ApplyConfig, planned_objects: list[applyplan.PlannedObject], name: str) -> applyplan.ApplyPlan:
+def gitwarden_pass(
+    plane: ControlPlane,
+    settings: config.ApplyConfig,
+    planned_objects: list[applyplan.PlannedObject],
+    name: str,
+) -> applyplan.ApplyPlan:
     """One whole pass as `reconcile --once` runs it: inventory, apply, status."""
     adapter = cluster.Cluster(plane.admin().configuration, settings, user_agent=AGENT)
     try:
         previous = adapter.inventory(name)
-        plan = engine_plans.plan_of(planned_objects, previous=previous, applyset=status.applyset_id(name))
+        plan = engine_plans.plan_of(
+            planned_objects, previous=previous, applyset=status.applyset_id(name)
+        )
         changes = apply.run(plan, adapter, settings)
         adapter.write_status(name, status.succeeded(plan, changes), dt.datetime.now(dt.UTC))
     finally:
@@ -116,7 +161,9 @@ def gitwarden_pass(plane: ControlPlane, settings: config.ApplyConfig, planned_ob
     return plan
 
 
-def kubectl_apply(plane: ControlPlane, planned_objects: list[applyplan.PlannedObject], workdir: Path) -> None:
+def kubectl_apply(
+    plane: ControlPlane, planned_objects: list[applyplan.PlannedObject], workdir: Path
+) -> None:
     kubeconfig = plane.admin_kubeconfig(workdir / "admin.kubeconfig")
     bodies = [o.body_for_apply() for o in planned_objects]
     crds = [b for b in bodies if b["kind"] == "CustomResourceDefinition"]
@@ -127,7 +174,13 @@ def kubectl_apply(plane: ControlPlane, planned_objects: list[applyplan.PlannedOb
     base = ["kubectl", f"--kubeconfig={kubeconfig}"]
     for argv in (
         [*base, "apply", "--server-side", "-f", str(workdir / "crds.yaml")],
-        [*base, "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{c['metadata']['name']}" for c in crds)],
+        [
+            *base,
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            *(f"crd/{c['metadata']['name']}" for c in crds),
+        ],
         [*base, "apply", "--server-side", "-f", str(workdir / "rest.yaml")],
     ):
         subprocess.run(argv, check=True, capture_output=True, timeout=600)
@@ -144,19 +197,29 @@ def profiled(func: Callable[[], T]) -> T:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     defaults = config.ApplyConfig()
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
     parser.add_argument("--qps", type=float, default=defaults.qps, help="0: no client-side limit")
     parser.add_argument("--burst", type=int, default=defaults.burst)
-    parser.add_argument("--profile", action="store_true", help="cProfile the initial GitWarden pass")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile the initial GitWarden pass"
+    )
     args = parser.parse_args(argv)
     settings = config.ApplyConfig(concurrency=args.concurrency, qps=args.qps, burst=args.burst)
     name = "bench"
     ours = objects("gw", status.applyset_id(name))
     theirs = objects("kc", status.applyset_id("kubectl"))
-    print(f"objects per set: {len(ours)}; concurrency={settings.concurrency} qps={settings.qps} burst={settings.burst}")
-    with running_control_plane() as plane, tempfile.TemporaryDirectory(prefix="bench-apply-") as tmp:
+    print(
+        f"objects per set: {len(ours)}; concurrency={settings.concurrency} "
+        f"qps={settings.qps} burst={settings.burst}"
+    )
+    with (
+        running_control_plane() as plane,
+        tempfile.TemporaryDirectory(prefix="bench-apply-") as tmp,
+    ):
         mark = len(plane.audit_events())
         run_initial = lambda: gitwarden_pass(plane, settings, ours, name)  # noqa: E731
         _, gw_wall = timed((lambda: profiled(run_initial)) if args.profile else run_initial)
@@ -174,8 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"initial   gitwarden {gw_wall:6.2f} s {gw_requests:5d} requests")
     print(f"initial   kubectl   {kc_wall:6.2f} s {kc_requests:5d} requests")
     print(f"ratio     {ratio:.2f}x kubectl's wall time (target <= 0.50)")
-    print(f"no-op     gitwarden {noop_wall:6.2f} s {noop_requests:5d} requests (targets <= 1 s, <= 30)")
-    print("RSA operations: none here (Secrets are planned directly; the decrypt stage is benched by bench_unseal)")
+    print(
+        f"no-op     gitwarden {noop_wall:6.2f} s {noop_requests:5d} requests"
+        " (targets <= 1 s, <= 30)"
+    )
+    print(
+        "RSA operations: none here (Secrets are planned directly;"
+        " the decrypt stage is benched by bench_unseal)"
+    )
     ok = ratio <= 0.5 and noop_wall <= 1.0 and noop_requests <= 30
     print("targets met" if ok else "TARGETS MISSED")
     return 0 if ok else 1

@@ -65,8 +65,11 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return main.EXIT_FAILED
-    state = found.get("status") if isinstance(found.get("status"), Mapping) else {}
-    print(json.dumps(as_json(args.name, state), indent=2) if args.json else as_text(args.name, state))
+    stored = found.get("status")
+    state: Mapping[str, Any] = stored if isinstance(stored, Mapping) else {}
+    print(
+        json.dumps(as_json(args.name, state), indent=2) if args.json else as_text(args.name, state)
+    )
     return main.EXIT_OK if _ready(state).get("status") == "True" else main.EXIT_FAILED
 
 
@@ -79,7 +82,12 @@ def as_json(name: str, state: Mapping[str, Any]) -> dict[str, Any]:
         shown["inventory"] = {"error": str(exc)}
     else:
         shown["inventory"] = [
-            {"ref": str(ref), "digest": e.digest, "resourceVersion": e.resource_version, "source": e.source}
+            {
+                "ref": str(ref),
+                "digest": e.digest,
+                "resourceVersion": e.resource_version,
+                "source": e.source,
+            }
             for ref, e in sorted(inventory.entries.items())
         ]
     return {"name": name, "status": shown}

@@ -132,6 +132,10 @@ class Cluster:
     def field_manager(self) -> str:
         return self._settings.field_manager
 
+    @property
+    def settings(self) -> config.ApplyConfig:
+        return self._settings
+
     # ------------------------------------------------------------------ the Sync status object
 
     def inventory(self, name: str) -> applyplan.Inventory:

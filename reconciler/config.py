@@ -171,10 +171,14 @@ class ApplyConfig:
         default=8, metadata=_help("Objects applied in parallel inside one stage (1-64).")
     )
     qps: float = field(
-        default=50.0, metadata=_help("Client-side rate limit: API requests per second.")
+        default=100.0,
+        metadata=_help(
+            "Client-side rate limit: API requests per second (0: none; requests in flight are"
+            " also bounded by concurrency)."
+        ),
     )
     burst: int = field(
-        default=100, metadata=_help("Client-side rate limit: requests allowed in a burst.")
+        default=300, metadata=_help("Client-side rate limit: requests allowed in a burst.")
     )
     request_timeout: float = field(
         default=30.0, metadata=_help("Seconds one API request may take.")
@@ -331,7 +335,11 @@ def _type_name(value: object) -> str:
 
 def _check(config: ReconcilerConfig, reader: _Reader) -> None:
     """Rules across fields and on values; each failure names the key."""
-    source, trust, apply, identity = config.source, config.trust, config.apply, config.identity
+    _check_git(config.source, config.trust, reader)
+    _check_cluster(config.apply, config.identity, reader)
+
+
+def _check_git(source: SourceConfig, trust: TrustConfig, reader: _Reader) -> None:
     if _BAD_REF.search(source.branch):
         raise reader.fail("source.branch", f"{source.branch!r} is not a valid branch name")
     if (source.username_file is None) != (source.password_file is None):
@@ -346,6 +354,9 @@ def _check(config: ReconcilerConfig, reader: _Reader) -> None:
         raise reader.fail(
             "trust.commit_policy_dir", "commit_policy_dir and commit_policy_data go together"
         )
+
+
+def _check_cluster(apply: ApplyConfig, identity: IdentityConfig, reader: _Reader) -> None:
     if apply.default_namespace is not None and not _DNS_LABEL.fullmatch(apply.default_namespace):
         raise reader.fail("apply.default_namespace", "must be a namespace name (DNS-1123 label)")
     if not _label_key(apply.managed_label_key):
@@ -354,14 +365,10 @@ def _check(config: ReconcilerConfig, reader: _Reader) -> None:
         raise reader.fail("apply.source_path_annotation", "must be an annotation key")
     if not 1 <= apply.concurrency <= 64:
         raise reader.fail("apply.concurrency", "must be between 1 and 64")
-    if apply.qps <= 0 or apply.burst < 1 or apply.request_timeout <= 0:
-        key = (
-            "apply.qps"
-            if apply.qps <= 0
-            else "apply.burst"
-            if apply.burst < 1
-            else "apply.request_timeout"
-        )
+    if apply.qps < 0:
+        raise reader.fail("apply.qps", "must not be negative (0 turns the limit off)")
+    if apply.burst < 1 or apply.request_timeout <= 0:
+        key = "apply.burst" if apply.burst < 1 else "apply.request_timeout"
         raise reader.fail(key, "must be positive")
     if not _DNS_LABEL.fullmatch(identity.namespace):
         raise reader.fail("identity.namespace", "must be a namespace name (DNS-1123 label)")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,11 @@ from reconciler import config, errors, manifests, objectref, scopes, verify
 SUFFIXES = (".yaml", ".yml", ".json")
 MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_NODES = 1_000_000  # per document, counting alias expansions
+MAX_DEPTH = 200  # Kubernetes objects, CRD schemas included, stay far below
+_API_VERSION = re.compile(
+    r"((?=[^/]{1,253}/)[a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+)
+_KIND = re.compile(r"[A-Za-z][A-Za-z0-9]{0,62}")
 _LINK = int(pygit2.enums.FileMode.LINK)
 _GITLINK = int(pygit2.enums.FileMode.COMMIT)
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
@@ -128,6 +134,8 @@ def _files(tree: pygit2.Tree, path: str, where: _Where) -> Iterator[tuple[str, b
 def _walk(tree: pygit2.Tree, prefix: str, where: _Where) -> Iterator[tuple[str, bytes]]:
     for entry in sorted(tree, key=lambda e: e.name or ""):
         name = f"{prefix}{entry.name}"
+        if (entry.name or ".").startswith("."):
+            continue  # .github/, .gitlab-ci.yml, .sops.yaml: tooling, never manifests
         _refuse_links(entry, name, where)
         if isinstance(entry, pygit2.Tree):
             yield from _walk(entry, name + "/", where)
@@ -215,28 +223,32 @@ def _json(path: str, text: str, where: _Where) -> Any:
         return json.loads(text, object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
         raise LoadError(f"{where.at(path, exc.lineno)}: not valid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise LoadError(f"{where.at(path)}: nested too deeply") from None
 
 
 def _bounded(node: yaml.Node, path: str, line: int, where: _Where) -> None:
     """Refuse a document whose alias expansion would exceed MAX_NODES (a "billion laughs")."""
     sizes: dict[int, int] = {}
 
-    def size(current: yaml.Node) -> int:
+    def size(current: yaml.Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise LoadError(f"{where.at(path, line)}: nested deeper than {MAX_DEPTH} levels")
         known = sizes.get(id(current))
         if known is not None:
             return known
         sizes[id(current)] = 1  # a recursive alias counts once; construction refuses it later
         total = 1
         if isinstance(current, yaml.SequenceNode):
-            total += sum(size(child) for child in current.value)
+            total += sum(size(child, depth + 1) for child in current.value)
         elif isinstance(current, yaml.MappingNode):
-            total += sum(size(k) + size(v) for k, v in current.value)
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in current.value)
         sizes[id(current)] = total
         if total > MAX_NODES:
             raise LoadError(f"{where.at(path, line)}: document expands past {MAX_NODES} nodes")
         return total
 
-    size(node)
+    size(node, 0)
 
 
 def _objects(
@@ -265,8 +277,10 @@ def _item_lines(node: yaml.Node | None, count: int, line: int) -> list[int]:
     return [line] * count
 
 
-def _json_tree(value: Any, at: str) -> Any:
+def _json_tree(value: Any, at: str, depth: int = 0) -> Any:
     """The document as JSON would hold it; keys become strings as Kubernetes' reader does."""
+    if depth > MAX_DEPTH:
+        raise LoadError(f"{at}: nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
         result: dict[str, Any] = {}
         for raw_key, child in value.items():
@@ -277,10 +291,10 @@ def _json_tree(value: Any, at: str) -> Any:
             else:
                 kind = type(raw_key).__name__
                 raise LoadError(f"{at}: a mapping key that is not a string ({kind})")
-            result[key] = _json_tree(child, at)
+            result[key] = _json_tree(child, at, depth + 1)
         return result
     if isinstance(value, list):
-        return [_json_tree(child, at) for child in value]
+        return [_json_tree(child, at, depth + 1) for child in value]
     if isinstance(value, float) and not math.isfinite(value):
         raise LoadError(f"{at}: a number JSON cannot hold ({value})")
     if value is None or isinstance(value, str | int | float | bool):
@@ -294,6 +308,12 @@ def _check_shape(body: Any, at: str) -> None:
     for key in ("apiVersion", "kind"):
         if not isinstance(body.get(key), str) or not body[key]:
             raise LoadError(f"{at}: {key} is missing or not a string")
+    # The object's identity is written `group/Kind/namespace/name` in the inventory: nothing in
+    # it may contain a `/` it does not own.
+    if not _API_VERSION.fullmatch(body["apiVersion"]):
+        raise LoadError(f"{at}: apiVersion {body['apiVersion'][:80]!r} is not group/version")
+    if not _KIND.fullmatch(body["kind"]):
+        raise LoadError(f"{at}: kind {body['kind'][:80]!r} is not a Kubernetes kind name")
     meta = body.get("metadata")
     if not isinstance(meta, dict):
         raise LoadError(f"{at}: metadata is missing or not a mapping")

@@ -10,8 +10,10 @@ prune decision with its guards as data:
   commit said so, not whoever can edit the live object);
 * a revision that renders nothing, or a configured path that renders nothing, is
   `NothingToApply` (Stalled) and deletes nothing, unless `apply.allow_prune_to_empty`.
-Deletions come in reverse apply order. What Git sets for the stamped keys is overwritten: the
-label, the ApplySet and the file name are GitWarden's to say. No I/O; plain values in and out.
+Deletions come in reverse apply order. Inside a stage, Roles and ClusterRoles form a wave of
+their own before the rest (apply runs a wave in parallel; a binding needs its role to exist).
+What Git sets for the stamped keys is overwritten: the label, the ApplySet and the file name
+are GitWarden's to say. No I/O; plain values in and out.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ KIND_ORDER: tuple[str, ...] = (
     "MutatingWebhookConfiguration",
 )
 _RANK = {kind: i for i, kind in enumerate(KIND_ORDER)}
+_ROLE_KINDS = frozenset(
+    {("rbac.authorization.k8s.io", "Role"), ("rbac.authorization.k8s.io", "ClusterRole")}
+)
 _STAGE_RANK = {stage: i for i, stage in enumerate(applyplan.Stage)}
 
 
@@ -128,8 +133,9 @@ def build(
     _never_to_empty(decrypted, planned, settings.apply)
     ordered = sorted(planned.values(), key=lambda o: order_key(o.ref))
     stages = tuple(
-        applyplan.StagePlan(stage, tuple(o for o in ordered if stage_of(o.ref) is stage))
+        wave
         for stage in applyplan.Stage
+        for wave in _waves(stage, [o for o in ordered if stage_of(o.ref) is stage])
     )
     prune, kept = _prune(inventory, set(planned), settings.apply)
     return applyplan.ApplyPlan(
@@ -140,6 +146,21 @@ def build(
         kept=kept,
         previous=inventory,
     )
+
+
+def _waves(
+    stage: applyplan.Stage, objects: list[applyplan.PlannedObject]
+) -> tuple[applyplan.StagePlan, ...]:
+    """A stage as one or two StagePlans: Roles and ClusterRoles first, when there are any.
+
+    Apply runs the objects of one StagePlan in parallel. The API server refuses (404) a
+    binding to a role that does not exist yet unless the applier may `bind` any role, which
+    GitWarden's identity should not hold; so roles get a wave of their own before the rest.
+    """
+    roles = tuple(o for o in objects if (o.ref.group, o.ref.kind) in _ROLE_KINDS)
+    rest = tuple(o for o in objects if (o.ref.group, o.ref.kind) not in _ROLE_KINDS)
+    first = (applyplan.StagePlan(stage, roles),) if roles else ()
+    return (*first, applyplan.StagePlan(stage, rest))
 
 
 class _Stamp:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from reconciler import applyplan, changeset, errors, objectref
+from reconciler import applyplan, changeset, config, errors, objectref
 
 GROUP = "gitwarden.dev"
 VERSION = "v1alpha1"
@@ -111,7 +111,7 @@ def inventory_after(
         obj = planned.get(change.ref)
         if obj is not None and change.resource_version:
             entries[change.ref] = applyplan.InventoryEntry(
-                obj.digest, change.resource_version, obj.source
+                obj.digest, change.resource_version, obj.source, obj.prune_allowed
             )
     commit = plan.revision.commit if complete else plan.previous.commit
     return applyplan.Inventory(commit=commit, entries=MappingProxyType(entries))
@@ -129,18 +129,22 @@ def part_of_selector(applyset: str) -> str:
 
 
 def parent_metadata(
-    name: str, inventory: applyplan.Inventory | None, tooling_version: str
+    name: str,
+    inventory: applyplan.Inventory | None,
+    tooling_version: str,
+    managed_label: tuple[str, str] = (config.MANAGED_LABEL_KEY, config.MANAGED_LABEL_VALUE),
 ) -> dict[str, Any]:
-    """Labels and annotations that make the Sync object the ApplySet parent."""
+    """Labels and annotations that make the Sync object the ApplySet parent.
+
+    It also carries the managed label, so the webhook guards it like any managed object: only
+    the GitOps identity may change it or (a rule of its own) its status.
+    """
     annotations = {APPLYSET_TOOLING: f"gitwarden/{tooling_version}"}
     if inventory is not None:
         kinds = sorted({ref.group_kind for ref in inventory.entries})
         annotations[APPLYSET_GROUP_KINDS] = ",".join(kinds)
-    return {
-        "name": name,
-        "labels": {APPLYSET_ID_LABEL: applyset_id(name)},
-        "annotations": annotations,
-    }
+    labels = {APPLYSET_ID_LABEL: applyset_id(name), managed_label[0]: managed_label[1]}
+    return {"name": name, "labels": labels, "annotations": annotations}
 
 
 def render(
@@ -199,9 +203,14 @@ def render(
 
 
 def encode_inventory(inventory: applyplan.Inventory) -> dict[str, Any]:
-    """The compact stored form: gzip-compressed JSON rows `[ref, digest, rv, source]`."""
+    """The compact stored form: gzip-compressed JSON rows `[ref, digest, rv, source]`.
+
+    A row gets a fifth element, `1`, when the object as last applied allowed pruning of its
+    protected kind (`gitwarden.dev/prune: allow`); rows without it read as not allowed.
+    """
     rows = sorted(
-        [str(ref), e.digest, e.resource_version, e.source] for ref, e in inventory.entries.items()
+        [str(ref), e.digest, e.resource_version, e.source, *([1] if e.prune_allowed else [])]
+        for ref, e in inventory.entries.items()
     )
     raw = json.dumps({"objects": rows}, separators=(",", ":")).encode()
     packed = gzip.compress(raw, compresslevel=6, mtime=0)
@@ -225,9 +234,9 @@ def decode_inventory(status: Mapping[str, Any] | None) -> applyplan.Inventory:
         rows = json.loads(gzip.decompress(base64.b64decode(str(stored.get("data")), validate=True)))
         entries = {
             objectref.ObjectRef.parse(str(ref)): applyplan.InventoryEntry(
-                str(digest), str(rv), str(source)
+                str(digest), str(rv), str(source), prune_allowed=bool(allowed and allowed[0] == 1)
             )
-            for ref, digest, rv, source in rows["objects"]
+            for ref, digest, rv, source, *allowed in rows["objects"]
         }
     except (ValueError, TypeError, KeyError, OSError, EOFError) as exc:
         raise ValueError(f"the stored inventory does not decode ({type(exc).__name__})") from exc

@@ -83,7 +83,13 @@ def report(
     if found is None:
         ensure_crd(target)
     previous = found.get("status") if found else None
-    meta = status.parent_metadata(name, outcome.inventory, tooling_version())
+    settings = target.settings
+    meta = status.parent_metadata(
+        name,
+        outcome.inventory,
+        tooling_version(),
+        (settings.managed_label_key, settings.managed_label_value),
+    )
     if found is None or not _has_metadata(found, meta):
         _apply(target, name, {"metadata": meta}, "")
     generation = int((found or {}).get("metadata", {}).get("generation") or 1)

@@ -28,10 +28,13 @@ def ref_of(body: Mapping[str, Any]) -> objectref.ObjectRef:
 
 def stamped(body: Mapping[str, Any], source: str, applyset: str = APPLYSET) -> dict[str, Any]:
     """A copy of `body` with the labels and annotation the plan stage adds."""
-    out = json.loads(json.dumps(body))
+    out: dict[str, Any] = json.loads(json.dumps(body))
     meta = out.setdefault("metadata", {})
     meta.setdefault("labels", {}).update(
-        {config.MANAGED_LABEL_KEY: config.MANAGED_LABEL_VALUE, status.APPLYSET_PART_OF_LABEL: applyset}
+        {
+            config.MANAGED_LABEL_KEY: config.MANAGED_LABEL_VALUE,
+            status.APPLYSET_PART_OF_LABEL: applyset,
+        }
     )
     meta.setdefault("annotations", {})[config.SOURCE_PATH_ANNOTATION] = source
     return out
@@ -158,7 +161,12 @@ def crd(group: str, kind: str, plural: str) -> dict[str, Any]:
         "spec": {
             "group": group,
             "scope": "Namespaced",
-            "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+            "names": {
+                "kind": kind,
+                "plural": plural,
+                "singular": kind.lower(),
+                "listKind": f"{kind}List",
+            },
             "versions": [
                 {
                     "name": "v1",
@@ -168,7 +176,10 @@ def crd(group: str, kind: str, plural: str) -> dict[str, Any]:
                         "openAPIV3Schema": {
                             "type": "object",
                             "properties": {
-                                "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                                "spec": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                }
                             },
                         }
                     },

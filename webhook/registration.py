@@ -22,6 +22,9 @@ PATH = "/validate"
 PROTECTED_NAMESPACE_PATH = "/validate/protected-namespace"
 SCALE_PATH = "/validate/scale"
 OPERATIONS = ["CREATE", "UPDATE", "DELETE"]
+# The reconciler's status kind (syncs.gitwarden.dev), spelled here so the two never import
+# each other; a test checks that both sides agree.
+SYNC_GROUP, SYNC_RESOURCE = "gitwarden.dev", "syncs"
 
 
 def _cel_list(values: tuple[str, ...]) -> str:
@@ -101,20 +104,34 @@ def validating_webhook_configuration(
         "matchConditions": match_conditions(config),
     }
     resources = ["*", "*/status"] if config.intercept_status else ["*"]
+    rules: list[dict[str, Any]] = [
+        {
+            "operations": OPERATIONS,
+            "apiGroups": ["*"],
+            "apiVersions": ["*"],
+            "resources": resources,
+            "scope": "*",
+        }
+    ]
+    if not config.intercept_status:
+        # The reconciler's Sync status holds the inventory and the last applied commit, which
+        # steer pruning and the no-op skip: its status is always checked, even when other
+        # objects' status writes are left to controllers.
+        rules.append(
+            {
+                "operations": ["UPDATE"],
+                "apiGroups": [SYNC_GROUP],
+                "apiVersions": ["*"],
+                "resources": [f"{SYNC_RESOURCE}/status"],
+                "scope": "Cluster",
+            }
+        )
     label = config.managed_label
     webhooks: list[dict[str, Any]] = [
         {
             "name": f"managed.{name}.gitwarden.dev",
             "clientConfig": _client_config(client_config, PATH),
-            "rules": [
-                {
-                    "operations": OPERATIONS,
-                    "apiGroups": ["*"],
-                    "apiVersions": ["*"],
-                    "resources": resources,
-                    "scope": "*",
-                }
-            ],
+            "rules": rules,
             "namespaceSelector": {"matchExpressions": [not_excluded]},
             # Matches when the object or the stored object carries the label, so removing the
             # label is itself checked.

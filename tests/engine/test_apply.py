@@ -34,11 +34,17 @@ def test_first_pass_creates_and_second_is_unchanged_without_a_write(
 ) -> None:
     first = plan_of(objects(namespace, applyset), applyset=applyset)
     created = apply.run(first, target, SETTINGS)
-    assert actions(created) == {"settings": Action.CREATED, "web": Action.CREATED, "token": Action.CREATED}
+    assert actions(created) == {
+        "settings": Action.CREATED,
+        "web": Action.CREATED,
+        "token": Action.CREATED,
+    }
     assert all(c.resource_version for c in created.changes)
 
     before = len(counted.audited())
-    second = plan_of(objects(namespace, applyset), applyset=applyset, previous=after(first, created))
+    second = plan_of(
+        objects(namespace, applyset), applyset=applyset, previous=after(first, created)
+    )
     again = apply.run(second, target, SETTINGS)
     assert set(actions(again).values()) == {Action.UNCHANGED}
     requests = counted.audited()[before:]
@@ -52,9 +58,15 @@ def test_a_change_in_git_is_configured_and_the_rest_left_alone(
     first = plan_of(objects(namespace, applyset), applyset=applyset)
     done = apply.run(first, target, SETTINGS)
     before = len(counted.audited())
-    changed = plan_of(objects(namespace, applyset, data="2"), applyset=applyset, previous=after(first, done))
+    changed = plan_of(
+        objects(namespace, applyset, data="2"), applyset=applyset, previous=after(first, done)
+    )
     result = apply.run(changed, target, SETTINGS)
-    assert actions(result) == {"settings": Action.CONFIGURED, "web": Action.UNCHANGED, "token": Action.UNCHANGED}
+    assert actions(result) == {
+        "settings": Action.CONFIGURED,
+        "web": Action.UNCHANGED,
+        "token": Action.UNCHANGED,
+    }
     patches = [e for e in counted.audited()[before:] if e["verb"] == "patch"]
     assert [e["objectRef"]["name"] for e in patches] == ["settings"]
     live = k8s.CoreV1Api(target_admin(counted)).read_namespaced_config_map("settings", namespace)
@@ -93,7 +105,9 @@ def test_force_takes_back_a_field_another_manager_changed(
     assert actions(repaired)["settings"] is Action.CONFIGURED
     live = core.read_namespaced_config_map("settings", namespace)
     assert live.data == {"level": "1"}
-    owners = {m.manager for m in live.metadata.managed_fields if m.fields_v1 and "f:data" in m.fields_v1}
+    owners = {
+        m.manager for m in live.metadata.managed_fields if m.fields_v1 and "f:data" in m.fields_v1
+    }
     assert owners == {"gitwarden"}
 
 
@@ -117,7 +131,12 @@ def test_a_crd_and_its_custom_resource_in_one_plan(
     group = f"{applyset[9:17].lower().replace('-', 'x').replace('_', 'y')}.example.com"
     definition = planned(crd(group, "Widget", "widgets"), "crds/widget.yaml", applyset=applyset)
     widget = planned(
-        {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w1", "namespace": namespace}, "spec": {"size": 3}},
+        {
+            "apiVersion": f"{group}/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w1", "namespace": namespace},
+            "spec": {"size": 3},
+        },
         "apps/widget.yaml",
         applyset=applyset,
     )
@@ -128,7 +147,13 @@ def test_a_crd_and_its_custom_resource_in_one_plan(
         ("namespaced", Action.CREATED),
     ]
     custom = k8s.CustomObjectsApi(counted.plane.admin())
-    assert custom.get_namespaced_custom_object(group, "v1", namespace, "widgets", "w1")["spec"] == {"size": 3}
+    assert custom.get_namespaced_custom_object(group, "v1", namespace, "widgets", "w1")["spec"] == {
+        "size": 3
+    }
     # A second pass with the inventory skips both, the CRD wait included.
-    again = apply.run(plan_of([definition, widget], applyset=applyset, previous=after(plan, done)), target, SETTINGS)
+    again = apply.run(
+        plan_of([definition, widget], applyset=applyset, previous=after(plan, done)),
+        target,
+        SETTINGS,
+    )
     assert set(actions(again).values()) == {Action.UNCHANGED}

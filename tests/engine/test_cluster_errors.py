@@ -29,13 +29,17 @@ def test_an_unreachable_api_server_is_transient_and_nothing_of_urllib3_escapes(
 
 
 def test_a_request_slower_than_the_timeout_is_transient(admin: k8s.ApiClient) -> None:
-    impatient = cluster.Cluster(admin.configuration, config.ApplyConfig(qps=0, request_timeout=0.001))
+    impatient = cluster.Cluster(
+        admin.configuration, config.ApplyConfig(qps=0, request_timeout=0.001)
+    )
     with pytest.raises(cluster_errors.Unreachable) as caught:
         impatient.refresh_discovery()
     assert isinstance(caught.value.__cause__, urllib3.exceptions.HTTPError | OSError)
 
 
-def test_a_user_without_rbac_is_forbidden_and_stalled(control_plane: ControlPlane, namespace: str) -> None:
+def test_a_user_without_rbac_is_forbidden_and_stalled(
+    control_plane: ControlPlane, namespace: str
+) -> None:
     nobody = control_plane.as_user("nobody-without-rbac")
     adapter = cluster.Cluster(nobody.configuration, SETTINGS)
     ref = objectref.ObjectRef("", "ConfigMap", namespace, "x")
@@ -50,9 +54,24 @@ def test_a_forbidden_cluster_wide_list_falls_back_to_the_namespaces(
     control_plane: ControlPlane, admin: k8s.ApiClient, namespace: str
 ) -> None:
     rbac = k8s.RbacAuthorizationV1Api(admin)
-    rbac.create_namespaced_role(namespace, {"metadata": {"name": "cm"}, "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]})
-    rbac.create_namespaced_role_binding(namespace, {"metadata": {"name": "cm"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm"}, "subjects": [{"kind": "User", "name": "ns-lister"}]})
-    k8s.CoreV1Api(admin).create_namespaced_config_map(namespace, {"metadata": {"name": "a", "labels": {"team": "x"}}})
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "cm"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "cm"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm"},
+            "subjects": [{"kind": "User", "name": "ns-lister"}],
+        },
+    )
+    k8s.CoreV1Api(admin).create_namespaced_config_map(
+        namespace, {"metadata": {"name": "a", "labels": {"team": "x"}}}
+    )
     adapter = cluster.Cluster(control_plane.as_user("ns-lister").configuration, SETTINGS)
     resource = adapter.resource("", "ConfigMap")
     found = adapter.list_labelled(resource, "team=x", [namespace])
@@ -77,9 +96,17 @@ def test_an_invalid_object_is_stalled_naming_the_field_never_the_value(
     assert LEAKY not in str(caught.value) + repr(cause.args)
 
 
-def test_a_kind_nobody_serves_is_stalled(target: cluster.Cluster, namespace: str, applyset: str) -> None:
-    ghost = {"apiVersion": "nowhere.example.com/v1", "kind": "Ghost", "metadata": {"name": "g", "namespace": namespace}}
-    with pytest.raises(apply.ApplyStalled, match=r"no resource for kind Ghost\.nowhere\.example\.com"):
+def test_a_kind_nobody_serves_is_stalled(
+    target: cluster.Cluster, namespace: str, applyset: str
+) -> None:
+    ghost = {
+        "apiVersion": "nowhere.example.com/v1",
+        "kind": "Ghost",
+        "metadata": {"name": "g", "namespace": namespace},
+    }
+    with pytest.raises(
+        apply.ApplyStalled, match=r"no resource for kind Ghost\.nowhere\.example\.com"
+    ):
         apply.run(plan_of([planned(ghost, applyset=applyset)], applyset=applyset), target, SETTINGS)
 
 

@@ -21,7 +21,10 @@ def test_prune_deletes_exactly_the_listed_objects_that_are_still_ours(
     target: cluster.Cluster, counted: Counted, namespace: str, applyset: str
 ) -> None:
     names = ("keep", "gone", "relabelled")
-    first = plan_of([planned(configmap(namespace, n, {"n": n}), applyset=applyset) for n in names], applyset=applyset)
+    first = plan_of(
+        [planned(configmap(namespace, n, {"n": n}), applyset=applyset) for n in names],
+        applyset=applyset,
+    )
     done = apply.run(first, target, SETTINGS)
     core = k8s.CoreV1Api(counted.plane.admin())
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "unrelated"}})
@@ -34,7 +37,11 @@ def test_prune_deletes_exactly_the_listed_objects_that_are_still_ours(
         [planned(configmap(namespace, "keep", {"n": "keep"}), applyset=applyset)],
         applyset=applyset,
         previous=previous,
-        prune=[cm_ref(namespace, "gone"), cm_ref(namespace, "relabelled"), cm_ref(namespace, "never-was")],
+        prune=[
+            cm_ref(namespace, "gone"),
+            cm_ref(namespace, "relabelled"),
+            cm_ref(namespace, "never-was"),
+        ],
     )
     result = apply.run(second, target, SETTINGS)
     pruned = {c.ref.name: (c.action, c.detail) for c in result.changes if c.stage == "prune"}
@@ -50,10 +57,17 @@ def test_prune_deletes_exactly_the_listed_objects_that_are_still_ours(
     assert set(entries) == {cm_ref(namespace, "keep")}
 
 
-def test_prune_is_off_when_configured_off(target: cluster.Cluster, counted: Counted, namespace: str, applyset: str) -> None:
+def test_prune_is_off_when_configured_off(
+    target: cluster.Cluster, counted: Counted, namespace: str, applyset: str
+) -> None:
     first = plan_of([planned(configmap(namespace, "a", {}), applyset=applyset)], applyset=applyset)
     done = apply.run(first, target, SETTINGS)
-    second = plan_of([], applyset=applyset, previous=status.inventory_after(first, done, complete=True), prune=[cm_ref(namespace, "a")])
+    second = plan_of(
+        [],
+        applyset=applyset,
+        previous=status.inventory_after(first, done, complete=True),
+        prune=[cm_ref(namespace, "a")],
+    )
     assert apply.run(second, target, config.ApplyConfig(qps=0, prune=False)).changes == ()
     assert k8s.CoreV1Api(counted.plane.admin()).read_namespaced_config_map("a", namespace)
 
@@ -62,12 +76,18 @@ def test_an_immutable_field_change_is_stalled_naming_the_object(
     target: cluster.Cluster, namespace: str, applyset: str
 ) -> None:
     first = plan_of(
-        [planned(configmap(namespace, "cm", {"a": "1"}), applyset=applyset), planned(deployment(namespace, "web", app="v1"), "apps/web.yaml", applyset=applyset)],
+        [
+            planned(configmap(namespace, "cm", {"a": "1"}), applyset=applyset),
+            planned(deployment(namespace, "web", app="v1"), "apps/web.yaml", applyset=applyset),
+        ],
         applyset=applyset,
     )
     apply.run(first, target, SETTINGS)
     moved = plan_of(
-        [planned(configmap(namespace, "cm", {"a": "2"}), applyset=applyset), planned(deployment(namespace, "web", app="v2"), "apps/web.yaml", applyset=applyset)],
+        [
+            planned(configmap(namespace, "cm", {"a": "2"}), applyset=applyset),
+            planned(deployment(namespace, "web", app="v2"), "apps/web.yaml", applyset=applyset),
+        ],
         applyset=applyset,
     )
     with pytest.raises(apply.ApplyStalled) as caught:
@@ -84,18 +104,37 @@ def test_an_immutable_field_change_is_stalled_naming_the_object(
 def test_an_immutable_field_change_recreates_when_allowed(
     target: cluster.Cluster, counted: Counted, namespace: str, applyset: str
 ) -> None:
-    apply.run(plan_of([planned(deployment(namespace, "web", app="v1"), recreate=True, applyset=applyset)], applyset=applyset), target, SETTINGS)
+    apply.run(
+        plan_of(
+            [planned(deployment(namespace, "web", app="v1"), recreate=True, applyset=applyset)],
+            applyset=applyset,
+        ),
+        target,
+        SETTINGS,
+    )
     apps = k8s.AppsV1Api(counted.plane.admin())
     old_uid = apps.read_namespaced_deployment("web", namespace).metadata.uid
-    result = apply.run(plan_of([planned(deployment(namespace, "web", app="v2"), recreate=True, applyset=applyset)], applyset=applyset), target, SETTINGS)
+    result = apply.run(
+        plan_of(
+            [planned(deployment(namespace, "web", app="v2"), recreate=True, applyset=applyset)],
+            applyset=applyset,
+        ),
+        target,
+        SETTINGS,
+    )
     (change,) = result.changes
-    assert (change.action, change.detail) == (Action.CONFIGURED, "recreated: an immutable field changed")
+    assert (change.action, change.detail) == (
+        Action.CONFIGURED,
+        "recreated: an immutable field changed",
+    )
     live = apps.read_namespaced_deployment("web", namespace)
     assert live.metadata.uid != old_uid
     assert live.spec.selector.match_labels == {"app": "v2"}
 
 
-def test_a_services_cluster_ip_is_immutable_too(target: cluster.Cluster, namespace: str, applyset: str) -> None:
+def test_a_services_cluster_ip_is_immutable_too(
+    target: cluster.Cluster, namespace: str, applyset: str
+) -> None:
     def service(ip: str) -> dict[str, object]:
         return {
             "apiVersion": "v1",
@@ -104,6 +143,14 @@ def test_a_services_cluster_ip_is_immutable_too(target: cluster.Cluster, namespa
             "spec": {"clusterIP": ip, "ports": [{"port": 80}]},
         }
 
-    apply.run(plan_of([planned(service("10.0.0.77"), applyset=applyset)], applyset=applyset), target, SETTINGS)
+    apply.run(
+        plan_of([planned(service("10.0.0.77"), applyset=applyset)], applyset=applyset),
+        target,
+        SETTINGS,
+    )
     with pytest.raises(apply.ApplyStalled, match=f"Service {namespace}/svc"):
-        apply.run(plan_of([planned(service("10.0.0.78"), applyset=applyset)], applyset=applyset), target, SETTINGS)
+        apply.run(
+            plan_of([planned(service("10.0.0.78"), applyset=applyset)], applyset=applyset),
+            target,
+            SETTINGS,
+        )

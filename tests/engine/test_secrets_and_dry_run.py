@@ -1,4 +1,4 @@
-"""Secret values never leave the apply stage except to the API server; the dry run changes nothing."""
+"""Secret values leave the apply stage only for the API server; the dry run changes nothing."""
 
 from __future__ import annotations
 
@@ -25,13 +25,19 @@ def forms(value: bytes) -> list[str]:
 
 
 def chained_text(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(exc)) + repr(exc) + "".join(
-        repr(a) for e in (exc, exc.__cause__) if e is not None for a in e.args
+    return (
+        "".join(traceback.format_exception(exc))
+        + repr(exc)
+        + "".join(repr(a) for e in (exc, exc.__cause__) if e is not None for a in e.args)
     )
 
 
 def test_a_secret_is_applied_with_its_values_and_they_appear_in_no_log_or_error(
-    target: cluster.Cluster, counted: Counted, namespace: str, applyset: str, caplog: pytest.LogCaptureFixture
+    target: cluster.Cluster,
+    counted: Counted,
+    namespace: str,
+    applyset: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     secret = planned_secret(namespace, "db", {"password": PLAINTEXT}, applyset=applyset)
@@ -40,7 +46,9 @@ def test_a_secret_is_applied_with_its_values_and_they_appear_in_no_log_or_error(
     assert base64.b64decode(live.data["password"]) == PLAINTEXT
 
     # Make the next apply of the Secret fail in the API server: it is immutable now.
-    k8s.CoreV1Api(counted.plane.admin()).patch_namespaced_secret("db", namespace, {"immutable": True})
+    k8s.CoreV1Api(counted.plane.admin()).patch_namespaced_secret(
+        "db", namespace, {"immutable": True}
+    )
     changed = planned_secret(namespace, "db", {"password": NEW_PLAINTEXT}, applyset=applyset)
     with pytest.raises(apply.ApplyStalled) as caught:
         apply.run(plan_of([changed], applyset=applyset), target, SETTINGS)
@@ -59,7 +67,9 @@ def test_dry_run_diff_masks_every_secret_value_and_changes_nothing(
     first = plan_of(
         [
             planned(configmap(namespace, "cm", {"level": "1"}), applyset=applyset),
-            planned_secret(namespace, "db", {"password": PLAINTEXT, "user": b"app"}, applyset=applyset),
+            planned_secret(
+                namespace, "db", {"password": PLAINTEXT, "user": b"app"}, applyset=applyset
+            ),
         ],
         applyset=applyset,
     )
@@ -67,19 +77,32 @@ def test_dry_run_diff_masks_every_secret_value_and_changes_nothing(
     core.patch_namespaced_secret(
         "db", namespace, {"metadata": {"annotations": {objectdiff.LAST_APPLIED: last_applied}}}
     )
-    versions = {o.metadata.name: o.metadata.resource_version for o in (core.read_namespaced_config_map("cm", namespace), core.read_namespaced_secret("db", namespace))}
+    versions = {
+        o.metadata.name: o.metadata.resource_version
+        for o in (
+            core.read_namespaced_config_map("cm", namespace),
+            core.read_namespaced_secret("db", namespace),
+        )
+    }
 
     second = plan_of(
         [
             planned(configmap(namespace, "cm", {"level": "2"}), applyset=applyset),
-            planned_secret(namespace, "db", {"password": NEW_PLAINTEXT, "user": b"app"}, applyset=applyset),
+            planned_secret(
+                namespace, "db", {"password": NEW_PLAINTEXT, "user": b"app"}, applyset=applyset
+            ),
             planned(configmap(namespace, "new", {"x": "y"}), applyset=applyset),
         ],
         applyset=applyset,
     )
     diffs = {d.ref.name: d for d in apply.diff(second, target)}
-    assert {n: d.action for n, d in diffs.items()} == {"cm": Action.CONFIGURED, "db": Action.CONFIGURED, "new": Action.CREATED}
-    assert "-  level: '1'" in diffs["cm"].diff and "+  level: '2'" in diffs["cm"].diff
+    assert {n: d.action for n, d in diffs.items()} == {
+        "cm": Action.CONFIGURED,
+        "db": Action.CONFIGURED,
+        "new": Action.CREATED,
+    }
+    assert "-  level: '1'" in diffs["cm"].diff
+    assert "+  level: '2'" in diffs["cm"].diff
     secret_diff = diffs["db"].diff
     assert "password: '*** (changed)'" in secret_diff
     assert "user: '***'" in secret_diff
@@ -88,17 +111,34 @@ def test_dry_run_diff_masks_every_secret_value_and_changes_nothing(
         assert value not in everything
     # A dry-run ChangeSet from `run` agrees, and nothing was written.
     dry = apply.run(second, target, SETTINGS, dry_run=True)
-    assert {c.ref.name: c.action for c in dry.changes} == {"cm": Action.CONFIGURED, "db": Action.CONFIGURED, "new": Action.CREATED}
-    after = {o.metadata.name: o.metadata.resource_version for o in (core.read_namespaced_config_map("cm", namespace), core.read_namespaced_secret("db", namespace))}
+    assert {c.ref.name: c.action for c in dry.changes} == {
+        "cm": Action.CONFIGURED,
+        "db": Action.CONFIGURED,
+        "new": Action.CREATED,
+    }
+    after = {
+        o.metadata.name: o.metadata.resource_version
+        for o in (
+            core.read_namespaced_config_map("cm", namespace),
+            core.read_namespaced_secret("db", namespace),
+        )
+    }
     assert after == versions
     assert "new" not in {c.metadata.name for c in core.list_namespaced_config_map(namespace).items}
     assert objectdiff.changes_of(tuple(diffs.values())).summary() == "1 created, 2 configured"
 
 
-def test_status_and_changes_never_carry_secret_values(target: cluster.Cluster, namespace: str, applyset: str) -> None:
-    plan = plan_of([planned_secret(namespace, "db", {"password": PLAINTEXT}, applyset=applyset)], applyset=applyset)
+def test_status_and_changes_never_carry_secret_values(
+    target: cluster.Cluster, namespace: str, applyset: str
+) -> None:
+    plan = plan_of(
+        [planned_secret(namespace, "db", {"password": PLAINTEXT}, applyset=applyset)],
+        applyset=applyset,
+    )
     done = apply.run(plan, target, SETTINGS)
     import datetime
 
-    rendered = status.render(status.succeeded(plan, done), None, datetime.datetime.now(datetime.UTC))
+    rendered = status.render(
+        status.succeeded(plan, done), None, datetime.datetime.now(datetime.UTC)
+    )
     assert all(v not in repr(rendered) + repr(done) for v in forms(PLAINTEXT))

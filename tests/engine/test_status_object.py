@@ -1,4 +1,4 @@
-"""The Sync status object in the real API server: kubectl shows it, waits on it, and it holds the inventory."""
+"""The Sync status object in the real API server: kubectl shows it and waits on it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,17 @@ from types import MappingProxyType
 import pytest
 
 from gitwarden_cli import main
-from reconciler import apply, applyplan, changeset, cluster, cluster_errors, objectref, status, syncstore
+from reconciler import (
+    apply,
+    applyplan,
+    changeset,
+    cluster,
+    cluster_errors,
+    config,
+    objectref,
+    status,
+    syncstore,
+)
 from tests.engine.conftest import SETTINGS
 from tests.engine_plans import configmap, plan_of, planned
 from tests.harness.controlplane import ControlPlane
@@ -34,7 +44,11 @@ def name() -> str:
 
 def kubectl(kubeconfig: pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["kubectl", f"--kubeconfig={kubeconfig}", *args], capture_output=True, text=True, timeout=60, check=False
+        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -42,7 +56,11 @@ def test_a_successful_pass_is_ready_in_kubectl_and_round_trips_its_inventory(
     target: cluster.Cluster, kubeconfig: pathlib.Path, namespace: str, name: str
 ) -> None:
     applyset = status.applyset_id(name)
-    plan = plan_of([planned(configmap(namespace, "a", {"k": "v"}), applyset=applyset)], applyset=applyset, commit="c" * 40)
+    plan = plan_of(
+        [planned(configmap(namespace, "a", {"k": "v"}), applyset=applyset)],
+        applyset=applyset,
+        commit="c" * 40,
+    )
     done = apply.run(plan, target, SETTINGS)
     target.write_status(name, status.succeeded(plan, done), NOW)
 
@@ -59,7 +77,10 @@ def test_a_successful_pass_is_ready_in_kubectl_and_round_trips_its_inventory(
     assert target.stored_commit(name) == "c" * 40
     found = syncstore.read(target, name)
     assert found is not None
-    assert found["metadata"]["labels"] == {status.APPLYSET_ID_LABEL: applyset}
+    assert found["metadata"]["labels"] == {
+        status.APPLYSET_ID_LABEL: applyset,
+        config.MANAGED_LABEL_KEY: config.MANAGED_LABEL_VALUE,
+    }
     annotations = found["metadata"]["annotations"]
     assert annotations[status.APPLYSET_GROUP_KINDS] == "ConfigMap"
     assert annotations[status.APPLYSET_TOOLING].startswith("gitwarden/")
@@ -71,19 +92,28 @@ def test_a_stalled_pass_keeps_the_last_applied_commit_and_what_it_applied(
     target: cluster.Cluster, kubeconfig: pathlib.Path, namespace: str, name: str
 ) -> None:
     applyset = status.applyset_id(name)
-    good = plan_of([planned(configmap(namespace, "a", {"k": "1"}), applyset=applyset)], applyset=applyset, commit="1" * 40)
+    good = plan_of(
+        [planned(configmap(namespace, "a", {"k": "1"}), applyset=applyset)],
+        applyset=applyset,
+        commit="1" * 40,
+    )
     target.write_status(name, status.succeeded(good, apply.run(good, target, SETTINGS)), NOW)
     bad_object = configmap(namespace, "b", {})
     bad_object["metadata"]["labels"] = {"x": "not valid!"}
     bad = plan_of(
-        [planned(configmap(namespace, "a2", {"k": "2"}), applyset=applyset), planned(bad_object, applyset=applyset)],
+        [
+            planned(configmap(namespace, "a2", {"k": "2"}), applyset=applyset),
+            planned(bad_object, applyset=applyset),
+        ],
         applyset=applyset,
         previous=target.inventory(name),
         commit="2" * 40,
     )
     with pytest.raises(apply.ApplyStalled) as caught:
         apply.run(bad, target, config_serial())
-    written = target.write_status(name, status.failed(caught.value, bad), NOW + dt.timedelta(minutes=1))
+    written = target.write_status(
+        name, status.failed(caught.value, bad), NOW + dt.timedelta(minutes=1)
+    )
     conditions = {c["type"]: c for c in written["conditions"]}
     assert (conditions["Ready"]["status"], conditions["Stalled"]["status"]) == ("False", "True")
     assert conditions["Stalled"]["reason"] == "Invalid"
@@ -97,16 +127,20 @@ def test_a_stalled_pass_keeps_the_last_applied_commit_and_what_it_applied(
     assert names == {"a", "a2"}
 
 
-def config_serial():  # type: ignore[no-untyped-def]
-    from reconciler import config
-
+def config_serial() -> config.ApplyConfig:
     return config.ApplyConfig(qps=0, concurrency=1)
 
 
-def test_ten_thousand_inventory_entries_fit_in_one_object(target: cluster.Cluster, name: str) -> None:
+def test_ten_thousand_inventory_entries_fit_in_one_object(
+    target: cluster.Cluster, name: str
+) -> None:
     entries = {
-        objectref.ObjectRef("apps", "Deployment", f"team-{i % 50:02d}", f"service-{i:05d}"): applyplan.InventoryEntry(
-            hashlib.sha256(str(i).encode()).hexdigest(), str(1_000_000 + i), f"teams/team-{i % 50:02d}/service-{i:05d}.yaml"
+        objectref.ObjectRef(
+            "apps", "Deployment", f"team-{i % 50:02d}", f"service-{i:05d}"
+        ): applyplan.InventoryEntry(
+            hashlib.sha256(str(i).encode()).hexdigest(),
+            str(1_000_000 + i),
+            f"teams/team-{i % 50:02d}/service-{i:05d}.yaml",
         )
         for i in range(10_000)
     }
@@ -119,7 +153,11 @@ def test_ten_thousand_inventory_entries_fit_in_one_object(target: cluster.Cluste
 
 
 def test_gitwarden_status_prints_the_sync_and_exits_by_readiness(
-    target: cluster.Cluster, kubeconfig: pathlib.Path, namespace: str, name: str, capsys: pytest.CaptureFixture[str]
+    target: cluster.Cluster,
+    kubeconfig: pathlib.Path,
+    namespace: str,
+    name: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main.main(["status", f"--kubeconfig={kubeconfig}", f"--name={name}"]) == main.EXIT_FAILED
     assert "no Sync object" in capsys.readouterr().err
@@ -130,7 +168,10 @@ def test_gitwarden_status_prints_the_sync_and_exits_by_readiness(
     text = capsys.readouterr().out
     assert f"Sync {name}: Ready=True (Applied)" in text
     assert "1 created" in text
-    assert main.main(["status", f"--kubeconfig={kubeconfig}", f"--name={name}", "--json"]) == main.EXIT_OK
+    assert (
+        main.main(["status", f"--kubeconfig={kubeconfig}", f"--name={name}", "--json"])
+        == main.EXIT_OK
+    )
     shown = json.loads(capsys.readouterr().out)
     assert [row["ref"] for row in shown["status"]["inventory"]] == [f"/ConfigMap/{namespace}/a"]
     target.write_status(name, status.failed(cluster_errors.Busy("apply: HTTP 503")), NOW)

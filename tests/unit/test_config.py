@@ -112,6 +112,10 @@ def test_a_local_repository_path_is_resolved_against_the_file(tmp_path: pathlib.
             "apply.concurrency: must be between 1 and 64",
         ),
         (
+            ("source:", "apply: {qps: -1}\nsource:"),
+            r"apply.qps: must not be negative \(0 turns the limit off\)",
+        ),
+        (
             ("source:", "apply: {protected_kinds: Namespace}\nsource:"),
             "apply.protected_kinds: must be a list",
         ),

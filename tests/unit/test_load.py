@@ -229,3 +229,37 @@ def test_paths_that_could_leave_the_root_are_refused_even_past_the_config_checks
 ) -> None:
     with pytest.raises(load.UnsafePath, match="not a plain relative path"):
         run(repo, {"a/x.yaml": CM.format(name="a")}, paths=(path,))
+
+
+def test_dot_files_and_directories_are_tooling_and_never_loaded(
+    repo: signedrepo.SignedRepo,
+) -> None:
+    files = {
+        ".gitlab-ci.yml": "stages: [test]\n",
+        ".github/workflows/ci.yaml": "on: push\n",
+        "apps/.hidden/x.yaml": "not: a manifest\n",
+        "apps/a.yaml": CM.format(name="a"),
+    }
+    assert refs(run(repo, files)) == ["/ConfigMap/app/a"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"apiVersion: a/b/v1\nkind: X\nmetadata: {name: n}\n", "is not group/version"),
+        (b"apiVersion: v1\nkind: Config/Map\nmetadata: {name: n}\n", "is not a Kubernetes kind"),
+        (b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: n}\ndata: "
+         + b"[" * 300 + b"]" * 300 + b"\n", "nested deeper than 200 levels"),
+    ],
+)  # fmt: skip
+def test_identities_that_would_not_round_trip_and_deep_nesting_are_refused(
+    repo: signedrepo.SignedRepo, content: bytes, message: str
+) -> None:
+    with pytest.raises(load.LoadError, match=message):
+        run(repo, {"a.yaml": content})
+
+
+def test_deep_json_is_refused_not_a_crash(repo: signedrepo.SignedRepo) -> None:
+    deep = '{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "n"}, "x": '
+    with pytest.raises(load.LoadError, match="nested"):
+        run(repo, {"a.json": deep + "[" * 5000 + "]" * 5000 + "}"})

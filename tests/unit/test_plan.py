@@ -71,7 +71,11 @@ EVERYTHING = (
 
 def test_stages_and_kinds_come_in_apply_order() -> None:
     built = plan.build(decrypted(EVERYTHING, (secret("db"),)), inventory(), revisions.settings())
-    assert [s.stage for s in built.stages] == list(applyplan.Stage)
+    # Each stage is there; the cluster stage's ClusterRole gets a wave before the rest.
+    assert [s.stage for s in built.stages] == [
+        applyplan.Stage.CRDS, applyplan.Stage.NAMESPACES, applyplan.Stage.CLUSTER,
+        applyplan.Stage.CLUSTER, applyplan.Stage.NAMESPACED,
+    ]  # fmt: skip
     order = [(s.stage.value, o.ref.kind) for s in built.stages for o in s.objects]
     assert order == [
         ("crds", "CustomResourceDefinition"),
@@ -86,6 +90,25 @@ def test_stages_and_kinds_come_in_apply_order() -> None:
         ("namespaced", "Widget"),
     ]
     assert [o.ref.kind for o in built.objects()] == [kind for _, kind in order]
+
+
+def test_roles_come_in_a_wave_before_their_bindings() -> None:
+    rbac = "rbac.authorization.k8s.io/v1"
+    items = (
+        obj(rbac, "RoleBinding", "b", "app"),
+        obj(rbac, "Role", "r", "app"),
+        obj("v1", "ConfigMap", "c", "app"),
+        obj(rbac, "ClusterRoleBinding", "cb"),
+        obj(rbac, "ClusterRole", "cr"),
+    )
+    built = plan.build(decrypted(items), inventory(), revisions.settings())
+    waves = [(s.stage.value, [o.ref.kind for o in s.objects]) for s in built.stages if s.objects]
+    assert waves == [
+        ("cluster", ["ClusterRole"]),
+        ("cluster", ["ClusterRoleBinding"]),
+        ("namespaced", ["Role"]),
+        ("namespaced", ["RoleBinding", "ConfigMap"]),
+    ]
 
 
 def test_every_object_is_stamped_and_git_cannot_override_the_stamp() -> None:
