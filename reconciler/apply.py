@@ -1,11 +1,10 @@
 """The apply stage: an ApplyPlan written to the cluster stage by stage, then the prune set.
 
 Owns the order (CRDs → wait Established and refresh discovery → Namespaces → other
-cluster-scoped kinds → namespaced objects → prune), the bounded parallelism inside a stage
-(one kind at a time, in plan order), the created / configured / unchanged decision, the
-recreate rule for immutable fields, the prune-time guard and the dry-run diff. Server-side
-apply always forces: GitWarden owns every field it declares, so a field someone changed with
-`kubectl edit` is taken back.
+cluster-scoped kinds → namespaced objects → prune), the bounded parallelism inside a stage,
+the created / configured / unchanged decision, the recreate rule for immutable fields, the
+prune-time guard and the dry-run diff. Server-side apply always forces: GitWarden owns every
+field it declares, so a field someone changed with `kubectl edit` is taken back.
 
 No-op passes cost a request per kind, not per object: each kind is listed once (metadata
 only) by the ApplySet part-of label, and an object whose planned digest equals the inventory's
@@ -91,9 +90,9 @@ def run(
             one = functools.partial(
                 _apply_one, stage=stage.stage.value, plan=plan, target=target, live=live
             )  # fmt: skip
-            results: list[changeset.Change] = []
-            for batch in _kind_batches(stage.objects):
-                results += _run_parallel(workers, [functools.partial(one, o) for o in batch], done)
+            results = _run_parallel(
+                workers, [functools.partial(one, o) for o in stage.objects], done
+            )
             if stage.stage is applyplan.Stage.CRDS:
                 _await_crds(stage, results, target)
         if settings.prune:
@@ -177,28 +176,6 @@ class _LiveIndex:
 
     def get(self, ref: objectref.ObjectRef) -> cluster.LiveObject | None:
         return self._objects.get(ref)
-
-
-def _kind_batches(
-    objects: tuple[applyplan.PlannedObject, ...],
-) -> list[list[applyplan.PlannedObject]]:
-    """The stage's objects cut into runs of one kind, in plan order.
-
-    Kinds run one after the other and the objects of one kind in parallel: a later kind may
-    need an earlier one to exist. A RoleBinding is the sharp case: unless the applier holds
-    `bind`, the API server resolves the bound Role to check for escalation, and a Role still
-    in flight makes the binding fail with 404.
-    """
-    batches: list[list[applyplan.PlannedObject]] = []
-    for obj in objects:
-        if batches and (batches[-1][0].ref.group, batches[-1][0].ref.kind) == (
-            obj.ref.group,
-            obj.ref.kind,
-        ):
-            batches[-1].append(obj)
-        else:
-            batches.append([obj])
-    return batches
 
 
 def _run_parallel(

@@ -195,11 +195,6 @@ def validating_webhook_configuration(
         groups: dict[str, list[str]] = {}
         for kind in config.cluster_scoped_kinds:
             groups.setdefault(kind.group, []).append(kind.resource)
-            # A guarded kind's status is guarded too when status writes are intercepted: the
-            # Sync's status holds the last applied commit and the inventory, which steer
-            # verification and pruning.
-            if config.intercept_status:
-                groups[kind.group].append(f"{kind.resource}/status")
         webhooks.append(
             {
                 "name": f"cluster-kinds.{name}.gitwarden.dev",

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
+import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from kubernetes import client as k8s
 
@@ -161,6 +164,21 @@ class Env:
             check=False,
             env=env,
         )
+
+
+def denied_by_gitwarden(call: Callable[[], object]) -> str:
+    """Run an API call GitWarden's webhook must deny; return the denial message.
+
+    The Sync object is guarded twice (it carries the managed label, and its kind is a guarded
+    cluster-scoped kind here): either webhook's denial counts.
+    """
+    with pytest.raises(k8s.ApiException) as caught:
+        call()
+    assert caught.value.status == 403, caught.value.body
+    message = str(json.loads(caught.value.body or "{}")["message"])
+    hooks = r'admission webhook "(managed|cluster-kinds)\.gitwarden\.gitwarden\.dev" denied'
+    assert re.search(hooks, message), message
+    return message
 
 
 def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
