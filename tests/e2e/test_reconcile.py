@@ -213,6 +213,15 @@ def test_dry_run_changes_nothing_and_masks_every_secret_value(env: Env) -> None:
     repo.write(APP_FILE, m.small_app(ns, {"k": "v1"}, env.seal(ns, "creds", first)))
     repo.commit("initial", "alice")
     config = env.config(repo, name)
+    # A first dry run, into a namespace that does not exist yet: everything would be created.
+    out = ok(env.reconcile(config, "--dry-run"))
+    assert m.change("Namespace", "", ns, "created") in out
+    assert m.change("Secret", ns, "creds", "created") in out
+    assert "nothing was changed" in out
+    with pytest.raises(k8s.ApiException) as absent:
+        k8s.CoreV1Api(env.admin).read_namespace(ns)
+    assert absent.value.status == 404
+    assert "pw-dry-first" not in out
     ok(env.reconcile(config))
 
     second = {"db-password": "pw-dry-second", "api-token": "tok-dry-second"}
