@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import json
 import os
 import re
@@ -179,6 +180,30 @@ def denied_by_gitwarden(call: Callable[[], object]) -> str:
     hooks = r'admission webhook "(managed|cluster-kinds)\.gitwarden\.gitwarden\.dev" denied'
     assert re.search(hooks, message), message
     return message
+
+
+def assert_never_denied(env: Env, since: dt.datetime) -> None:
+    """No request of the GitOps identity since `since` was refused, by RBAC or admission."""
+    events = [
+        e
+        for e in env.stack.plane.audit_events()
+        if e["user"]["username"] == GITOPS_USER
+        and dt.datetime.fromisoformat(e["requestReceivedTimestamp"]) >= since
+    ]
+    writes = [e for e in events if e["verb"] in ("create", "patch", "update", "delete")]
+    assert len(writes) > 10, f"only {len(writes)} writes by the GitOps identity were audited"
+    denied = [
+        (e["verb"], e.get("objectRef"), e.get("responseStatus"))
+        for e in events
+        if e.get("responseStatus", {}).get("code") == 403
+        or any("denied" in str(v) for v in e.get("annotations", {}).values())
+    ]
+    assert denied == []
+
+
+def started_now() -> dt.datetime:
+    """A module's start, for audit queries (one second of slack for the log's clock)."""
+    return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
 
 
 def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

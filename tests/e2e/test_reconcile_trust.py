@@ -9,6 +9,7 @@ namespace and Sync name.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -30,12 +31,21 @@ APP_FILE = "clusters/test/app.yaml"
 
 @pytest.fixture(scope="module")
 def env(
-    control_plane: ControlPlane, admin: k8s.ApiClient, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane,
+    admin: k8s.ApiClient,
+    tmp_path_factory: pytest.TempPathFactory,
+    started: dt.datetime,  # before the first request, so the audit check sees every one
 ) -> Iterator[Env]:
     with reconcile_stack.running_env(
         control_plane, admin, tmp_path_factory.mktemp("trust")
     ) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def started() -> dt.datetime:
+    """When this module's first test began: audit events before it belong to other modules."""
+    return reconcile_stack.started_now()
 
 
 def unique(prefix: str) -> str:
@@ -192,3 +202,33 @@ def _forge(status: dict[str, Any], sha: str) -> dict[str, Any]:
         else:
             forged[key] = value
     return forged
+
+
+def test_moving_the_anchor_past_a_signed_revert_recovers_and_keeps_history(env: Env) -> None:
+    """The README's second way out: revert the bad commit, signed, and anchor there."""
+    ns, name = unique("anchor"), unique("sync")
+    repo = applied(env, ns, "good")
+    ok(env.reconcile(env.config(repo, name)))
+    applied_commit = repo.head()
+    set_mode(repo, ns, "evil")
+    bad = repo.commit("unsigned", None)
+    refused(env.reconcile(env.config(repo, name)))
+
+    repo.git(*repo.keys.sign_args("alice"), "revert", "--no-edit", bad)
+    revert = repo.head()
+    assert repo.git("diff", applied_commit, revert) == ""  # reviewed: it vouches for nothing new
+    set_mode(repo, ns, "later")
+    later = repo.commit("a later change", "bob")
+    repo.anchor = revert  # the operator's configuration change
+    out = ok(env.reconcile(env.config(repo, name)))
+    assert m.change("ConfigMap", ns, "settings", "configured") in out
+    assert mode(env, ns) == "later"
+    status = env.sync(name)["status"]
+    assert status["lastAppliedCommit"] == later
+    # The stored commit is older than the new anchor: ignored, and said so.
+    assert any(applied_commit in w and "ignored" in w for w in status.get("warnings", [])), status
+
+
+def test_the_reconcilers_requests_are_never_denied(env: Env, started: dt.datetime) -> None:
+    """Runs last in the module: every request the GitOps identity made, refused passes too."""
+    reconcile_stack.assert_never_denied(env, started)
