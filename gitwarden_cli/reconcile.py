@@ -77,6 +77,12 @@ def run(args: argparse.Namespace) -> int:
         wiring.Unsupported,
     ) as exc:
         raise main.UsageError(str(exc)) from None
+    except errors.ReconcileError as exc:
+        print(f"gitwarden reconcile: cannot start: {exc}", file=sys.stderr)
+        return main.EXIT_FAILED
+    except Exception as exc:  # the command's promise: never a traceback
+        print(f"gitwarden reconcile: internal error ({type(exc).__name__})", file=sys.stderr)
+        return main.EXIT_FAILED
     try:
         return _pass(settings, process, dry_run=args.dry_run)
     finally:

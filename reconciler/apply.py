@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -100,12 +101,36 @@ def run(
             for ref in plan.prune:
                 done.append(_prune_one(ref, target, live, settings))
     except errors.Stalled as exc:
+        forget_locals(exc)
         raise ApplyStalled(exc, changeset.ChangeSet(tuple(done))) from exc
     except errors.Transient as exc:
+        forget_locals(exc)
         raise ApplyTransient(exc, changeset.ChangeSet(tuple(done))) from exc
+    except BaseException as exc:
+        forget_locals(exc)
+        raise
     finally:
         workers.shutdown(wait=True, cancel_futures=True)
     return changeset.ChangeSet(tuple(done))
+
+
+def forget_locals(exc: BaseException) -> None:
+    """Clear the local variables of every finished frame in `exc`'s chain.
+
+    Request bodies, a Secret's values among them, are locals of the frames an error passes
+    through (the body dict, its JSON). A crash reporter that records frame locals, or a
+    debugger, would copy them out of the traceback; this empties those frames first.
+    """
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if current.__traceback__ is not None:
+            traceback.clear_frames(current.__traceback__)
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
 
 
 def diff(
@@ -120,6 +145,16 @@ def diff(
     changes.
     """
     settings = settings or config.ApplyConfig()
+    try:
+        return _diff(plan, target, settings)
+    except BaseException as exc:
+        forget_locals(exc)  # live Secrets and dry-run results are locals here
+        raise
+
+
+def _diff(
+    plan: applyplan.ApplyPlan, target: cluster.Cluster, settings: config.ApplyConfig
+) -> tuple[objectdiff.ObjectDiff, ...]:
     found: list[objectdiff.ObjectDiff] = []
     planned_namespaces = {
         obj.ref.name for obj in plan.objects() if (obj.ref.group, obj.ref.kind) == ("", "Namespace")

@@ -39,6 +39,7 @@ from reconciler import (
     ratelimit,
     status,
     syncstore,
+    waits,
 )
 
 JSON = "application/json"
@@ -46,8 +47,6 @@ APPLY_PATCH = "application/apply-patch+yaml"
 META_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 META_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 PAGE_SIZE = 500
-CRD_GROUP = "apiextensions.k8s.io"
-POLL_START, POLL_MAX = 0.05, 0.5
 RETRY_AFTER_ATTEMPTS, RETRY_AFTER_MAX = 4, 1.0
 
 
@@ -98,6 +97,7 @@ class Cluster:
         settings: config.ApplyConfig,
         *,
         user_agent: str = "",
+        page_size: int = PAGE_SIZE,
     ) -> None:
         configuration = _copied(configuration)
         # Every apply worker holds one connection; a smaller pool would make urllib3 open and
@@ -115,6 +115,7 @@ class Cluster:
         self._settings = settings
         self._bucket = ratelimit.TokenBucket(settings.qps, settings.burst)
         self._timeout = settings.request_timeout
+        self._page_size = page_size
         self._resources: discovery.Resources | None = None
         self._count_lock = threading.Lock()
         self._requests = 0
@@ -152,6 +153,20 @@ class Cluster:
         """Render `outcome` into Sync `name`'s status (installing the CRD on first use)."""
         return syncstore.report(self, name, outcome, now)
 
+    # --------------------------------------------------------------------- bounded waits
+
+    def wait_for_kinds(self, kinds: Iterable[tuple[str, str]], timeout: float) -> None:
+        """Refresh discovery until every (group, kind) is served, bounded by `timeout`."""
+        waits.kinds_served(self, kinds, timeout)
+
+    def wait_established(self, names: Iterable[str], timeout: float) -> None:
+        """Poll the named CRDs until each is Established, bounded by `timeout`."""
+        waits.established(self, names, timeout)
+
+    def wait_gone(self, ref: objectref.ObjectRef, uid: str, timeout: float) -> None:
+        """Poll until the object with `uid` no longer exists, bounded by `timeout`."""
+        waits.gone(self, ref, uid, timeout)
+
     # ---------------------------------------------------------------------------- discovery
 
     def resources(self) -> discovery.Resources:
@@ -180,24 +195,6 @@ class Cluster:
             name = f"{kind}.{group}" if group else kind
             raise cluster_errors.NotServed(f"the API server serves no resource for kind {name}")
         return found
-
-    def wait_for_kinds(self, kinds: Iterable[tuple[str, str]], timeout: float) -> None:
-        """Refresh discovery until every (group, kind) is served, bounded by `timeout`."""
-        wanted = set(kinds)
-        deadline = time.monotonic() + timeout
-        delay = POLL_START
-        while True:
-            served = self.refresh_discovery()
-            missing = sorted(k for k in wanted if served.get(*k) is None)
-            if not missing:
-                return
-            if time.monotonic() + delay > deadline:
-                names = ", ".join(f"{k}.{g}" if g else k for g, k in missing)
-                raise cluster_errors.NotEstablished(
-                    f"kinds not served {timeout:.0f}s after their CRDs were established: {names}"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, POLL_MAX)
 
     # ------------------------------------------------------------------------------ objects
 
@@ -284,7 +281,7 @@ class Cluster:
         token = ""
         where = f" in {namespace}" if namespace else ""
         while True:
-            query = [("labelSelector", selector), ("limit", str(PAGE_SIZE))]
+            query = [("labelSelector", selector), ("limit", str(self._page_size))]
             if token:
                 query.append(("continue", token))
             page = self.request(
@@ -327,43 +324,6 @@ class Cluster:
         except cluster_errors.NotFound:
             return False
         return True
-
-    def wait_gone(self, ref: objectref.ObjectRef, uid: str, timeout: float) -> None:
-        """Poll until the object with `uid` no longer exists, bounded by `timeout`."""
-        deadline = time.monotonic() + timeout
-        delay = POLL_START
-        while True:
-            live = self.read_meta(ref)
-            if live is None or live.uid != uid:
-                return
-            if time.monotonic() + delay > deadline:
-                raise cluster_errors.NotEstablished(
-                    f"{ref.display()} still exists {timeout:.0f}s after its delete (finalizers?)"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, POLL_MAX)
-
-    def wait_established(self, names: Iterable[str], timeout: float) -> None:
-        """Poll the named CRDs until each is Established, bounded by `timeout`."""
-        pending = sorted(set(names))
-        deadline = time.monotonic() + timeout
-        delay = POLL_START
-        while pending:
-            ref = objectref.ObjectRef(CRD_GROUP, "CustomResourceDefinition", "", pending[0])
-            conditions = _conditions(self.read(ref))
-            if conditions.get("NamesAccepted") == "False":
-                raise cluster_errors.NamesNotAccepted(
-                    f"CustomResourceDefinition {pending[0]}: its names conflict with another CRD"
-                )
-            if conditions.get("Established") == "True":
-                pending.pop(0)
-                continue
-            if time.monotonic() + delay > deadline:
-                raise cluster_errors.NotEstablished(
-                    f"CustomResourceDefinition {pending[0]} not Established after {timeout:.0f}s"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, POLL_MAX)
 
     # ------------------------------------------------------------------------------ requests
 
@@ -476,13 +436,3 @@ def _live(group: str, kind: str, item: Any) -> LiveObject:
         uid=str(meta.get("uid") or ""),
         labels=dict(labels) if isinstance(labels, dict) else {},
     )
-
-
-def _conditions(obj: Any) -> dict[str, str]:
-    status = obj.get("status") if isinstance(obj, dict) else None
-    items = status.get("conditions") if isinstance(status, dict) else None
-    return {
-        str(c.get("type")): str(c.get("status"))
-        for c in (items if isinstance(items, list) else [])
-        if isinstance(c, dict)
-    }

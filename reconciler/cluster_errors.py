@@ -92,6 +92,10 @@ class NotEstablished(ClusterError, errors.Transient):
     """A CRD did not become Established (or its kinds did not appear) in time."""
 
 
+class NotGone(ClusterError, errors.Transient):
+    """An object deleted for a recreate still exists after the wait (finalizers pending)."""
+
+
 class NamesNotAccepted(ClusterError, errors.Stalled):
     """A CRD's names conflict with another CRD; retrying cannot help."""
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from reconciler import errors
+from reconciler import errors, yamlstrict
 
 MANAGED_LABEL_KEY = "gitwarden.dev/managed"
 MANAGED_LABEL_VALUE = "true"
@@ -230,7 +230,7 @@ def load(path: Path) -> ReconcilerConfig:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     try:
-        document = yaml.load(text, Loader=yaml.CSafeLoader)
+        document = yaml.load(text, Loader=yamlstrict.Loader)  # noqa: S506  # a safe loader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}" if mark is not None else "?"

@@ -24,8 +24,8 @@ class OpenedCache:
     """Plaintext of values opened in this process, filed under `objects.value_digest`.
 
     Lives in memory only (values stay wrapped in `SecretValue`, which refuses to be printed or
-    pickled). After each successful run it keeps only that run's values, so it never outgrows
-    the repository and a value that left Git is forgotten at the next pass.
+    pickled). After each run it keeps only that run's values, so it never outgrows one
+    revision and a value that left Git is forgotten at the next pass.
     """
 
     def __init__(self) -> None:
@@ -69,10 +69,11 @@ def run(
             secrets.append(objects.unseal(manifest.body, chooser, settings, manifest.source))
         except errors.DecryptionError as exc:
             problems.append(exc)
+    if opened is not None:
+        # Failed or not, only this run's values stay: the cache never outgrows one revision.
+        opened.retain(chooser.used)
     if problems:
         raise errors.RevisionRejected(loaded.revision, tuple(problems))
-    if opened is not None:
-        opened.retain(chooser.used)
     return manifests.DecryptedManifests(
         verified=loaded.verified,
         manifests=tuple(passed),

@@ -30,7 +30,7 @@ from typing import Any
 import pygit2
 import yaml
 
-from reconciler import config, errors, manifests, objectref, scopes, verify
+from reconciler import config, errors, manifests, objectref, scopes, verify, yamlstrict
 
 SUFFIXES = (".yaml", ".yml", ".json")
 MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -42,8 +42,6 @@ _API_VERSION = re.compile(
 _KIND = re.compile(r"[A-Za-z][A-Za-z0-9]{0,62}")
 _LINK = int(pygit2.enums.FileMode.LINK)
 _GITLINK = int(pygit2.enums.FileMode.COMMIT)
-_TIMESTAMP = "tag:yaml.org,2002:timestamp"
-_MERGE = "tag:yaml.org,2002:merge"
 
 
 class LoadError(errors.Stalled):
@@ -159,28 +157,6 @@ def _content(blob: pygit2.Blob, path: str, where: _Where) -> bytes:
 # ---- parsing --------------------------------------------------------------------------------
 
 
-class _Loader(yaml.CSafeLoader):
-    """The C safe loader, with timestamps kept as strings and duplicate keys refused."""
-
-    yaml_implicit_resolvers = {  # noqa: RUF012  # a class attribute, as the base declares it
-        first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP]
-        for first, resolvers in yaml.CSafeLoader.yaml_implicit_resolvers.items()
-    }
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[object] = set()
-        for key_node, _value in node.value:
-            if key_node.tag == _MERGE:
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, list | dict) or key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def _parse(path: str, raw: bytes, where: _Where) -> Iterator[manifests.Manifest]:
     try:
         text = raw.decode("utf-8")
@@ -189,7 +165,7 @@ def _parse(path: str, raw: bytes, where: _Where) -> Iterator[manifests.Manifest]
     if path.endswith(".json"):
         yield from _objects(path, _json(path, text, where), 1, None, where)
         return
-    loader = _Loader(text)
+    loader = yamlstrict.Loader(text)
     try:
         while loader.check_node():
             node = loader.get_node()

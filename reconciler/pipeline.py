@@ -24,6 +24,7 @@ from reconciler import (
     changeset,
     config,
     decrypt,
+    gitsource,
     load,
     manifests,
     plan,
@@ -63,18 +64,14 @@ def reconcile(
     *,
     dry_run: bool = False,
 ) -> Applied:
-    """One pass; raises `Transient` or `Stalled` (with nothing applied) when it cannot finish."""
+    """One pass, or `Transient` / `Stalled`: before apply nothing has changed; an error from
+    apply carries the partial ChangeSet (`changes`)."""
     name = settings.identity.name
     base = trustbase.base(settings.trust, last.commit if last is not None else None)
     checkout = io.source.fetch(since=base)
     if last is None:
         trustbase.check_anchor(checkout, settings.trust.anchor)
-    try:
-        verified = verify.verify(checkout, io.trust, verify.Mode.ALL, io.commit_policy, now)
-    except verify.ForcePushRefused:
-        raise
-    except verify.VerificationFailed as exc:
-        raise _refused(checkout.tip_commit, exc) from exc
+    verified = _verify_all(checkout, io, now)
     warnings = trustbase.check_stored(
         verified, settings.trust.anchor, io.cluster.stored_commit(name)
     )
@@ -86,6 +83,18 @@ def reconcile(
     return Applied(
         verified, planned, changes, decrypted.key_hints, warnings, decrypted.rsa_operations
     )
+
+
+def _verify_all(
+    checkout: gitsource.Checkout, io: ports.Ports, now: datetime.datetime
+) -> verify.VerifiedRevision:
+    """Every commit of the range (mode ALL), with the commit policy whenever one is set."""
+    try:
+        return verify.verify(checkout, io.trust, verify.Mode.ALL, io.commit_policy, now)
+    except verify.ForcePushRefused:
+        raise
+    except verify.VerificationFailed as exc:
+        raise _refused(checkout.tip_commit, exc) from exc
 
 
 def _refused(tip: str, exc: verify.VerificationFailed) -> RevisionRefused:

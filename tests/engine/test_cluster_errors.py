@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 import urllib3
 from kubernetes import client as k8s
@@ -123,3 +125,18 @@ def test_a_delete_whose_precondition_no_longer_holds_is_a_transient_conflict(
         target.delete(ref, seen)
     assert isinstance(caught.value, errors.Transient)
     assert core.read_namespaced_config_map("c", namespace).data == {"changed": "yes"}
+
+
+def test_a_server_certificate_from_the_wrong_ca_is_unreachable_not_an_api_exception(
+    control_plane: ControlPlane, tmp_path: pathlib.Path
+) -> None:
+    wrong_ca = tmp_path / "other-ca.crt"
+    wrong_ca.write_bytes(control_plane.webhook_ca.cert_pem)  # a CA that did not sign the server
+    configuration = k8s.Configuration(host=control_plane.url)
+    configuration.ssl_ca_cert = str(wrong_ca)
+    with pytest.raises(cluster_errors.Unreachable) as caught:
+        cluster.Cluster(configuration, SETTINGS).refresh_discovery()
+    assert isinstance(
+        caught.value.__cause__, k8s.ApiException | urllib3.exceptions.HTTPError | OSError
+    )
+    assert "certificate" not in str(caught.value)  # only the type is quoted

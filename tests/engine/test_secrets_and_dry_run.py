@@ -32,6 +32,23 @@ def chained_text(exc: BaseException) -> str:
     )
 
 
+def frame_locals(exc: BaseException) -> str:
+    """Every local variable of every frame in the error chain, as a crash reporter records them."""
+    seen, out, pending = set(), [], [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        tb = current.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename != __file__:  # the test's own locals are its own
+                out.append(repr(tb.tb_frame.f_locals))
+            tb = tb.tb_next
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return "".join(out)
+
+
 def test_a_secret_is_applied_with_its_values_and_they_appear_in_no_log_or_error(
     target: cluster.Cluster,
     counted: Counted,
@@ -52,7 +69,7 @@ def test_a_secret_is_applied_with_its_values_and_they_appear_in_no_log_or_error(
     changed = planned_secret(namespace, "db", {"password": NEW_PLAINTEXT}, applyset=applyset)
     with pytest.raises(apply.ApplyStalled) as caught:
         apply.run(plan_of([changed], applyset=applyset), target, SETTINGS)
-    text = chained_text(caught.value) + caplog.text
+    text = chained_text(caught.value) + caplog.text + frame_locals(caught.value)
     assert f"Secret {namespace}/db" in str(caught.value)
     for value in (*forms(PLAINTEXT), *forms(NEW_PLAINTEXT)):
         assert value not in text

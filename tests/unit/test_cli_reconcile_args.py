@@ -44,3 +44,18 @@ def test_configuration_problems_exit_2_without_a_traceback(
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_no_cluster_credentials_is_a_configuration_error(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    (tmp_path / "allowed_signers").write_text("")
+    path = tmp_path / "gitwarden.yaml"
+    path.write_text(
+        f"source: {{url: x}}\ntrust: {{anchor: {'a' * 40}, allowed_signers: allowed_signers}}\n"
+    )
+    assert main.main(["reconcile", "--config", str(path), "--once"]) == main.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "cannot load cluster credentials from in-cluster service account" in err
+    assert "Traceback" not in err

@@ -151,6 +151,12 @@ def test_bad_settings_are_refused_naming_file_and_key(
     assert str(caught.value).startswith(f"{path}: ")
 
 
+def test_a_key_given_twice_is_refused_not_silently_overridden(tmp_path: pathlib.Path) -> None:
+    text = MINIMAL.replace(f"  anchor: {ANCHOR}\n", f"  anchor: {ANCHOR}\n  anchor: {'b' * 40}\n")
+    with pytest.raises(config.ConfigError, match=r"line 6: not valid YAML: duplicate key 'anchor'"):
+        config.load(write(tmp_path, text))
+
+
 def test_unreadable_or_broken_files_are_clear_errors(tmp_path: pathlib.Path) -> None:
     with pytest.raises(config.ConfigError, match="cannot read"):
         config.load(tmp_path / "absent.yaml")

@@ -73,3 +73,17 @@ def test_the_cache_never_prints_values() -> None:
     cache = decrypt.OpenedCache()
     decrypt.run(loaded(sealed("one")), sealed_keys.ring(0), decrypt.NO_HINTS, cache)
     assert repr(cache) == "OpenedCache(2 values)"
+
+
+def test_a_cached_value_copied_under_another_name_does_not_open() -> None:
+    # The cache is filed under the label too: ciphertext sealed for app/one, pasted into a
+    # SealedSecret named two, must fail as it would without the cache (strict scope).
+    ring = sealed_keys.ring(0)
+    cache = decrypt.OpenedCache()
+    one = sealed("one")
+    decrypt.run(loaded(one), ring, decrypt.NO_HINTS, cache)
+    body = manifests.thaw(one.body)
+    body["metadata"]["name"] = "two"
+    moved = manifests.Manifest.of("apps/two.yaml", body)
+    with pytest.raises(errors.RevisionRejected, match="app/two"):
+        decrypt.run(loaded(one, moved), ring, decrypt.NO_HINTS, cache)

@@ -169,6 +169,7 @@ def test_a_missing_path_is_refused_and_an_empty_one_is_reported(
     ("content", "message"),
     [
         (b"\xff\xfe", r":a.yaml: not UTF-8"),
+        (b"!!python/object:os.system {}\n", r":a.yaml:1: not valid YAML: could not determine"),
         (b"a: [1,\n", r":a.yaml:2: not valid YAML"),
         (b"- 1\n- 2\n", r":a.yaml:1: a document must be a mapping"),
         (b"kind: ConfigMap\nmetadata: {name: a}\n", r"apiVersion is missing"),
