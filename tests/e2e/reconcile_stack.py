@@ -220,8 +220,9 @@ def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return done
 
 
-def grant_reconciler(admin: k8s.ApiClient) -> None:
-    """The ClusterRole above, bound to the GitOps service account only."""
+@contextlib.contextmanager
+def reconciler_role(admin: k8s.ApiClient) -> Iterator[None]:
+    """The ClusterRole above, bound to the GitOps service account only, while inside."""
     rbac = k8s.RbacAuthorizationV1Api(admin)
     role = {"metadata": {"name": ROLE}, "rules": RECONCILER_RULES}
     binding = {
@@ -235,12 +236,13 @@ def grant_reconciler(admin: k8s.ApiClient) -> None:
             }
         ],
     }
-    with contextlib.suppress(k8s.ApiException):
-        rbac.delete_cluster_role(ROLE)
-    with contextlib.suppress(k8s.ApiException):
-        rbac.delete_cluster_role_binding(ROLE)
     rbac.create_cluster_role(role)
     rbac.create_cluster_role_binding(binding)
+    try:
+        yield
+    finally:
+        rbac.delete_cluster_role_binding(ROLE)
+        rbac.delete_cluster_role(ROLE)
 
 
 def gitops_kubeconfig(plane: ControlPlane, path: Path) -> Path:
@@ -251,8 +253,9 @@ def gitops_kubeconfig(plane: ControlPlane, path: Path) -> Path:
     return plane.kubeconfig(Credentials(token=token), path)
 
 
-def store_sealing_key(admin: k8s.ApiClient, workdir: Path) -> Path:
-    """A key Secret as the sealed-secrets controller stores it; returns its certificate file."""
+@contextlib.contextmanager
+def sealing_key(admin: k8s.ApiClient, workdir: Path) -> Iterator[Path]:
+    """A controller-style key Secret in GitWarden's namespace; yields its certificate file."""
     key = sealed_keys.sealing_key(2048, 7)
     name = f"sealed-secrets-key{key.fingerprint[:8]}"
     body = {
@@ -263,11 +266,14 @@ def store_sealing_key(admin: k8s.ApiClient, workdir: Path) -> Path:
             "tls.key": base64.b64encode(key.private_key_pem()).decode(),
         },
     }
-    with contextlib.suppress(k8s.ApiException):  # the same key from an earlier module
-        k8s.CoreV1Api(admin).create_namespaced_secret(webhook_stack.GITOPS_NS, body)
+    core = k8s.CoreV1Api(admin)
+    core.create_namespaced_secret(webhook_stack.GITOPS_NS, body)
     cert = workdir / "sealing.crt"
     cert.write_bytes(key.certificate_pem())
-    return cert
+    try:
+        yield cert
+    finally:
+        core.delete_namespaced_secret(name, webhook_stack.GITOPS_NS)
 
 
 @contextlib.contextmanager
@@ -305,9 +311,16 @@ def install_sync_crd(plane: ControlPlane, workdir: Path) -> None:
 
 @contextlib.contextmanager
 def running_env(plane: ControlPlane, admin: k8s.ApiClient, workdir: Path) -> Iterator[Env]:
-    """The admission stack, the GitOps identity, a sealing key and the Sync CRD."""
-    with webhook_stack.running_stack(plane, admin, workdir, ADMISSION) as stack:
-        grant_reconciler(admin)
+    """The admission stack, the GitOps identity, a sealing key and the Sync CRD.
+
+    The GitOps identity's ClusterRole and the key Secret are removed on exit, so later modules
+    see neither; the CRD stays (it is the product's, and removing it would wait on every Sync).
+    """
+    with (
+        webhook_stack.running_stack(plane, admin, workdir, ADMISSION) as stack,
+        reconciler_role(admin),
+        sealing_key(admin, workdir) as cert,
+    ):
         install_sync_crd(plane, workdir)
         keys = gitopsrepo.make_keys(workdir / "keys")
         try:
@@ -315,7 +328,7 @@ def running_env(plane: ControlPlane, admin: k8s.ApiClient, workdir: Path) -> Ite
                 stack=stack,
                 keys=keys,
                 kubeconfig=gitops_kubeconfig(plane, workdir / "gitops.kubeconfig"),
-                cert=store_sealing_key(admin, workdir),
+                cert=cert,
                 workdir=workdir,
             )
         finally:
