@@ -91,14 +91,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _pass(settings: config.ReconcilerConfig, process: wiring.Process, *, dry_run: bool) -> int:
     now = datetime.datetime.now(datetime.UTC)
+    planned: pipeline.Planned | None = None
     try:
-        applied = pipeline.reconcile(process.ports, settings, None, now, dry_run=dry_run)
+        planned = pipeline.prepare(process.ports, settings, None, now)
+        applied = pipeline.execute(planned, process.ports, dry_run=dry_run)
         if dry_run:
             _print_diffs(process, applied)
     except errors.ReconcileError as exc:
         _report_failure(exc)
         if not dry_run:
-            _write_status(process, settings, status.failed(exc), now)
+            # With the plan, status keeps on record what apply did before it stopped.
+            failed = status.failed(exc, planned.plan if planned is not None else None)
+            _write_status(process, settings, failed, now)
         return main.EXIT_FAILED
     except Exception as exc:  # the command's promise: never a traceback
         # The text of an unexpected error could quote an object (a Secret); only its type.

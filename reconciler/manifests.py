@@ -67,11 +67,6 @@ class Manifest:
         return Manifest(source=source, body=freeze(body), line=line)
 
     @property
-    def where(self) -> str:
-        """`path:line` for messages (just the path when the line is unknown)."""
-        return f"{self.source}:{self.line}" if self.line else self.source
-
-    @property
     def api_version(self) -> str:
         return str(self.body.get("apiVersion", ""))
 

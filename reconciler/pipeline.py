@@ -5,6 +5,8 @@ Manifests → DecryptedManifests → ApplyPlan → ChangeSet`), each a frozen va
 stage accepts. It does no I/O of its own (the ports do), no logging, no retries and no status:
 the loop (or `gitwarden reconcile --once`) turns the outcome or the error (`Transient` /
 `Stalled`) into status, Events, metrics and the next schedule.
+`reconcile` is `prepare` (everything up to the plan; changes nothing) then `execute` (apply);
+an entry point that must report a failed apply together with its plan calls the two itself.
 
 Trust base (`reconciler.trustbase`): the first pass of a process verifies (anchor, tip]; a pass
 after a successful one verifies (last applied, tip]. The commit stored in the cluster's status
@@ -56,6 +58,17 @@ class Applied:
         return self.verified.commit
 
 
+@dataclass(frozen=True)
+class Planned:
+    """Everything up to apply: the verified revision, its plan, and what to remember."""
+
+    verified: verify.VerifiedRevision
+    plan: applyplan.ApplyPlan
+    key_hints: manifests.KeyHints
+    warnings: tuple[str, ...]
+    rsa_operations: int
+
+
 def reconcile(
     io: ports.Ports,
     settings: config.ReconcilerConfig,
@@ -66,6 +79,16 @@ def reconcile(
 ) -> Applied:
     """One pass, or `Transient` / `Stalled`: before apply nothing has changed; an error from
     apply carries the partial ChangeSet (`changes`)."""
+    return execute(prepare(io, settings, last, now), io, dry_run=dry_run)
+
+
+def prepare(
+    io: ports.Ports,
+    settings: config.ReconcilerConfig,
+    last: Applied | None,
+    now: datetime.datetime,
+) -> Planned:
+    """Fetch → verify → load → decrypt → plan; changes nothing anywhere."""
     name = settings.identity.name
     base = trustbase.base(settings.trust, last.commit if last is not None else None)
     checkout = io.source.fetch(since=base)
@@ -79,9 +102,20 @@ def reconcile(
     hints = last.key_hints if last is not None else decrypt.NO_HINTS
     decrypted = decrypt.run(loaded, io.keys.ring(), hints, io.secrets)
     planned = plan.build(decrypted, io.cluster.inventory(name), settings)
-    changes = io.apply(planned, dry_run=dry_run)
+    return Planned(verified, planned, decrypted.key_hints, warnings, decrypted.rsa_operations)
+
+
+def execute(planned: Planned, io: ports.Ports, *, dry_run: bool) -> Applied:
+    """The plan applied (and pruned); an entry point that reports a failed apply with its plan
+    (for the inventory of what was applied before it stopped) calls `prepare`, then this."""
+    changes = io.apply(planned.plan, dry_run=dry_run)
     return Applied(
-        verified, planned, changes, decrypted.key_hints, warnings, decrypted.rsa_operations
+        planned.verified,
+        planned.plan,
+        changes,
+        planned.key_hints,
+        planned.warnings,
+        planned.rsa_operations,
     )
 
 

@@ -96,9 +96,11 @@ class Process:
 
     ports: ports.Ports
     target: cluster.Cluster
+    settings: config.ApplyConfig
 
     def diff(self, plan: applyplan.ApplyPlan) -> tuple[objectdiff.ObjectDiff, ...]:
-        return apply.diff(plan, self.target)
+        """Per object, what applying `plan` would change (Secret values masked)."""
+        return apply.diff(plan, self.target, self.settings)
 
     def close(self) -> None:
         self.target.close()
@@ -140,4 +142,4 @@ def build(settings: config.ReconcilerConfig, kubeconfig: pathlib.Path | None) ->
         apply=BoundApply(target, settings.apply),
         secrets=decrypt.OpenedCache(),
     )
-    return Process(built, target)
+    return Process(built, target, settings.apply)

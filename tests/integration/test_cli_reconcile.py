@@ -159,3 +159,78 @@ def test_an_attacker_written_stored_commit_is_ignored_reported_and_lets_nothing_
     assert f"{unsigned}: unsigned" in capsys.readouterr().err
     live = k8s.CoreV1Api(admin).read_namespaced_config_map("settings", setup.namespace)
     assert live.data == {"mode": "one"}
+
+
+@pytest.mark.parametrize(
+    ("files", "says"),
+    [
+        ({"apps/README.md": "moved elsewhere"}, "renders zero objects"),
+        ({"README.md": "apps/ is gone"}, "the configured path is not in the commit"),
+    ],
+)
+def test_an_empty_or_missing_path_deletes_nothing_and_says_so(
+    setup: Setup,
+    admin: k8s.ApiClient,
+    capsys: pytest.CaptureFixture[str],
+    files: dict[str, str],
+    says: str,
+) -> None:
+    setup.repo.commit(manifests_for(setup.namespace, "one", secret=False))
+    assert setup.run("--once") == main.EXIT_OK
+    setup.repo.commit(files)
+    capsys.readouterr()
+    assert setup.run("--once") == main.EXIT_FAILED
+    assert says in capsys.readouterr().err
+    assert k8s.CoreV1Api(admin).read_namespaced_config_map("settings", setup.namespace).data
+
+
+def test_a_protected_kind_is_pruned_only_when_git_allowed_it_last_time(
+    setup: Setup, admin: k8s.ApiClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = yaml.safe_load(setup.config.read_text())
+    settings["apply"]["protected_kinds"] = ["ConfigMap"]
+    setup.config.write_text(yaml.safe_dump(settings))
+
+    def cm(name: str, allow: bool) -> str:
+        meta: dict[str, object] = {"name": name, "namespace": setup.namespace}
+        if allow:
+            meta["annotations"] = {"gitwarden.dev/prune": "allow"}
+        return yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta})
+
+    keep = {"apps/keep.yaml": cm("keep", False)}
+    setup.repo.commit(
+        {**keep, "apps/a.yaml": cm("allowed", True), "apps/b.yaml": cm("kept", False)}
+    )
+    assert setup.run("--once") == main.EXIT_OK
+    setup.repo.commit(keep)
+    capsys.readouterr()
+    assert setup.run("--once") == main.EXIT_OK
+    out = capsys.readouterr().out
+    assert f"ConfigMap {setup.namespace}/allowed deleted" in out
+    names = {
+        c.metadata.name
+        for c in k8s.CoreV1Api(admin).list_namespaced_config_map(setup.namespace).items
+    }
+    assert {"keep", "kept"} <= names
+    assert "allowed" not in names
+
+
+def test_a_pass_that_fails_half_way_keeps_what_it_applied_on_record(
+    setup: Setup, admin: k8s.ApiClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reconciler import objectref, status
+
+    broken = {"apiVersion": "apps/v1", "kind": "Deployment",
+              "metadata": {"name": "web", "namespace": setup.namespace}, "spec": {}}  # fmt: skip
+    files = manifests_for(setup.namespace, "one", secret=False)
+    setup.repo.commit({**files, "apps/web.yaml": yaml.safe_dump(broken)})
+    assert setup.run("--once") == main.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "Deployment.apps" in err
+    assert "before it stopped: 1 created" in err
+    name = yaml.safe_load(setup.config.read_text())["identity"]["name"]
+    sync = k8s.CustomObjectsApi(admin).get_cluster_custom_object(
+        "gitwarden.dev", "v1alpha1", "syncs", name
+    )
+    recorded = status.decode_inventory(sync["status"])
+    assert objectref.ObjectRef("", "ConfigMap", setup.namespace, "settings") in recorded.entries

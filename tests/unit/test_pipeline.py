@@ -208,3 +208,20 @@ def test_discovery_from_the_cluster_port_decides_unknown_kinds(world: World) -> 
     world.cluster.served[("example.com", "Widget")] = False
     applied, _ = world.run()
     assert "example.com/Widget//w" in [str(o.ref) for o in applied.plan.objects()]
+
+
+def test_recovery_by_moving_the_anchor_to_a_signed_revert_applies_and_reports_the_old_store(
+    world: World,
+) -> None:
+    applied_commit = world.repo.commit({"apps/a.yaml": cm("good")})
+    world.cluster.stored = applied_commit
+    world.repo.commit({"apps/a.yaml": cm("evil")}, signed=False)
+    world.refused(verify.VerificationFailed)
+    revert = world.repo.commit({"apps/a.yaml": cm("good")}, message="Revert the unsigned commit")
+    world.anchor = revert  # the operator's configuration change, then a restart
+    applied, _ = world.run()
+    assert applied.commit == revert
+    assert [str(o.ref) for o in applied.plan.objects()] == ["/ConfigMap/app/good"]
+    [warning] = applied.warnings
+    assert applied_commit in warning
+    assert "does not descend from the trust anchor" in warning
