@@ -186,18 +186,28 @@ def test_a_later_commit_prunes_exactly_what_left_git_and_an_empty_tree_deletes_n
     assert {"settings", "bystander", "foreign"} <= left
     assert core.read_namespaced_secret("creds", ns).data
 
-    # An empty tree deletes nothing and says so: Stalled, exit 1.
+    # A path that renders nothing, then no path at all: nothing is deleted and status says so.
+    repo.write(APP_FILE, "# everything moved out\n")
+    empty = repo.commit("empty file", "alice")
+    _stalls(env, config, name, empty, "NothingToApply")
     repo.remove("clusters/test")
-    empty = repo.commit("empty", "alice")
-    done = env.reconcile(config)
-    assert done.returncode == 1, done.stdout + done.stderr
-    stalled = env.condition(name, "Stalled")
-    assert stalled["status"] == "True", stalled
-    assert empty[:12] in stalled["message"] or empty[:12] in str(env.sync(name)["status"])
-    assert env.condition(name, "Ready")["status"] == "False"
+    gone = repo.commit("no directory", "alice")
+    _stalls(env, config, name, gone, "PathNotFound")
     assert core.read_namespaced_config_map("settings", ns).data == {"k": "v"}
     assert core.read_namespaced_secret("creds", ns).data
     assert core.read_namespace(ns).status.phase == "Active"
+
+
+def _stalls(env: Env, config: Any, name: str, commit: str, reason: str) -> None:
+    """A pass that exits 1, applies and deletes nothing, and leaves the Sync Stalled."""
+    done = env.reconcile(config)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert not [line for line in done.stdout.splitlines() if line.endswith(" deleted")]
+    stalled = env.condition(name, "Stalled")
+    assert stalled["status"] == "True", stalled
+    assert stalled["reason"] == reason, stalled
+    assert commit[:12] in str(env.sync(name)["status"])
+    assert env.condition(name, "Ready")["status"] == "False"
 
 
 def _gone(read: Any) -> bool:
