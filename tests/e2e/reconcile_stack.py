@@ -187,7 +187,7 @@ def assert_never_denied(env: Env, since: dt.datetime) -> None:
     events = [
         e
         for e in env.stack.plane.audit_events()
-        if e["user"]["username"] == GITOPS_USER
+        if (e.get("user") or {}).get("username") == GITOPS_USER
         and dt.datetime.fromisoformat(e["requestReceivedTimestamp"]) >= since
     ]
     writes = [e for e in events if e["verb"] in ("create", "patch", "update", "delete")]
