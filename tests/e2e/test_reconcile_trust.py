@@ -229,6 +229,29 @@ def test_moving_the_anchor_past_a_signed_revert_recovers_and_keeps_history(env: 
     assert any(applied_commit in w and "ignored" in w for w in status.get("warnings", [])), status
 
 
+def test_a_branch_rewritten_under_applied_history_is_refused(env: Env) -> None:
+    """A force-push that drops an applied commit, even with every new commit signed."""
+    ns, name = unique("rewrite"), unique("sync")
+    repo = applied(env, ns, "one")
+    config = env.config(repo, name)
+    first = repo.head()
+    set_mode(repo, ns, "two")
+    applied_two = repo.commit("two", "alice")
+    ok(env.reconcile(config))
+    assert mode(env, ns) == "two"
+
+    repo.reset(first)
+    set_mode(repo, ns, "rewritten")
+    rewritten = repo.commit("rewritten, signed", "bob")
+    output = refused(env.reconcile(config))
+    assert applied_two[:12] in output
+    assert mode(env, ns) == "two"
+    stalled = env.condition(name, "Stalled")
+    assert stalled["status"] == "True", stalled
+    assert rewritten[:12] in str(env.sync(name)["status"])
+    assert env.sync(name)["status"]["lastAppliedCommit"] == applied_two
+
+
 def test_the_reconcilers_requests_are_never_denied(env: Env, started: dt.datetime) -> None:
     """Runs last in the module: every request the GitOps identity made, refused passes too."""
     reconcile_stack.assert_never_denied(env, started)
