@@ -206,6 +206,23 @@ def started_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
 
 
+def unique(prefix: str) -> str:
+    """A name no other test uses (namespaces, Sync objects)."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> str:
+    """An applied pass: exit 0; returns its stdout (the ChangeSet)."""
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def refused(done: subprocess.CompletedProcess[str]) -> str:
+    """A refused pass: exit 1 with the reason on the output; returns stdout and stderr."""
+    assert done.returncode == 1, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
 def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """The installed `gitwarden` command, as an operator runs it (no traceback may escape)."""
     done = subprocess.run(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +18,7 @@ from kubernetes import client as k8s
 
 from tests.e2e import reconcile_manifests as m
 from tests.e2e import reconcile_stack, webhook_stack
-from tests.e2e.reconcile_stack import Env
+from tests.e2e.reconcile_stack import Env, ok, unique
 from tests.harness.controlplane import ControlPlane
 
 pytestmark = pytest.mark.cluster
@@ -46,18 +45,10 @@ def started() -> dt.datetime:
     return reconcile_stack.started_now()
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def ok(done: Any) -> str:
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    return str(done.stdout)
-
-
 def labels_and_source(obj: Any) -> tuple[str | None, str | None]:
     """The managed label's value and the source-path annotation of a live object."""
-    plain = obj if isinstance(obj, dict) else k8s.ApiClient().sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+    to_plain = k8s.ApiClient().sanitize_for_serialization
+    plain = obj if isinstance(obj, dict) else to_plain(obj)  # type: ignore[no-untyped-call]
     meta = plain["metadata"]
     return (
         (meta.get("labels") or {}).get("gitwarden.dev/managed"),
@@ -65,9 +56,7 @@ def labels_and_source(obj: Any) -> tuple[str | None, str | None]:
     )
 
 
-def test_a_signed_commit_converges_and_a_human_edit_is_denied_naming_the_file(
-    env: Env, started: dt.datetime
-) -> None:
+def test_a_signed_commit_converges_and_a_human_edit_is_denied_naming_the_file(env: Env) -> None:
     app, other, name = unique("app"), unique("other"), unique("sync")
     repo = env.repo()
     values = {"db-password": "pw-converge-1", "api-token": "tok-converge-1"}

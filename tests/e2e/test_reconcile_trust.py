@@ -10,7 +10,6 @@ namespace and Sync name.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +19,7 @@ from kubernetes import client as k8s
 
 from tests.e2e import reconcile_manifests as m
 from tests.e2e import reconcile_stack
-from tests.e2e.reconcile_stack import Env
+from tests.e2e.reconcile_stack import Env, ok, refused, unique
 from tests.harness import gitopsrepo
 from tests.harness.controlplane import ControlPlane
 
@@ -48,21 +47,6 @@ def started() -> dt.datetime:
     return reconcile_stack.started_now()
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def ok(done: Any) -> str:
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    return str(done.stdout)
-
-
-def refused(done: Any) -> str:
-    """A refused pass: exit 1 with the reason on the output, never a traceback."""
-    assert done.returncode == 1, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    return str(done.stdout) + str(done.stderr)
-
-
 def applied(env: Env, ns: str, mode: str) -> gitopsrepo.GitOpsRepo:
     """A repository whose first real commit (ConfigMap settings: mode) is applied as `ns`."""
     repo = env.repo()
@@ -71,7 +55,7 @@ def applied(env: Env, ns: str, mode: str) -> gitopsrepo.GitOpsRepo:
     return repo
 
 
-def set_mode(repo: gitopsrepo.GitOpsRepo, ns: str, mode: str) -> None:
+def set_mode(repo: gitopsrepo.GitOpsRepo, mode: str) -> None:
     """Change only the ConfigMap in the work tree (the SealedSecret stays byte for byte)."""
     docs = [dict(d) for d in _documents(repo)]
     for doc in docs:
@@ -107,7 +91,7 @@ def test_a_bad_commit_on_top_changes_nothing_until_the_documented_recovery(
     ok(env.reconcile(config))
     last_good = repo.head()
 
-    set_mode(repo, ns, "evil")
+    set_mode(repo, "evil")
     bad = repo.commit("evil", signer)
     output = refused(env.reconcile(config))
     assert bad[:12] in output
@@ -117,7 +101,7 @@ def test_a_bad_commit_on_top_changes_nothing_until_the_documented_recovery(
     assert last_good in str(env.sync(name)["status"])
 
     # A good commit on top does not launder the bad one: every commit since the anchor counts.
-    set_mode(repo, ns, "after")
+    set_mode(repo, "after")
     repo.commit("good on top", "alice")
     refused(env.reconcile(config))
     assert mode(env, ns) == "good"
@@ -126,7 +110,7 @@ def test_a_bad_commit_on_top_changes_nothing_until_the_documented_recovery(
     # The README's recovery: move the branch back to the last applied commit (a descendant of
     # it is not a force-push) and make the change again as a signed commit.
     repo.reset(last_good)
-    set_mode(repo, ns, "after")
+    set_mode(repo, "after")
     fixed = repo.commit("redo, signed", "bob")
     ok(env.reconcile(config))
     assert mode(env, ns) == "after"
@@ -143,7 +127,7 @@ def test_a_policy_change_applies_only_with_a_second_admins_merge(env: Env) -> No
 
     repo.checkout("change", new_at="main")
     repo.write("policies/commits/team.rego", "package team\n")
-    set_mode(repo, ns, "with-policy")
+    set_mode(repo, "with-policy")
     alone = repo.commit("policy and config, one admin", "alice")
     # Pushed straight to main: one admin's signature is not enough for policies/.
     repo.checkout("main")
@@ -166,7 +150,7 @@ def test_an_attacker_chosen_commit_in_the_status_lets_nothing_unsigned_through(e
     repo = applied(env, ns, "good")
     config = env.config(repo, name)
     ok(env.reconcile(config))
-    set_mode(repo, ns, "evil")
+    set_mode(repo, "evil")
     unsigned = repo.commit("unsigned", None)
     other = env.repo()  # a commit that does not descend from this repository's anchor
     g, v, p = reconcile_stack.SYNC_GROUP, reconcile_stack.SYNC_VERSION, reconcile_stack.SYNC_PLURAL
@@ -210,14 +194,14 @@ def test_moving_the_anchor_past_a_signed_revert_recovers_and_keeps_history(env: 
     repo = applied(env, ns, "good")
     ok(env.reconcile(env.config(repo, name)))
     applied_commit = repo.head()
-    set_mode(repo, ns, "evil")
+    set_mode(repo, "evil")
     bad = repo.commit("unsigned", None)
     refused(env.reconcile(env.config(repo, name)))
 
     repo.git(*repo.keys.sign_args("alice"), "revert", "--no-edit", bad)
     revert = repo.head()
     assert repo.git("diff", applied_commit, revert) == ""  # reviewed: it vouches for nothing new
-    set_mode(repo, ns, "later")
+    set_mode(repo, "later")
     later = repo.commit("a later change", "bob")
     repo.anchor = revert  # the operator's configuration change
     out = ok(env.reconcile(env.config(repo, name)))
@@ -235,13 +219,13 @@ def test_a_branch_rewritten_under_applied_history_is_refused(env: Env) -> None:
     repo = applied(env, ns, "one")
     config = env.config(repo, name)
     first = repo.head()
-    set_mode(repo, ns, "two")
+    set_mode(repo, "two")
     applied_two = repo.commit("two", "alice")
     ok(env.reconcile(config))
     assert mode(env, ns) == "two"
 
     repo.reset(first)
-    set_mode(repo, ns, "rewritten")
+    set_mode(repo, "rewritten")
     rewritten = repo.commit("rewritten, signed", "bob")
     output = refused(env.reconcile(config))
     assert applied_two[:12] in output
