@@ -26,8 +26,10 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 from kubernetes import client as k8s
 
+from reconciler.sealed import objects
 from tests import sealed_keys
 from tests.e2e import webhook_stack
 from tests.harness import gitopsrepo
@@ -116,14 +118,23 @@ class Env:
         """`gitwarden reconcile --config F --once [extra]` as a child process."""
         return run_cli("reconcile", "--config", str(config), "--once", *extra)
 
-    def seal(self, namespace: str, name: str, values: Mapping[str, str]) -> dict[str, Any]:
-        """A SealedSecret made by `gitwarden seal` with the cluster's sealing certificate."""
+    def seal(
+        self, namespace: str, name: str, values: Mapping[str, str], *, cli: bool = False
+    ) -> dict[str, Any]:
+        """A SealedSecret for the cluster's sealing certificate.
+
+        With `cli`, made by the `gitwarden seal` command; otherwise by the same library call in
+        process (`reconciler.sealed.objects.seal`), which saves a Python start per Secret.
+        """
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": name, "namespace": namespace},
             "stringData": dict(values),
         }
+        if not cli:
+            certificate = x509.load_pem_x509_certificate(self.cert.read_bytes())
+            return objects.seal(secret, certificate, dt.datetime.now(dt.UTC))
         done = run_cli("seal", "--cert", str(self.cert), stdin=yaml.safe_dump(secret))
         assert done.returncode == 0, done.stderr
         sealed: dict[str, Any] = yaml.safe_load(done.stdout)

@@ -75,7 +75,7 @@ def test_a_signed_commit_converges_and_a_human_edit_is_denied_naming_the_file(en
             m.configmap(other, "settings", {"mode": "blue"}),
         ],
     )
-    repo.write("clusters/test/secret.yaml", [env.seal(app, "db", values)])
+    repo.write("clusters/test/secret.yaml", [env.seal(app, "db", values, cli=True)])
     commit = repo.commit("everything", "alice")
 
     out = ok(env.reconcile(env.config(repo, name)))
