@@ -207,3 +207,13 @@ def test_managed_label_and_source_path_annotation_agree_with_the_webhook() -> No
     )
     assert apply.source_path_annotation == admission.path_annotation
     assert config.IdentityConfig().namespace == admission.namespace
+
+
+def test_the_readme_example_is_a_valid_configuration(tmp_path: pathlib.Path) -> None:
+    text = README.read_text()
+    section = text[text.index("## The reconciler") :]
+    start = section.index("```yaml\n") + len("```yaml\n")
+    example = section[start : section.index("```", start)]
+    loaded = config.load(write(tmp_path, example))
+    assert loaded.source.paths == ("clusters/prod",)
+    assert loaded.apply.default_namespace == "apps"
