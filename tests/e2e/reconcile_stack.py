@@ -50,37 +50,34 @@ ADMISSION = config_mod.AdmissionConfig(
     cluster_scoped_kinds=(config_mod.ClusterKind(SYNC_GROUP, SYNC_KIND, SYNC_PLURAL),),
 )
 
-_WRITE = ["get", "list", "watch", "create", "update", "patch", "delete"]
-# Least privilege for what the tests' repositories hold. No `escalate` or `bind`: the Roles
-# and bindings in Git grant only what this role already holds, which RBAC then allows.
+_APPLY = ["get", "list", "create", "patch", "delete"]
+# Least privilege for what the tests' repositories hold and what one `--once` pass does (the
+# audit log shows it: GET, LIST, server-side apply as PATCH, which needs `create` for a new
+# object, and DELETE for prune; no update, no watch until the loop arrives). No `escalate` or
+# `bind`: the Roles in Git grant only what this role already holds, which RBAC then allows.
 # Namespaces and CRDs get no `delete` (prune keeps them unless annotated, and these tests
 # never annotate one). Secrets are cluster-wide because SealedSecrets open into any namespace;
 # that also covers reading the key ring in GitWarden's namespace.
 RECONCILER_RULES: list[dict[str, Any]] = [
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": _WRITE[:-1]},
-    {
-        "apiGroups": [""],
-        "resources": ["configmaps", "secrets", "services", "serviceaccounts"],
-        "verbs": _WRITE,
-    },
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _WRITE},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": _APPLY[:-1]},
+    {"apiGroups": [""], "resources": ["configmaps", "secrets", "services"], "verbs": _APPLY},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _APPLY},
     {
         "apiGroups": ["rbac.authorization.k8s.io"],
-        "resources": ["roles", "rolebindings", "clusterroles", "clusterrolebindings"],
-        "verbs": _WRITE,
+        "resources": ["roles", "rolebindings", "clusterroles"],
+        "verbs": _APPLY,
     },
     {
         "apiGroups": ["apiextensions.k8s.io"],
         "resources": ["customresourcedefinitions"],
-        "verbs": _WRITE[:-1],
+        "verbs": _APPLY[:-1],
     },
-    {"apiGroups": [WIDGET_GROUP], "resources": ["widgets"], "verbs": _WRITE},
+    {"apiGroups": [WIDGET_GROUP], "resources": ["widgets"], "verbs": _APPLY},
     {
         "apiGroups": [SYNC_GROUP],
         "resources": [SYNC_PLURAL, f"{SYNC_PLURAL}/status"],
-        "verbs": ["get", "list", "watch", "create", "update", "patch"],
+        "verbs": ["get", "create", "patch"],
     },
-    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
 
 
