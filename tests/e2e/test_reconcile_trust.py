@@ -26,6 +26,8 @@ from tests.harness.controlplane import ControlPlane
 pytestmark = pytest.mark.cluster
 
 APP_FILE = "clusters/test/app.yaml"
+# The one refusal of the GitOps identity this module provokes on purpose (RBAC escalation).
+ESCALATION_PREFIX = "escalate-"
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +238,30 @@ def test_a_branch_rewritten_under_applied_history_is_refused(env: Env) -> None:
     assert env.sync(name)["status"]["lastAppliedCommit"] == applied_two
 
 
+def test_a_signed_commit_cannot_lift_the_reconciler_above_its_own_role(env: Env) -> None:
+    """The GitOps role holds no `escalate`: a ClusterRole granting more is refused by RBAC."""
+    ns, name = unique("escalate"), unique("sync")
+    repo = applied(env, ns, "safe")
+    ok(env.reconcile(env.config(repo, name)))
+    greedy = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": ESCALATION_PREFIX + name},
+        "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}],
+    }
+    repo.write("clusters/test/greedy.yaml", [greedy])
+    commit = repo.commit("grant everything", "alice")
+    output = refused(env.reconcile(env.config(repo, name)))
+    assert f"ClusterRole.rbac.authorization.k8s.io {greedy['metadata']['name']}" in output
+    assert "Forbidden" in output
+    stalled = env.condition(name, "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "Forbidden"), stalled
+    assert commit[:12] in str(env.sync(name)["status"])
+    with pytest.raises(k8s.ApiException) as absent:
+        k8s.RbacAuthorizationV1Api(env.admin).read_cluster_role(greedy["metadata"]["name"])
+    assert absent.value.status == 404
+
+
 def test_the_reconcilers_requests_are_never_denied(env: Env, started: dt.datetime) -> None:
     """Runs last in the module: every request the GitOps identity made, refused passes too."""
-    reconcile_stack.assert_never_denied(env, started)
+    reconcile_stack.assert_never_denied(env, started, provoked=ESCALATION_PREFIX)
