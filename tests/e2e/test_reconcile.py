@@ -78,7 +78,8 @@ def test_a_signed_commit_converges_and_a_human_edit_is_denied_naming_the_file(en
     repo.write("clusters/test/secret.yaml", [env.seal(app, "db", values, cli=True)])
     commit = repo.commit("everything", "alice")
 
-    out = ok(env.reconcile(env.config(repo, name)))
+    done = env.reconcile(env.config(repo, name))
+    out = ok(done)
     assert m.change("Deployment.apps", app, "web", "created") in out
 
     admin = env.admin
@@ -105,6 +106,11 @@ def test_a_signed_commit_converges_and_a_human_edit_is_denied_naming_the_file(en
     assert live["configmap"].data == {"mode": "blue"}
     secret_values = {k: base64.b64decode(v).decode() for k, v in live["secret"].data.items()}
     assert secret_values == values
+    # The plaintext is in the Secret and nowhere else: not in the output, not in the status.
+    for value in values.values():
+        for text in (value, base64.b64encode(value.encode()).decode()):
+            assert text not in done.stdout + done.stderr
+            assert text not in str(env.sync(name))
 
     sync = env.sync(name)
     assert commit in str(sync["status"]), sync
