@@ -1,8 +1,9 @@
 """`gitwarden reconcile --once` refuses what is not trusted, and nothing it refuses is applied.
 
-Unsigned and wrongly signed commits, a good commit on top of a bad one, the README's recovery,
-a policy change signed by one admin against one with a second admin's merge, and a forged
-last-applied commit in the stored status. The real CLI runs as the GitOps service account
+Unsigned and wrongly signed commits, a good commit on top of a bad one and both of the README's
+recoveries, a policy change signed by one admin against one with a second admin's merge, a
+forged last-applied commit in the stored status, a rewritten branch, and a signed commit that
+tries to grant more than the reconciler holds. The real CLI runs as the GitOps service account
 against the real API server with the webhook enforcing; each test has its own repository,
 namespace and Sync name.
 """
