@@ -29,7 +29,9 @@ import yaml
 from cryptography import x509
 from kubernetes import client as k8s
 
+from reconciler import status
 from reconciler.sealed import objects
+from reconciler.services import kube_keys
 from tests import sealed_keys
 from tests.e2e import webhook_stack
 from tests.harness import gitopsrepo
@@ -37,9 +39,13 @@ from tests.harness.controlplane import ControlPlane, Credentials, tool
 from webhook import config as config_mod
 
 GITOPS_USER = f"system:serviceaccount:{webhook_stack.GITOPS_NS}:{webhook_stack.GITOPS_SA}"
-SYNC_GROUP, SYNC_VERSION, SYNC_PLURAL, SYNC_KIND = "gitwarden.dev", "v1alpha1", "syncs", "Sync"
+SYNC_GROUP, SYNC_VERSION, SYNC_PLURAL, SYNC_KIND = (
+    status.GROUP,
+    status.VERSION,
+    status.PLURAL,
+    status.KIND,
+)
 WIDGET_GROUP = "e2e.gitwarden.dev"
-KEY_LABEL = "sealedsecrets.bitnami.com/sealed-secrets-key"
 ROLE = "gitwarden-reconciler"
 ADMISSION = config_mod.AdmissionConfig(
     namespace=webhook_stack.GITOPS_NS,
@@ -294,7 +300,7 @@ def sealing_key(admin: k8s.ApiClient, workdir: Path) -> Iterator[Path]:
     key = sealed_keys.sealing_key(2048, 7)
     name = f"sealed-secrets-key{key.fingerprint[:8]}"
     body = {
-        "metadata": {"name": name, "labels": {KEY_LABEL: "active"}},
+        "metadata": {"name": name, "labels": {kube_keys.KEY_LABEL: kube_keys.ACTIVE}},
         "type": "kubernetes.io/tls",
         "data": {
             "tls.crt": base64.b64encode(key.certificate_pem()).decode(),
