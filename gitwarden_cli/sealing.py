@@ -23,8 +23,9 @@ from typing import Any
 import yaml
 
 from gitwarden_cli import main
-from reconciler import certserver, errors, keyservice, kube_client, manifests
+from reconciler import errors, kube_client, manifests
 from reconciler.sealed import keys, objects, wire
+from reconciler.services import certserver, keyservice
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -156,12 +156,23 @@ def _diff(
     plan: applyplan.ApplyPlan, target: cluster.Cluster, settings: config.ApplyConfig
 ) -> tuple[objectdiff.ObjectDiff, ...]:
     found: list[objectdiff.ObjectDiff] = []
+    planned_namespaces = {
+        obj.ref.name for obj in plan.objects() if (obj.ref.group, obj.ref.kind) == ("", "Namespace")
+    }
     for obj in plan.objects():
         try:
             live = target.read(obj.ref)
             body = obj.body_for_apply()
             try:
                 result = target.apply(obj.ref, body, dry_run=True, want_body=True)
+            except cluster_errors.NotFound:
+                if live is not None or obj.ref.namespace not in planned_namespaces:
+                    raise
+                # Its namespace arrives with this revision: the API server cannot dry-run an
+                # object into a namespace that does not exist yet, so the stamped body is what
+                # would be created (masked like any Secret below).
+                found.append(objectdiff.compare(obj.ref, None, body, created=True))
+                continue
             finally:
                 del body
         except cluster_errors.NotServed:

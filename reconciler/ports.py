@@ -2,7 +2,7 @@
 
 Owns only the shapes (Protocols) and the `Ports` bundle the entry point builds once: the Git
 source, the trust and commit policy, the sealing-key ring, the cluster, the applier and the
-cache of opened sealed values. Real adapters live beside (gitsource, kube_keys, the cluster
+cache of opened sealed values. Real adapters live beside (gitsource, services.kube_keys, the cluster
 adapter); unit tests pass fakes of these ports. Must not import `kubernetes`, run processes or
 hold state of its own.
 """

@@ -10,24 +10,25 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from reconciler import (
     apply,
     applyplan,
     changeset,
     cluster,
+    cluster_errors,
     config,
     decrypt,
     errors,
     gitsource,
-    kube_client,
-    kube_keys,
     objectdiff,
     ports,
     trustfiles,
 )
 from reconciler.sealed import keys
+from reconciler.services import kube_keys
 
 
 class Unsupported(errors.Stalled):
@@ -105,6 +106,21 @@ class Process:
         self.target.close()
 
 
+def json_getter(
+    target: cluster.Cluster,
+) -> Callable[[str, Sequence[tuple[str, str]]], Mapping[str, Any] | None]:
+    """A JSON GET through the cluster adapter, None for 404 (for the key ring's Secrets)."""
+
+    def get(path: str, query: Sequence[tuple[str, str]]) -> Mapping[str, Any] | None:
+        try:
+            body = target.request("GET", path, query=query, what=f"read {path}").body
+        except cluster_errors.NotFound:
+            return None
+        return body if isinstance(body, Mapping) else None
+
+    return get
+
+
 def build(settings: config.ReconcilerConfig, kubeconfig: pathlib.Path | None) -> Process:
     """Every port for `settings`; configuration errors (files, credentials) raise here."""
     if settings.source.username_file is not None:
@@ -115,14 +131,13 @@ def build(settings: config.ReconcilerConfig, kubeconfig: pathlib.Path | None) ->
     trust = trustfiles.load(settings.trust)
     policy = trustfiles.commit_policy(settings.trust)
     chosen = kubeconfig or settings.identity.kubeconfig
-    api = kube_client.api_client(chosen)
     namespace = settings.identity.namespace
     target = cluster.connect(chosen, settings.apply)
     built = ports.Ports(
         source=GitSource(settings.source),
         trust=trust,
         commit_policy=policy,
-        keys=ClusterKeys(lambda: kube_keys.read_ring(api, namespace)),
+        keys=ClusterKeys(lambda: kube_keys.read_ring_json(json_getter(target), namespace)),
         cluster=ClusterPort(target),
         apply=BoundApply(target, settings.apply),
         secrets=decrypt.OpenedCache(),

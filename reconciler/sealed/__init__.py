@@ -2,5 +2,5 @@
 
 `wire` is the byte format, `keys` the key ring and its rotation policy, `objects` turns
 SealedSecret objects into Secrets and back. The pipeline stage that uses them is
-`reconciler.decrypt`; cluster access for the key Secrets is `reconciler.kube_keys`.
+`reconciler.decrypt`; cluster access for the key Secrets is `reconciler.services.kube_keys`.
 """

@@ -3,7 +3,7 @@
 Owns `SealingKey` and `KeyRing` values, PEM reading and writing in the controller's formats
 (PKCS#1 `RSA PRIVATE KEY` in `tls.key`, PEM `CERTIFICATE` in `tls.crt`), generating a key with a
 self-signed certificate, and the rule that says when a new key is due. Pure: the time comes from
-the caller's clock and storage is the cluster adapter's (`reconciler.kube_keys`).
+the caller's clock and storage is the cluster adapter's (`reconciler.services.kube_keys`).
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from reconciler import kube_keys, manifests
+from reconciler import manifests
 from reconciler.sealed import objects
+from reconciler.services import kube_keys
 from tests.harness.controlplane import LOOPBACK, ControlPlane, Credentials, Process, free_port
 from tests.integration import kubeseal_tool
 

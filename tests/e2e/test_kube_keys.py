@@ -8,8 +8,9 @@ import datetime as dt
 import pytest
 from kubernetes import client as k8s
 
-from reconciler import kube_keys
+from reconciler import cluster, config, wiring
 from reconciler.sealed import keys
+from reconciler.services import kube_keys
 from tests import sealed_keys
 
 pytestmark = pytest.mark.cluster
@@ -59,6 +60,15 @@ def test_reads_the_controllers_active_keys_and_ignores_others(
     # The legacy pre-v0.9 Secret counts by its name; a key labelled otherwise does not.
     assert [k.fingerprint for k in ring.keys] == [legacy.fingerprint, active.fingerprint]
     assert ring.keys[1].source == f"Secret {namespace}/sealed-secrets-keyabcde"
+    # The reconcile pass reads the same ring through its cluster adapter (wiring's getter).
+    adapter = cluster.Cluster(admin.configuration, config.ApplyConfig())
+    try:
+        same = kube_keys.read_ring_json(wiring.json_getter(adapter), namespace)
+    finally:
+        adapter.close()
+    assert [(k.fingerprint, k.source) for k in same.keys] == [
+        (k.fingerprint, k.source) for k in ring.keys
+    ]
 
 
 def test_makes_a_key_when_none_exists_and_renews_on_the_period(

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler import certserver, manifests
+from reconciler import manifests
 from reconciler.sealed import keys, objects
+from reconciler.services import certserver
 from tests import sealed_keys
 from tests.integration import kubeseal_tool
 

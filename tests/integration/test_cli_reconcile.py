@@ -13,8 +13,8 @@ import yaml
 from kubernetes import client as k8s
 
 from gitwarden_cli import main
-from reconciler import kube_keys
 from reconciler.sealed import objects
+from reconciler.services import kube_keys
 from tests import sealed_keys
 from tests.harness import signedrepo
 from tests.harness.controlplane import ControlPlane

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from kubernetes import client as k8s
 from urllib3.exceptions import HTTPError
 
-from reconciler import certserver, errors, kube_keys
+from reconciler import errors
 from reconciler.sealed import keys
+from reconciler.services import certserver, kube_keys
 
 log = logging.getLogger("gitwarden.keys")
 
