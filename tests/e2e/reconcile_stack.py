@@ -51,7 +51,6 @@ ADMISSION = config_mod.AdmissionConfig(
     namespace=webhook_stack.GITOPS_NS,
     gitops_service_account=webhook_stack.GITOPS_SA,
     repository_url=webhook_stack.REPO,
-    intercept_status=True,
     break_glass_groups=(webhook_stack.BREAK_GLASS,),
     cluster_scoped_kinds=(config_mod.ClusterKind(SYNC_GROUP, SYNC_KIND, SYNC_PLURAL),),
 )
