@@ -127,12 +127,8 @@ class Role:
 
     @property
     def ref(self) -> str:
-        """`Kind/name` or `Kind namespace/name`."""
-        return (
-            f"{self.kind} {self.namespace}/{self.name}"
-            if self.namespace
-            else (f"{self.kind} {self.name}")
-        )
+        """`Kind name` or `Kind namespace/name`."""
+        return _ref(self.kind, self.namespace, self.name)
 
 
 @dataclass(frozen=True)
@@ -170,11 +166,7 @@ class Binding:
     @property
     def ref(self) -> str:
         """`Kind name` or `Kind namespace/name`."""
-        return (
-            f"{self.kind} {self.namespace}/{self.name}"
-            if self.namespace
-            else (f"{self.kind} {self.name}")
-        )
+        return _ref(self.kind, self.namespace, self.name)
 
 
 @dataclass(frozen=True)
@@ -260,3 +252,7 @@ def holders(snapshot: Snapshot, requests: Iterable[Request]) -> list[Holding]:
                     )
                     break
     return found
+
+
+def _ref(kind: str, namespace: str, name: str) -> str:
+    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
