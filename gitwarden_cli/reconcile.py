@@ -74,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
         config.ConfigError,
         trustfiles.TrustFileError,
         kube_client.ConfigError,
-        wiring.Unsupported,
     ) as exc:
         raise main.UsageError(str(exc)) from None
     except errors.ReconcileError as exc:

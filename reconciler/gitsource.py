@@ -14,6 +14,7 @@ name must be exactly one of `refs/heads/<name>` and `refs/tags/<name>`.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -61,6 +62,10 @@ class Source:
     identity_file: pathlib.Path | None = None
     ca_bundle: pathlib.Path | None = None
     """PEM CAs for https sources (a private Git server); default: the system's."""
+    username_file: pathlib.Path | None = None
+    password_file: pathlib.Path | None = None
+    """HTTPS basic credentials, read from these files at every fetch (so a rotated Secret is
+    picked up); they reach git only through its environment, never its command line."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,7 +347,52 @@ def _environment(source: Source, home: str) -> dict[str, str]:
     }
     if source.ca_bundle is not None:
         env["GIT_SSL_CAINFO"] = str(source.ca_bundle)
+    header = _basic_auth_header(source)
+    if header is not None:
+        # Through GIT_CONFIG_* (not `-c` or the URL, which `ps` and git's own messages show),
+        # scoped to the source's scheme and host so a redirect elsewhere never receives it.
+        env.update(
+            {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": f"http.{_origin(source.url)}/.extraHeader",
+                "GIT_CONFIG_VALUE_0": header,
+            }
+        )
     return env
+
+
+def _basic_auth_header(source: Source) -> str | None:
+    """`Authorization: Basic …` from the credential files, or None when none are configured."""
+    if source.username_file is None and source.password_file is None:
+        return None
+    if source.username_file is None or source.password_file is None:
+        raise SourceError("HTTPS credentials need both a username file and a password file")
+    if not source.url.startswith("https://"):
+        raise SourceError("HTTPS credentials are only sent to an https:// source")
+    values = []
+    for path in (source.username_file, source.password_file):
+        try:
+            # One trailing newline (as `echo` writes) is not part of the value.
+            values.append(path.read_text(encoding="utf-8").removesuffix("\n"))
+        except (OSError, UnicodeDecodeError) as exc:
+            # The file's name only: never its content.
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+            raise SourceError(f"cannot read the credential file {path}: {reason}") from None
+    user, password = values
+    if not user or ":" in user or "\n" in user or "\n" in password:
+        raise SourceError(
+            f"the credential files {source.username_file} and {source.password_file} must hold"
+            " one line each (a username without ':')"
+        )
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return f"Authorization: Basic {token}"
+
+
+def _origin(url: str) -> str:
+    """`https://host[:port]` of a URL (credentials in it dropped)."""
+    rest = url.removeprefix("https://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    return f"https://{host}"
 
 
 def _git(source: Source, args: list[str]) -> str:

@@ -21,7 +21,6 @@ from reconciler import (
     cluster_errors,
     config,
     decrypt,
-    errors,
     gitsource,
     objectdiff,
     ports,
@@ -29,10 +28,6 @@ from reconciler import (
 )
 from reconciler.sealed import keys
 from reconciler.services import kube_keys
-
-
-class Unsupported(errors.Stalled):
-    """A configured setting this build cannot honour yet; the message names it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +42,8 @@ class GitSource:
             known_hosts=self.settings.known_hosts,
             identity_file=self.settings.identity_file,
             ca_bundle=self.settings.ca_bundle,
+            username_file=self.settings.username_file,
+            password_file=self.settings.password_file,
         )
         ref = f"refs/heads/{self.settings.branch}"
         return gitsource.fetch(source, self.settings.cache_dir, ref, since, full=False)
@@ -123,11 +120,6 @@ def json_getter(
 
 def build(settings: config.ReconcilerConfig, kubeconfig: pathlib.Path | None) -> Process:
     """Every port for `settings`; configuration errors (files, credentials) raise here."""
-    if settings.source.username_file is not None:
-        raise Unsupported(
-            "source.username_file/password_file: HTTPS basic credentials are not supported by"
-            " the fetch adapter yet; use an ssh:// source or a credential-free URL"
-        )
     trust = trustfiles.load(settings.trust)
     policy = trustfiles.commit_policy(settings.trust)
     chosen = kubeconfig or settings.identity.kubeconfig

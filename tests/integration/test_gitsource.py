@@ -190,3 +190,72 @@ def test_unknown_last_applied_revision_in_a_local_repository_is_a_source_error(
 ) -> None:
     with pytest.raises(gitsource.SourceError, match="last applied revision"):
         gitsource.open_local(corpus.repo, "main", "no-such-rev")
+
+
+def _credential_files(tmp_path: pathlib.Path, user: str, password: str) -> dict[str, pathlib.Path]:
+    (tmp_path / "username").write_text(f"{user}\n")
+    (tmp_path / "password").write_text(f"{password}\n")
+    return {"username_file": tmp_path / "username", "password_file": tmp_path / "password"}
+
+
+def test_https_credentials_from_files_fetch_without_a_password_in_the_url(
+    https_server: httpgit.HttpsGitServer, corpus: gitcorpus.Corpus, tmp_path: pathlib.Path
+) -> None:
+    """Basic credentials read from files (a mounted Secret) authenticate the fetch."""
+    source = gitsource.Source(
+        https_server.url(corpus.repo.name),
+        ca_bundle=https_server.write_ca(tmp_path / "ca.pem"),
+        **_credential_files(tmp_path, "deploy", "t0ken-https"),
+    )
+    checkout = gitsource.fetch(source, tmp_path / "cache", "main", None, full=False)
+    assert checkout.tip_commit == str(
+        pygit2.Repository(str(corpus.repo)).revparse_single("main").id
+    )
+    # Nothing of the credentials is stored in the cache's configuration.
+    assert "t0ken-https" not in "".join(
+        p.read_text(errors="replace") for p in (tmp_path / "cache").rglob("config")
+    )
+
+
+def test_https_without_the_credential_files_is_refused(
+    https_server: httpgit.HttpsGitServer, corpus: gitcorpus.Corpus, tmp_path: pathlib.Path
+) -> None:
+    """The control: the same server without credentials answers 401."""
+    source = gitsource.Source(
+        https_server.url(corpus.repo.name), ca_bundle=https_server.write_ca(tmp_path / "ca.pem")
+    )
+    with pytest.raises(gitsource.FetchError):
+        gitsource.fetch(source, tmp_path / "cache", "main", None, full=False)
+
+
+def test_wrong_credentials_from_files_fail_without_showing_them(
+    https_server: httpgit.HttpsGitServer, corpus: gitcorpus.Corpus, tmp_path: pathlib.Path
+) -> None:
+    source = gitsource.Source(
+        https_server.url(corpus.repo.name),
+        ca_bundle=https_server.write_ca(tmp_path / "ca.pem"),
+        **_credential_files(tmp_path, "deploy", "wr0ng-secret"),
+    )
+    with pytest.raises(gitsource.FetchError) as caught:
+        gitsource.fetch(source, tmp_path / "cache", "main", None, full=False)
+    text = "".join(traceback.format_exception(caught.value))
+    assert "wr0ng-secret" not in text
+    # The server refused the header (401), so git asked for credentials it may not prompt for.
+    assert "could not read Username" in text or "Authentication failed" in text
+
+
+def test_credential_files_that_cannot_be_read_name_the_file_only(tmp_path: pathlib.Path) -> None:
+    source = gitsource.Source(
+        "https://127.0.0.1:1/repo",
+        username_file=tmp_path / "missing-user",
+        password_file=tmp_path / "missing-password",
+    )
+    with pytest.raises(gitsource.SourceError, match="missing-user"):
+        gitsource.fetch(source, tmp_path / "cache", "main", None, full=False)
+
+
+def test_credentials_are_never_sent_to_a_plain_http_or_ssh_source(tmp_path: pathlib.Path) -> None:
+    files = _credential_files(tmp_path, "deploy", "t0ken")
+    source = gitsource.Source("ssh://git@127.0.0.1:1/repo", **files)
+    with pytest.raises(gitsource.SourceError, match="only sent to an https:// source"):
+        gitsource.fetch(source, tmp_path / "cache", "main", None, full=False)
