@@ -173,7 +173,15 @@ def _parse(path: str, raw: bytes, where: _Where) -> Iterator[manifests.Manifest]
                 break
             line = node.start_mark.line + 1
             _bounded(node, path, line, where)
-            document = loader.construct_document(node)
+            try:
+                document = loader.construct_document(node)
+            except ValueError:
+                # `!!int`/`!!float` on text, or an integer past Python's digit limit: the
+                # constructor's message quotes the value (it could be a Secret's), so only
+                # the document is named, and the error is not chained.
+                raise LoadError(
+                    f"{where.at(path, line)}: a value does not convert to its tag's type"
+                ) from None
             if document is not None:
                 yield from _objects(path, document, line, node, where)
     except yaml.MarkedYAMLError as exc:
@@ -201,6 +209,9 @@ def _json(path: str, text: str, where: _Where) -> Any:
         raise LoadError(f"{where.at(path, exc.lineno)}: not valid JSON: {exc.msg}") from None
     except RecursionError:
         raise LoadError(f"{where.at(path)}: nested too deeply") from None
+    except ValueError:
+        # An integer past Python's digit limit; the message would quote it.
+        raise LoadError(f"{where.at(path)}: a value does not convert to a number") from None
 
 
 def _bounded(node: yaml.Node, path: str, line: int, where: _Where) -> None:

@@ -264,3 +264,29 @@ def test_deep_json_is_refused_not_a_crash(repo: signedrepo.SignedRepo) -> None:
     deep = '{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "n"}, "x": '
     with pytest.raises(load.LoadError, match="nested"):
         run(repo, {"a.json": deep + "[" * 5000 + "]" * 5000 + "}"})
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("a.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: n}\n"
+         "stringData:\n  password: !!int hunter2-do-not-print\n", r":a.yaml:1: a value"),
+        ("a.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: n}\n"
+         "stringData:\n  password: !!float hunter2-do-not-print\n", r":a.yaml:1: a value"),
+        ("a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: n}\n"
+         "x: " + "7" * 5000 + "\n", r":a.yaml:1: a value"),
+        ("a.json", '{"apiVersion": "v1", "kind": "ConfigMap",\n "x": ' + "7" * 5000 + "}",
+         r":a.json: a value"),
+    ],
+)  # fmt: skip
+def test_a_scalar_that_will_not_convert_is_refused_naming_the_line_never_the_value(
+    repo: signedrepo.SignedRepo, name: str, content: str, message: str
+) -> None:
+    # Attack: an explicit `!!int`/`!!float` tag on text, or an integer past Python's
+    # conversion limit, made the constructor raise a bare ValueError that escaped the load
+    # stage (the CLI said "internal error", no Stalled status) and quoted the value.
+    with pytest.raises(load.LoadError, match=message) as caught:
+        run(repo, {name: content})
+    assert isinstance(caught.value, errors.Stalled)
+    assert "hunter2" not in str(caught.value)
+    assert caught.value.__cause__ is None
