@@ -154,3 +154,36 @@ def test_a_services_cluster_ip_is_immutable_too(
             target,
             SETTINGS,
         )
+
+
+def test_prune_never_deletes_an_object_that_another_applyset_took_over(
+    target: cluster.Cluster, counted: Counted, namespace: str, applyset: str
+) -> None:
+    # Attack: the object moved to another GitWarden Sync's path (or someone relabelled its
+    # part-of label to another set). It still carries the managed label, so a check of that
+    # label alone made this set's next pass delete the other set's object.
+    first = plan_of(
+        [planned(configmap(namespace, "moved", {"n": "1"}), applyset=applyset)],
+        applyset=applyset,
+    )
+    done = apply.run(first, target, SETTINGS)
+    other = status.applyset_id("another-sync")
+    core = k8s.CoreV1Api(counted.plane.admin())
+    core.patch_namespaced_config_map(
+        "moved", namespace, {"metadata": {"labels": {status.APPLYSET_PART_OF_LABEL: other}}}
+    )
+    second = plan_of(
+        [planned(configmap(namespace, "stays", {}), applyset=applyset)],
+        applyset=applyset,
+        previous=status.inventory_after(first, done, complete=True),
+        prune=[cm_ref(namespace, "moved")],
+    )
+    diffs = apply.diff(second, target, SETTINGS)
+    assert [(d.ref.name, d.action) for d in diffs if d.ref.name == "moved"] == [
+        ("moved", Action.SKIPPED)
+    ]
+    result = apply.run(second, target, SETTINGS)
+    pruned = [(c.ref.name, c.action) for c in result.changes if c.stage == "prune"]
+    assert pruned == [("moved", Action.SKIPPED)]
+    labels = core.read_namespaced_config_map("moved", namespace).metadata.labels
+    assert labels[status.APPLYSET_PART_OF_LABEL] == other
