@@ -52,9 +52,14 @@ class Resource:
 
 @dataclass(frozen=True)
 class Resources:
-    """Every served kind, by (group, kind)."""
+    """Every served kind, by (group, kind); `stale_groups` have a version whose server is down.
+
+    A Stale group version lists no kinds at all, so a kind missing from `by_kind` in one of
+    those groups is unknown, not absent: the caller must not read it as "gone".
+    """
 
     by_kind: Mapping[tuple[str, str], Resource]
+    stale_groups: frozenset[str] = frozenset()
 
     def get(self, group: str, kind: str) -> Resource | None:
         return self.by_kind.get((group, kind))
@@ -63,6 +68,7 @@ class Resources:
 def parse(documents: Iterable[Mapping[str, Any]]) -> Resources:
     """Resources from the `/api` and `/apis` documents; raises `Unsupported` on another shape."""
     found: dict[tuple[str, str], Resource] = {}
+    stale: set[str] = set()
     for document in documents:
         if document.get("kind") != DISCOVERY_KIND:
             raise Unsupported(
@@ -72,8 +78,10 @@ def parse(documents: Iterable[Mapping[str, Any]]) -> Resources:
         for group_doc in document.get("items") or ():
             group = str((group_doc.get("metadata") or {}).get("name") or "")
             for version_doc in group_doc.get("versions") or ():
+                if version_doc.get("freshness") == "Stale":
+                    stale.add(group)
                 _add_version(found, group, version_doc)
-    return Resources(found)
+    return Resources(found, frozenset(stale))
 
 
 def _add_version(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from types import MappingProxyType
+
 import pytest
 from kubernetes import client as k8s
 
-from reconciler import apply, changeset, cluster, config, objectref, status
+from reconciler import apply, applyplan, changeset, cluster, config, errors, objectref, status
 from tests.engine.conftest import SETTINGS, Counted
 from tests.engine_plans import configmap, deployment, plan_of, planned
 
@@ -187,3 +190,40 @@ def test_prune_never_deletes_an_object_that_another_applyset_took_over(
     assert pruned == [("moved", Action.SKIPPED)]
     labels = core.read_namespaced_config_map("moved", namespace).metadata.labels
     assert labels[status.APPLYSET_PART_OF_LABEL] == other
+
+
+def test_a_kind_whose_aggregated_api_is_down_is_never_pruned_as_gone(
+    target: cluster.Cluster, counted: Counted, namespace: str, applyset: str
+) -> None:
+    # Attack: take the aggregated API server of a group down (or make it unreachable). Its
+    # group version shows as Stale in discovery, with no kinds; prune read that as "kind not
+    # served: already gone", dropped the object from the inventory, and so never pruned it.
+    group = f"s{uuid.uuid4().hex[:8]}.example.com"
+    registration = k8s.ApiregistrationV1Api(counted.plane.admin())
+    service = {"namespace": namespace, "name": "nothing-serves-this", "port": 443}
+    registration.create_api_service(
+        {
+            "metadata": {"name": f"v1.{group}"},
+            "spec": {
+                "group": group, "version": "v1", "groupPriorityMinimum": 100,
+                "versionPriority": 10, "insecureSkipTLSVerify": True, "service": service,
+            },
+        }
+    )  # fmt: skip
+    try:
+        gone = objectref.ObjectRef(group, "Widget", namespace, "w")
+        entry = applyplan.InventoryEntry("d", "1", "widgets.yaml")
+        previous = applyplan.Inventory("c" * 40, MappingProxyType({gone: entry}))
+        second = plan_of(
+            [planned(configmap(namespace, "stays", {}), applyset=applyset)],
+            applyset=applyset,
+            previous=previous,
+            prune=[gone],
+        )
+        with pytest.raises(apply.ApplyTransient, match=group) as caught:
+            apply.run(second, target, SETTINGS)
+        assert all(c.stage != "prune" for c in caught.value.changes.changes)
+        with pytest.raises(errors.Transient, match=group):
+            apply.diff(second, target, SETTINGS)
+    finally:
+        registration.delete_api_service(f"v1.{group}")
