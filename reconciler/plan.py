@@ -183,10 +183,10 @@ class _Stamp:
 
     def _metadata(self, meta: Mapping[str, Any], source: str) -> dict[str, Any]:
         stamped: dict[str, Any] = manifests.thaw(meta)
-        labels = dict(stamped.get("labels") or {})
+        labels = _string_map(stamped, "labels", source)
         labels[self._settings.managed_label_key] = self._settings.managed_label_value
         labels[PART_OF_LABEL] = self._set_id
-        annotations = dict(stamped.get("annotations") or {})
+        annotations = _string_map(stamped, "annotations", source)
         annotations[self._settings.source_path_annotation] = source
         stamped["labels"], stamped["annotations"] = labels, annotations
         return stamped
@@ -253,6 +253,17 @@ def _refuse_sealing_keys(decrypted: manifests.DecryptedManifests, namespace: str
                 f" ({SEALING_KEY_LABEL} label or {SEALING_KEY_PREFIX}* name in GitWarden's"
                 " namespace); sealing keys come from the key service, never from Git"
             )
+
+
+def _string_map(meta: Mapping[str, Any], field: str, source: str) -> dict[str, Any]:
+    """`metadata.<field>` as a new dict, or PlanError: `dict()` of a list or a string would
+    crash, or (`[ab]` → {"a": "b"}) quietly invent labels nobody wrote."""
+    value = meta.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise PlanError(f"{source}: metadata.{field} must be a mapping of strings to strings")
+    return dict(value)
 
 
 def _allows(meta: Mapping[str, Any], annotation: str) -> bool:

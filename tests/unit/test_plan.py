@@ -291,3 +291,18 @@ def test_a_sealed_secret_posing_as_a_sealing_key_is_refused_too() -> None:
 def test_the_sealing_key_vocabulary_agrees_with_the_key_store() -> None:
     assert plan.SEALING_KEY_LABEL == kube_keys.KEY_LABEL
     assert plan.SEALING_KEY_PREFIX == kube_keys.NAME_PREFIX == kube_keys.LEGACY_NAME
+
+
+@pytest.mark.parametrize("field", ["labels", "annotations"])
+@pytest.mark.parametrize("value", [["ab"], ["a"], "abc", 5, {"k": 1}])
+def test_labels_or_annotations_that_are_not_string_maps_are_refused_naming_the_file(
+    field: str, value: Any
+) -> None:
+    # Attack: `labels: [ab]` was silently stamped as {"a": "b"}; `labels: abc` or `5` crashed
+    # plan with a bare ValueError/TypeError (the CLI's "internal error", no Stalled status).
+    item = obj("v1", "ConfigMap", "c", "app", **{field: value})
+    with pytest.raises(plan.PlanError, match=rf"apps/configmap-c\.yaml: metadata\.{field}"):
+        plan.build(decrypted((item,)), inventory(), revisions.settings())
+    sealed = dataclasses.replace(secret("db"), metadata=manifests.freeze({field: value}))
+    with pytest.raises(plan.PlanError, match=rf"apps/db\.yaml: metadata\.{field}"):
+        plan.build(decrypted((), (sealed,)), inventory(), revisions.settings())
