@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler import cluster_errors
+
 ACCEPT = (
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
     "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,"
@@ -108,4 +110,9 @@ def _add_version(
 
 
 def _segment(text: str) -> str:
+    # `.` and `..` survive quoting and are resolved as dot segments on the way to the API
+    # server: `.../configmaps/..` is the Namespace, `.../configmaps/.` the collection. A
+    # request for such a "name" would read, apply or delete another object than it names.
+    if text in (".", ".."):
+        raise cluster_errors.Rejected(f"{text!r} is not an object name (a URL dot segment)")
     return urllib.parse.quote(text, safe="")

@@ -311,6 +311,9 @@ def _check_shape(body: Any, at: str) -> None:
         raise LoadError(f"{at}: metadata.namespace is not a string")
     if "/" in name or "/" in namespace:
         raise LoadError(f"{at}: metadata.name and metadata.namespace must not contain '/'")
+    if name in (".", "..") or namespace in (".", ".."):
+        # In a URL these are dot segments: they would address the namespace or collection.
+        raise LoadError(f"{at}: metadata.name and metadata.namespace must not be '.' or '..'")
 
 
 # ---- scopes, namespaces, duplicates ---------------------------------------------------------

@@ -227,3 +227,35 @@ def test_a_kind_whose_aggregated_api_is_down_is_never_pruned_as_gone(
             apply.diff(second, target, SETTINGS)
     finally:
         registration.delete_api_service(f"v1.{group}")
+
+
+@pytest.mark.parametrize("name", ["..", "."])
+def test_a_dot_segment_name_in_the_inventory_never_prunes_what_the_url_resolves_to(
+    target: cluster.Cluster, counted: Counted, applyset: str, name: str
+) -> None:
+    # Attack: an inventory row `/ConfigMap/<ns>/..` (written by whoever can write the Sync
+    # status, e.g. break-glass). Its URL `.../namespaces/<ns>/configmaps/..` resolves to the
+    # Namespace itself: the label check read the managed Namespace's labels and the delete
+    # (its uid as precondition) removed the whole namespace, past the protected-kinds guard.
+    # `.` resolves to the collection (a delete there is a deletecollection).
+    ns_name = f"t-{uuid.uuid4().hex[:10]}"
+    first = plan_of(
+        [planned({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns_name}},
+                 applyset=applyset),
+         planned(configmap(ns_name, "bystander", {}), applyset=applyset)],
+        applyset=applyset,
+    )  # fmt: skip
+    apply.run(first, target, SETTINGS)
+    forged = objectref.ObjectRef("", "ConfigMap", ns_name, name)
+    entry = applyplan.InventoryEntry("d", "1", "apps/app.yaml")
+    second = plan_of(
+        first.objects(),
+        applyset=applyset,
+        previous=applyplan.Inventory("c" * 40, MappingProxyType({forged: entry})),
+        prune=[forged],
+    )
+    with pytest.raises(errors.Stalled, match="not an object name"):
+        apply.run(second, target, SETTINGS)
+    core = k8s.CoreV1Api(counted.plane.admin())
+    assert core.read_namespace(ns_name).metadata.deletion_timestamp is None
+    assert core.read_namespaced_config_map("bystander", ns_name)

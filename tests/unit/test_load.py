@@ -290,3 +290,14 @@ def test_a_scalar_that_will_not_convert_is_refused_naming_the_line_never_the_val
     assert isinstance(caught.value, errors.Stalled)
     assert "hunter2" not in str(caught.value)
     assert caught.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    "meta",
+    ["{name: '..', namespace: app}", "{name: ., namespace: app}", "{name: a, namespace: ..}"],
+)
+def test_dot_segment_names_are_refused(repo: signedrepo.SignedRepo, meta: str) -> None:
+    # In a request URL `..` and `.` are dot segments: `configmaps/..` is the Namespace.
+    content = f"apiVersion: v1\nkind: ConfigMap\nmetadata: {meta}\n"
+    with pytest.raises(load.LoadError, match=r"must not be '\.' or '\.\.'"):
+        run(repo, {"a.yaml": content})
