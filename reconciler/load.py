@@ -142,6 +142,10 @@ def _walk(tree: pygit2.Tree, prefix: str, where: _Where) -> Iterator[tuple[str, 
 
 
 def _refuse_links(entry: pygit2.Object, path: str, where: _Where) -> None:
+    if not path.isprintable():
+        # Every message that names the file (CLI, status, logs) would carry the raw name: a
+        # terminal escape or a newline that forges a line of GitWarden's own output.
+        raise UnsafePath(f"{where.at('')}{path!r}: a file name with control characters")
     if entry.filemode == _LINK:
         raise UnsafePath(f"{where.at(path)}: symbolic links are refused under configured paths")
     if entry.filemode == _GITLINK:

@@ -301,3 +301,17 @@ def test_dot_segment_names_are_refused(repo: signedrepo.SignedRepo, meta: str) -
     content = f"apiVersion: v1\nkind: ConfigMap\nmetadata: {meta}\n"
     with pytest.raises(load.LoadError, match=r"must not be '\.' or '\.\.'"):
         run(repo, {"a.yaml": content})
+
+
+@pytest.mark.parametrize(
+    "name", ["apps/\x1b[2Jok.yaml", "apps/x\ngitwarden reconcile: applied.yaml"]
+)
+def test_a_file_name_with_control_characters_is_refused_and_never_echoed_raw(
+    repo: signedrepo.SignedRepo, name: str
+) -> None:
+    # Attack: a file name carrying a terminal escape or a newline reaches every message that
+    # names the file (the CLI's stderr, the Sync status' condition message, logs): it could
+    # clear an operator's terminal or forge a line that looks like GitWarden's own output.
+    with pytest.raises(load.UnsafePath, match="control characters") as caught:
+        run(repo, {name: CM.format(name="a") + "bad: [\n"})
+    assert str(caught.value).isprintable()
