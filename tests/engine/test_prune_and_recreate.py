@@ -8,7 +8,17 @@ from types import MappingProxyType
 import pytest
 from kubernetes import client as k8s
 
-from reconciler import apply, applyplan, changeset, cluster, config, errors, objectref, status
+from reconciler import (
+    apply,
+    applyplan,
+    changeset,
+    cluster,
+    config,
+    errors,
+    objectref,
+    status,
+    wiring,
+)
 from tests.engine.conftest import SETTINGS, Counted
 from tests.engine_plans import configmap, deployment, plan_of, planned
 
@@ -225,6 +235,9 @@ def test_a_kind_whose_aggregated_api_is_down_is_never_pruned_as_gone(
         assert all(c.stage != "prune" for c in caught.value.changes.changes)
         with pytest.raises(errors.Transient, match=group):
             apply.diff(second, target, SETTINGS)
+        # Load asks the same discovery whether a kind is namespaced: "retry", not "unknown".
+        with pytest.raises(errors.Transient, match=group):
+            wiring.ClusterPort(target).namespaced(group, "Widget")
     finally:
         registration.delete_api_service(f"v1.{group}")
 
