@@ -285,12 +285,14 @@ def reconciler_role(admin: k8s.ApiClient) -> Iterator[None]:
         rbac.delete_cluster_role(ROLE)
 
 
-def gitops_kubeconfig(plane: ControlPlane, path: Path) -> Path:
-    """A kubeconfig holding a TokenRequest token of the GitOps service account."""
-    token = plane.service_account_token(
-        webhook_stack.GITOPS_NS, webhook_stack.GITOPS_SA, expiration_seconds=7200
-    )
-    return plane.kubeconfig(Credentials(token=token), path)
+def gitops_kubeconfig(plane: ControlPlane, stack: webhook_stack.Stack, path: Path) -> Path:
+    """A kubeconfig holding the stack's GitOps token.
+
+    The stack mints it before the webhook guards token requests for the GitOps account: a
+    token minted here, after the guard, is denied (as it should be).
+    """
+    header = str(stack.gitops.configuration.api_key["authorization"])
+    return plane.kubeconfig(Credentials(token=header.removeprefix("Bearer ")), path)
 
 
 @contextlib.contextmanager
@@ -367,7 +369,7 @@ def running_env(plane: ControlPlane, admin: k8s.ApiClient, workdir: Path) -> Ite
             yield Env(
                 stack=stack,
                 keys=keys,
-                kubeconfig=gitops_kubeconfig(plane, workdir / "gitops.kubeconfig"),
+                kubeconfig=gitops_kubeconfig(plane, stack, workdir / "gitops.kubeconfig"),
                 cert=cert,
                 workdir=workdir,
             )
