@@ -315,6 +315,11 @@ def _check_shape(body: Any, at: str) -> None:
         raise LoadError(f"{at}: metadata.namespace is not a string")
     if "/" in name or "/" in namespace:
         raise LoadError(f"{at}: metadata.name and metadata.namespace must not contain '/'")
+    for owned in ("resourceVersion", "uid"):
+        # Server-side apply reads these as preconditions: a pinned value turns every later
+        # pass into a 409 Conflict (retried forever) instead of a refusal of the revision.
+        if meta.get(owned) is not None:
+            raise LoadError(f"{at}: metadata.{owned} is set by the API server, not in Git")
     if name in (".", "..") or namespace in (".", ".."):
         # In a URL these are dot segments: they would address the namespace or collection.
         raise LoadError(f"{at}: metadata.name and metadata.namespace must not be '.' or '..'")

@@ -315,3 +315,15 @@ def test_a_file_name_with_control_characters_is_refused_and_never_echoed_raw(
     with pytest.raises(load.UnsafePath, match="control characters") as caught:
         run(repo, {name: CM.format(name="a") + "bad: [\n"})
     assert str(caught.value).isprintable()
+
+
+@pytest.mark.parametrize("field", ["resourceVersion", "uid"])
+def test_server_owned_metadata_in_git_is_refused(repo: signedrepo.SignedRepo, field: str) -> None:
+    # Attack: a manifest that pins `metadata.resourceVersion` (or `uid`). Server-side apply
+    # takes it as a precondition: once the live object moves on, every pass ends in 409
+    # Conflict, which is Transient, so the Sync says "retrying" forever instead of Stalled.
+    content = CM.format(name="a") + f"  {field}: '12345'\n"
+    with pytest.raises(load.LoadError, match=rf"metadata\.{field} is set by the API server"):
+        run(repo, {"a.yaml": content})
+    # `creationTimestamp: null`, as `kubectl create --dry-run -o yaml` writes it, is fine.
+    assert refs(run(repo, {"b.yaml": CM.format(name="b") + "  creationTimestamp: null\n"}))
