@@ -24,7 +24,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from reconciler import (
@@ -99,7 +99,7 @@ def run(
         if settings.prune:
             live.load(plan.prune)
             for ref in plan.prune:
-                done.append(_prune_one(ref, target, live, settings))
+                done.append(_prune_one(ref, target, live, settings, plan.applyset_id))
     except errors.Stalled as exc:
         forget_locals(exc)
         raise ApplyStalled(exc, changeset.ChangeSet(tuple(done))) from exc
@@ -187,7 +187,7 @@ def _diff(
         if doomed is None:
             continue
         labels = (doomed.get("metadata") or {}).get("labels") or {}
-        if labels.get(settings.managed_label_key) != settings.managed_label_value:
+        if _not_ours(labels, settings, plan.applyset_id):
             found.append(objectdiff.ObjectDiff(ref, Action.SKIPPED, "", "no longer ours"))
         else:
             found.append(objectdiff.compare(ref, doomed, None, created=False))
@@ -339,6 +339,7 @@ def _prune_one(
     target: cluster.Cluster,
     live: _LiveIndex,
     settings: config.ApplyConfig,
+    applyset: str,
 ) -> changeset.Change:
     try:
         current = live.get(ref) or target.read_meta(ref)
@@ -346,12 +347,26 @@ def _prune_one(
         return changeset.Change(ref, Action.DELETED, PRUNE_STAGE, "already gone: kind not served")
     if current is None:
         return changeset.Change(ref, Action.DELETED, PRUNE_STAGE, "already gone")
-    label = f"{settings.managed_label_key}={settings.managed_label_value}"
-    if current.labels.get(settings.managed_label_key) != settings.managed_label_value:
+    why = _not_ours(current.labels, settings, applyset)
+    if why:
         # The inventory says we applied it, but the live object is no longer marked as ours
         # (someone took it over through Git elsewhere, or by break-glass): never delete it.
-        return changeset.Change(ref, Action.SKIPPED, PRUNE_STAGE, f"no longer labelled {label}")
+        return changeset.Change(ref, Action.SKIPPED, PRUNE_STAGE, why)
     # Preconditions: if the object changed since the check above (relabelled, replaced), the
     # delete fails with 409 rather than deleting something the check did not see.
     deleted = target.delete(ref, current)
     return changeset.Change(ref, Action.DELETED, PRUNE_STAGE, "" if deleted else "already gone")
+
+
+def _not_ours(labels: Mapping[str, Any], settings: config.ApplyConfig, applyset: str) -> str:
+    """Why a live object may not be pruned by this ApplySet ("" when it may).
+
+    Both labels must still say so: the managed label alone is shared by every GitWarden Sync,
+    so an object another Sync (another path of the same repository, another shard) applied
+    since, or relabelled to its set, would otherwise be deleted by this one.
+    """
+    if labels.get(settings.managed_label_key) != settings.managed_label_value:
+        return f"no longer labelled {settings.managed_label_key}={settings.managed_label_value}"
+    if labels.get(status.APPLYSET_PART_OF_LABEL) != applyset:
+        return f"{status.APPLYSET_PART_OF_LABEL} names another ApplySet"
+    return ""

@@ -190,9 +190,16 @@ class Cluster:
 
     def resource(self, group: str, kind: str) -> discovery.Resource:
         """The served resource for a kind, or `NotServed`."""
-        found = self.resources().get(group, kind)
+        served = self.resources()
+        found = served.get(group, kind)
         if found is None:
             name = f"{kind}.{group}" if group else kind
+            if group in served.stale_groups:
+                # Not "not served": prune would read that as "already gone" and forget it.
+                raise cluster_errors.GroupUnavailable(
+                    f"kind {name}: the API group {group} is served by an aggregated API server"
+                    " that is not answering (discovery: Stale)"
+                )
             raise cluster_errors.NotServed(f"the API server serves no resource for kind {name}")
         return found
 

@@ -88,6 +88,11 @@ class NotServed(ClusterError, errors.Stalled):
     """The API server serves no resource for the kind (its CRD is missing or not ready)."""
 
 
+class GroupUnavailable(ClusterError, errors.Transient):
+    """The kind's API group is served by an aggregated API server that is not answering
+    (discovery says Stale): whether the kind or its objects exist cannot be told yet."""
+
+
 class NotEstablished(ClusterError, errors.Transient):
     """A CRD did not become Established (or its kinds did not appear) in time."""
 

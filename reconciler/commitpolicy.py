@@ -122,6 +122,9 @@ class OpaEval:
             )
         except FileNotFoundError as exc:
             raise PolicyUnavailable(f"cannot run {self.opa!r}: not found") from exc
+        except OSError as exc:
+            # Not executable, a directory, a bad interpreter line: no answer, so never an allow.
+            raise PolicyUnavailable(f"cannot run {self.opa!r}: {exc.strerror}") from exc
         except subprocess.CalledProcessError as exc:
             first = exc.stderr.decode(errors="replace").strip().splitlines()[:1]
             raise PolicyUnavailable(f"opa eval failed: {' '.join(first)}") from exc

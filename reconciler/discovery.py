@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler import cluster_errors
+
 ACCEPT = (
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
     "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,"
@@ -52,9 +54,14 @@ class Resource:
 
 @dataclass(frozen=True)
 class Resources:
-    """Every served kind, by (group, kind)."""
+    """Every served kind, by (group, kind); `stale_groups` have a version whose server is down.
+
+    A Stale group version lists no kinds at all, so a kind missing from `by_kind` in one of
+    those groups is unknown, not absent: the caller must not read it as "gone".
+    """
 
     by_kind: Mapping[tuple[str, str], Resource]
+    stale_groups: frozenset[str] = frozenset()
 
     def get(self, group: str, kind: str) -> Resource | None:
         return self.by_kind.get((group, kind))
@@ -63,6 +70,7 @@ class Resources:
 def parse(documents: Iterable[Mapping[str, Any]]) -> Resources:
     """Resources from the `/api` and `/apis` documents; raises `Unsupported` on another shape."""
     found: dict[tuple[str, str], Resource] = {}
+    stale: set[str] = set()
     for document in documents:
         if document.get("kind") != DISCOVERY_KIND:
             raise Unsupported(
@@ -72,8 +80,10 @@ def parse(documents: Iterable[Mapping[str, Any]]) -> Resources:
         for group_doc in document.get("items") or ():
             group = str((group_doc.get("metadata") or {}).get("name") or "")
             for version_doc in group_doc.get("versions") or ():
+                if version_doc.get("freshness") == "Stale":
+                    stale.add(group)
                 _add_version(found, group, version_doc)
-    return Resources(found)
+    return Resources(found, frozenset(stale))
 
 
 def _add_version(
@@ -100,4 +110,9 @@ def _add_version(
 
 
 def _segment(text: str) -> str:
+    # `.` and `..` survive quoting and are resolved as dot segments on the way to the API
+    # server: `.../configmaps/..` is the Namespace, `.../configmaps/.` the collection. A
+    # request for such a "name" would read, apply or delete another object than it names.
+    if text in (".", ".."):
+        raise cluster_errors.Rejected(f"{text!r} is not an object name (a URL dot segment)")
     return urllib.parse.quote(text, safe="")

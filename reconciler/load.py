@@ -142,6 +142,10 @@ def _walk(tree: pygit2.Tree, prefix: str, where: _Where) -> Iterator[tuple[str, 
 
 
 def _refuse_links(entry: pygit2.Object, path: str, where: _Where) -> None:
+    if not path.isprintable():
+        # Every message that names the file (CLI, status, logs) would carry the raw name: a
+        # terminal escape or a newline that forges a line of GitWarden's own output.
+        raise UnsafePath(f"{where.at('')}{path!r}: a file name with control characters")
     if entry.filemode == _LINK:
         raise UnsafePath(f"{where.at(path)}: symbolic links are refused under configured paths")
     if entry.filemode == _GITLINK:
@@ -173,7 +177,15 @@ def _parse(path: str, raw: bytes, where: _Where) -> Iterator[manifests.Manifest]
                 break
             line = node.start_mark.line + 1
             _bounded(node, path, line, where)
-            document = loader.construct_document(node)
+            try:
+                document = loader.construct_document(node)
+            except ValueError:
+                # `!!int`/`!!float` on text, or an integer past Python's digit limit: the
+                # constructor's message quotes the value (it could be a Secret's), so only
+                # the document is named, and the error is not chained.
+                raise LoadError(
+                    f"{where.at(path, line)}: a value does not convert to its tag's type"
+                ) from None
             if document is not None:
                 yield from _objects(path, document, line, node, where)
     except yaml.MarkedYAMLError as exc:
@@ -201,6 +213,9 @@ def _json(path: str, text: str, where: _Where) -> Any:
         raise LoadError(f"{where.at(path, exc.lineno)}: not valid JSON: {exc.msg}") from None
     except RecursionError:
         raise LoadError(f"{where.at(path)}: nested too deeply") from None
+    except ValueError:
+        # An integer past Python's digit limit; the message would quote it.
+        raise LoadError(f"{where.at(path)}: a value does not convert to a number") from None
 
 
 def _bounded(node: yaml.Node, path: str, line: int, where: _Where) -> None:
@@ -300,6 +315,14 @@ def _check_shape(body: Any, at: str) -> None:
         raise LoadError(f"{at}: metadata.namespace is not a string")
     if "/" in name or "/" in namespace:
         raise LoadError(f"{at}: metadata.name and metadata.namespace must not contain '/'")
+    for owned in ("resourceVersion", "uid"):
+        # Server-side apply reads these as preconditions: a pinned value turns every later
+        # pass into a 409 Conflict (retried forever) instead of a refusal of the revision.
+        if meta.get(owned) is not None:
+            raise LoadError(f"{at}: metadata.{owned} is set by the API server, not in Git")
+    if name in (".", "..") or namespace in (".", ".."):
+        # In a URL these are dot segments: they would address the namespace or collection.
+        raise LoadError(f"{at}: metadata.name and metadata.namespace must not be '.' or '..'")
 
 
 # ---- scopes, namespaces, duplicates ---------------------------------------------------------

@@ -13,7 +13,9 @@ prune decision with its guards as data:
 Deletions come in reverse apply order. Inside a stage, Roles and ClusterRoles form a wave of
 their own before the rest (apply runs a wave in parallel; a binding needs its role to exist).
 What Git sets for the stamped keys is overwritten: the label, the ApplySet and the file name
-are GitWarden's to say. No I/O; plain values in and out.
+are GitWarden's to say. A Secret in GitWarden's own namespace that is, or poses as, a sealing
+key (`ReservedObject`) is refused: keys are made by the key service, never taken from Git. No
+I/O; plain values in and out.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ RECREATE_ANNOTATION = "gitwarden.dev/recreate"
 ALLOW = "allow"
 SYNC_KIND = "Sync"
 SYNC_GROUP = "gitwarden.dev"
+# How the key store (`reconciler.services.kube_keys`) finds sealing keys; a test asserts the
+# two agree (plan may not import it: it reaches the kubernetes client).
+SEALING_KEY_LABEL = "sealedsecrets.bitnami.com/sealed-secrets-key"
+SEALING_KEY_PREFIX = "sealed-secrets-key"
 
 # Inside a stage: what others refer to first (accounts, RBAC, configuration, storage), then
 # Services before the workloads that use them, then what points at workloads. Kinds not listed
@@ -89,6 +95,10 @@ class DuplicateObject(PlanError):
     """A Secret from a SealedSecret and another object are the same object."""
 
 
+class ReservedObject(PlanError):
+    """Git declares a Secret that the key ring would read as a sealing key."""
+
+
 def applyset_id(
     name: str, namespace: str = "", kind: str = SYNC_KIND, group: str = SYNC_GROUP
 ) -> str:
@@ -121,6 +131,7 @@ def build(
     set_id = applyset_id(settings.identity.name)
     stamp = _Stamp(settings.apply, set_id)
     planned: dict[objectref.ObjectRef, applyplan.PlannedObject] = {}
+    _refuse_sealing_keys(decrypted, settings.identity.namespace)
     for obj in [
         *(stamp.manifest(m) for m in decrypted.manifests),
         *(stamp.secret(s) for s in decrypted.secrets),
@@ -172,10 +183,10 @@ class _Stamp:
 
     def _metadata(self, meta: Mapping[str, Any], source: str) -> dict[str, Any]:
         stamped: dict[str, Any] = manifests.thaw(meta)
-        labels = dict(stamped.get("labels") or {})
+        labels = _string_map(stamped, "labels", source)
         labels[self._settings.managed_label_key] = self._settings.managed_label_value
         labels[PART_OF_LABEL] = self._set_id
-        annotations = dict(stamped.get("annotations") or {})
+        annotations = _string_map(stamped, "annotations", source)
         annotations[self._settings.source_path_annotation] = source
         stamped["labels"], stamped["annotations"] = labels, annotations
         return stamped
@@ -215,6 +226,44 @@ class _Stamp:
             recreate_allowed=_allows(secret.metadata, RECREATE_ANNOTATION),
             prune_allowed=_allows(secret.metadata, PRUNE_ANNOTATION),
         )
+
+
+def _refuse_sealing_keys(decrypted: manifests.DecryptedManifests, namespace: str) -> None:
+    """Refuse a Secret in GitWarden's namespace labelled or named like a sealing key.
+
+    Why: the commit policy judges paths, not what a file declares, so a signer trusted only
+    for some application path could otherwise add a key to the ring (the newest key's
+    certificate is what kubeseal seals new secrets for) or, by a key Secret's name, overwrite
+    a real key's `tls.key` through server-side apply.
+    """
+    candidates = [
+        (m.source, m.name, m.metadata)
+        for m in decrypted.manifests
+        if (m.ref.group, m.ref.kind) == ("", "Secret") and m.namespace == namespace
+    ]
+    candidates += [
+        (s.source, s.name, s.metadata) for s in decrypted.secrets if s.namespace == namespace
+    ]
+    for source, name, meta in candidates:
+        labels = meta.get("labels")
+        labelled = isinstance(labels, Mapping) and SEALING_KEY_LABEL in labels
+        if labelled or name.startswith(SEALING_KEY_PREFIX):
+            raise ReservedObject(
+                f"{source}: Secret {namespace}/{name} would be read as a sealing key"
+                f" ({SEALING_KEY_LABEL} label or {SEALING_KEY_PREFIX}* name in GitWarden's"
+                " namespace); sealing keys come from the key service, never from Git"
+            )
+
+
+def _string_map(meta: Mapping[str, Any], field: str, source: str) -> dict[str, Any]:
+    """`metadata.<field>` as a new dict, or PlanError: `dict()` of a list or a string would
+    crash, or (`[ab]` → {"a": "b"}) quietly invent labels nobody wrote."""
+    value = meta.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise PlanError(f"{source}: metadata.{field} must be a mapping of strings to strings")
+    return dict(value)
 
 
 def _allows(meta: Mapping[str, Any], annotation: str) -> bool:

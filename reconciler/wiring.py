@@ -72,8 +72,12 @@ class ClusterPort:
         return self.target.stored_commit(name)
 
     def namespaced(self, group: str, kind: str) -> bool | None:
-        served = self.target.resources().get(group, kind)
-        return None if served is None else served.namespaced
+        try:
+            # `resource`, not `resources().get`: a kind of a group whose aggregated server is
+            # down is GroupUnavailable (retry), not an unknown kind (stall).
+            return self.target.resource(group, kind).namespaced
+        except cluster_errors.NotServed:
+            return None
 
 
 @dataclasses.dataclass(frozen=True)

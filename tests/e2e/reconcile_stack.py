@@ -285,12 +285,14 @@ def reconciler_role(admin: k8s.ApiClient) -> Iterator[None]:
         rbac.delete_cluster_role(ROLE)
 
 
-def gitops_kubeconfig(plane: ControlPlane, path: Path) -> Path:
-    """A kubeconfig holding a TokenRequest token of the GitOps service account."""
-    token = plane.service_account_token(
-        webhook_stack.GITOPS_NS, webhook_stack.GITOPS_SA, expiration_seconds=7200
-    )
-    return plane.kubeconfig(Credentials(token=token), path)
+def gitops_kubeconfig(plane: ControlPlane, stack: webhook_stack.Stack, path: Path) -> Path:
+    """A kubeconfig holding the stack's GitOps token.
+
+    The stack mints it before the webhook guards token requests for the GitOps account: a
+    token minted here, after the guard, is denied (as it should be).
+    """
+    header = str(stack.gitops.configuration.api_key["authorization"])
+    return plane.kubeconfig(Credentials(token=header.removeprefix("Bearer ")), path)
 
 
 @contextlib.contextmanager
@@ -356,11 +358,6 @@ def running_env(plane: ControlPlane, admin: k8s.ApiClient, workdir: Path) -> Ite
     The GitOps identity's ClusterRole and the key Secret are removed on exit, so later modules
     see neither; the CRD stays (it is the product's, and removing it would wait on every Sync).
     """
-    # Minted before the webhook starts guarding token requests for the GitOps account (only
-    # kubelets may make them then, as in a real cluster where the pod's token is projected).
-    with contextlib.suppress(k8s.ApiException):  # 409: an earlier module made it
-        k8s.CoreV1Api(admin).create_namespace({"metadata": {"name": webhook_stack.GITOPS_NS}})
-    kubeconfig = gitops_kubeconfig(plane, workdir / "gitops.kubeconfig")
     with (
         webhook_stack.running_stack(plane, admin, workdir, ADMISSION) as stack,
         reconciler_role(admin),
@@ -372,7 +369,7 @@ def running_env(plane: ControlPlane, admin: k8s.ApiClient, workdir: Path) -> Ite
             yield Env(
                 stack=stack,
                 keys=keys,
-                kubeconfig=kubeconfig,
+                kubeconfig=gitops_kubeconfig(plane, stack, workdir / "gitops.kubeconfig"),
                 cert=cert,
                 workdir=workdir,
             )

@@ -75,6 +75,21 @@ def test_missing_opa_binary_is_unavailable(tmp_path: pathlib.Path) -> None:
         policy.evaluate(_merge_by_second_admin())
 
 
+def test_an_opa_that_cannot_be_run_is_unavailable_not_a_crash(tmp_path: pathlib.Path) -> None:
+    # Attack: swap the opa binary for a file that is not executable (or a directory). The
+    # PermissionError escaped the port as no ReconcileError: the CLI reported an "internal
+    # error" and no Stalled/Reconciling status was written.
+    for name, make in (
+        ("not-executable", lambda p: p.write_text("x")),
+        ("a-dir", pathlib.Path.mkdir),
+    ):
+        binary = tmp_path / name
+        make(binary)
+        policy = commitpolicy.OpaEval(str(binary), POLICY, _data(tmp_path, two=False))
+        with pytest.raises(commitpolicy.PolicyUnavailable, match="cannot run"):
+            policy.evaluate(_merge_by_second_admin())
+
+
 def test_real_history_with_a_second_admin_merge_passes_and_a_lone_change_fails(
     trust: verify.Trust,
     now: datetime.datetime,

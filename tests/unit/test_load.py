@@ -264,3 +264,66 @@ def test_deep_json_is_refused_not_a_crash(repo: signedrepo.SignedRepo) -> None:
     deep = '{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "n"}, "x": '
     with pytest.raises(load.LoadError, match="nested"):
         run(repo, {"a.json": deep + "[" * 5000 + "]" * 5000 + "}"})
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("a.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: n}\n"
+         "stringData:\n  password: !!int hunter2-do-not-print\n", r":a.yaml:1: a value"),
+        ("a.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: n}\n"
+         "stringData:\n  password: !!float hunter2-do-not-print\n", r":a.yaml:1: a value"),
+        ("a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: n}\n"
+         "x: " + "7" * 5000 + "\n", r":a.yaml:1: a value"),
+        ("a.json", '{"apiVersion": "v1", "kind": "ConfigMap",\n "x": ' + "7" * 5000 + "}",
+         r":a.json: a value"),
+    ],
+)  # fmt: skip
+def test_a_scalar_that_will_not_convert_is_refused_naming_the_line_never_the_value(
+    repo: signedrepo.SignedRepo, name: str, content: str, message: str
+) -> None:
+    # Attack: an explicit `!!int`/`!!float` tag on text, or an integer past Python's
+    # conversion limit, made the constructor raise a bare ValueError that escaped the load
+    # stage (the CLI said "internal error", no Stalled status) and quoted the value.
+    with pytest.raises(load.LoadError, match=message) as caught:
+        run(repo, {name: content})
+    assert isinstance(caught.value, errors.Stalled)
+    assert "hunter2" not in str(caught.value)
+    assert caught.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    "meta",
+    ["{name: '..', namespace: app}", "{name: ., namespace: app}", "{name: a, namespace: ..}"],
+)
+def test_dot_segment_names_are_refused(repo: signedrepo.SignedRepo, meta: str) -> None:
+    # In a request URL `..` and `.` are dot segments: `configmaps/..` is the Namespace.
+    content = f"apiVersion: v1\nkind: ConfigMap\nmetadata: {meta}\n"
+    with pytest.raises(load.LoadError, match=r"must not be '\.' or '\.\.'"):
+        run(repo, {"a.yaml": content})
+
+
+@pytest.mark.parametrize(
+    "name", ["apps/\x1b[2Jok.yaml", "apps/x\ngitwarden reconcile: applied.yaml"]
+)
+def test_a_file_name_with_control_characters_is_refused_and_never_echoed_raw(
+    repo: signedrepo.SignedRepo, name: str
+) -> None:
+    # Attack: a file name carrying a terminal escape or a newline reaches every message that
+    # names the file (the CLI's stderr, the Sync status' condition message, logs): it could
+    # clear an operator's terminal or forge a line that looks like GitWarden's own output.
+    with pytest.raises(load.UnsafePath, match="control characters") as caught:
+        run(repo, {name: CM.format(name="a") + "bad: [\n"})
+    assert str(caught.value).isprintable()
+
+
+@pytest.mark.parametrize("field", ["resourceVersion", "uid"])
+def test_server_owned_metadata_in_git_is_refused(repo: signedrepo.SignedRepo, field: str) -> None:
+    # Attack: a manifest that pins `metadata.resourceVersion` (or `uid`). Server-side apply
+    # takes it as a precondition: once the live object moves on, every pass ends in 409
+    # Conflict, which is Transient, so the Sync says "retrying" forever instead of Stalled.
+    content = CM.format(name="a") + f"  {field}: '12345'\n"
+    with pytest.raises(load.LoadError, match=rf"metadata\.{field} is set by the API server"):
+        run(repo, {"a.yaml": content})
+    # `creationTimestamp: null`, as `kubectl create --dry-run -o yaml` writes it, is fine.
+    assert refs(run(repo, {"b.yaml": CM.format(name="b") + "  creationTimestamp: null\n"}))

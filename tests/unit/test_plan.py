@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -10,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from reconciler import applyplan, manifests, objectref, plan, secret_value
+from reconciler import applyplan, errors, manifests, objectref, plan, secret_value
+from reconciler.services import kube_keys
 from tests import revisions
 
 
@@ -245,3 +247,62 @@ def test_a_secret_and_an_object_with_the_same_name_are_refused() -> None:
     plain = obj("v1", "Secret", "db", "app")
     with pytest.raises(plan.DuplicateObject, match="Secret app/db is declared twice"):
         plan.build(decrypted((plain,), (secret("db"),)), inventory(), revisions.settings())
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        obj("v1", "Secret", "sealed-secrets-keyabcde", "gitwarden"),
+        obj("v1", "Secret", "innocent", "gitwarden",
+            labels={plan.SEALING_KEY_LABEL: "active"}),
+    ],
+)  # fmt: skip
+def test_a_secret_posing_as_a_sealing_key_in_gitwardens_namespace_is_refused(
+    item: manifests.Manifest,
+) -> None:
+    # Attack: a signer whom the commit policy lets change only apps/ adds a Secret there, in
+    # GitWarden's namespace, labelled as a sealing key (or named like one, so that apply
+    # overwrites a real key's tls.key). The key ring then holds the attacker's key, and the
+    # certificate handed to kubeseal seals every new secret for the attacker.
+    with pytest.raises(plan.ReservedObject, match=r"apps/secret-.*\.yaml.*sealing key") as caught:
+        plan.build(decrypted((item,)), inventory(), revisions.settings())
+    assert isinstance(caught.value, errors.Stalled)
+
+
+def test_a_sealed_secret_posing_as_a_sealing_key_is_refused_too() -> None:
+    posing = manifests.DecryptedSecret(
+        source="apps/key.yaml",
+        namespace="gitwarden",
+        name="x",
+        metadata=manifests.freeze({"labels": {plan.SEALING_KEY_LABEL: "active"}}),
+        type="kubernetes.io/tls",
+        immutable=None,
+        data=MappingProxyType({"tls.key": secret_value.SecretValue(b"attacker")}),
+        sealed_digest="d",
+    )
+    with pytest.raises(plan.ReservedObject, match=r"apps/key\.yaml"):
+        plan.build(decrypted((), (posing,)), inventory(), revisions.settings())
+    # The same Secret elsewhere is an ordinary Secret.
+    elsewhere = dataclasses.replace(posing, namespace="app")
+    built = plan.build(decrypted((), (elsewhere,)), inventory(), revisions.settings())
+    assert [o.ref.name for o in built.objects()] == ["x"]
+
+
+def test_the_sealing_key_vocabulary_agrees_with_the_key_store() -> None:
+    assert plan.SEALING_KEY_LABEL == kube_keys.KEY_LABEL
+    assert plan.SEALING_KEY_PREFIX == kube_keys.NAME_PREFIX == kube_keys.LEGACY_NAME
+
+
+@pytest.mark.parametrize("field", ["labels", "annotations"])
+@pytest.mark.parametrize("value", [["ab"], ["a"], "abc", 5, {"k": 1}])
+def test_labels_or_annotations_that_are_not_string_maps_are_refused_naming_the_file(
+    field: str, value: Any
+) -> None:
+    # Attack: `labels: [ab]` was silently stamped as {"a": "b"}; `labels: abc` or `5` crashed
+    # plan with a bare ValueError/TypeError (the CLI's "internal error", no Stalled status).
+    item = obj("v1", "ConfigMap", "c", "app", **{field: value})
+    with pytest.raises(plan.PlanError, match=rf"apps/configmap-c\.yaml: metadata\.{field}"):
+        plan.build(decrypted((item,)), inventory(), revisions.settings())
+    sealed = dataclasses.replace(secret("db"), metadata=manifests.freeze({field: value}))
+    with pytest.raises(plan.PlanError, match=rf"apps/db\.yaml: metadata\.{field}"):
+        plan.build(decrypted((), (sealed,)), inventory(), revisions.settings())
