@@ -13,6 +13,12 @@ without a request. Anything else (changed in Git, edited, deleted, or touched by
 which also bumps the resourceVersion) is applied; for a status-only change that is a cheap
 server-side no-op.
 
+A stage (a wave of one) is checked before it is written: every object that is going to be
+applied is first applied with `dryRun=All`, in parallel, and the first refusal (a schema
+error, RBAC, an immutable field not marked for recreation, admission) stops the pass before
+any object of that stage is written. Earlier stages stay applied: objects in a Namespace or of
+a CRD that the same revision creates can only be checked once those exist (as in Flux).
+
 Secrets: a Secret body exists only inside `_apply_one` while the request is built, and is
 dropped there; nothing here logs, and errors name objects, never contents. On an error the
 partial ChangeSet rides on the raised `ApplyStalled` / `ApplyTransient` as `changes`. Must not
@@ -88,6 +94,9 @@ def run(
     try:
         for stage in plan.stages:
             live.load(obj.ref for obj in stage.objects)
+            pending = [o for o in stage.objects if not _unchanged(o, plan, live)]
+            # Refused objects stop the pass before anything of this stage is written.
+            _run_parallel(workers, [functools.partial(_check_one, o, target) for o in pending], [])
             one = functools.partial(
                 _apply_one, stage=stage.stage.value, plan=plan, target=target, live=live
             )  # fmt: skip
@@ -255,6 +264,40 @@ def _run_parallel(
     return results
 
 
+def _unchanged(obj: applyplan.PlannedObject, plan: applyplan.ApplyPlan, live: _LiveIndex) -> bool:
+    """Same desired state as our last apply, and nobody has written the object since."""
+    recorded = plan.previous.entries.get(obj.ref)
+    current = live.get(obj.ref)
+    return (
+        recorded is not None
+        and current is not None
+        and recorded.digest == obj.digest
+        and recorded.resource_version == current.resource_version
+    )
+
+
+def _check_one(obj: applyplan.PlannedObject, target: cluster.Cluster) -> changeset.Change:
+    """Apply `obj` with dryRun=All: raises what the real apply would, writes nothing."""
+    body = obj.body_for_apply()
+    try:
+        target.apply(obj.ref, body, dry_run=True)
+    except cluster_errors.Immutable as exc:
+        if not obj.recreate_allowed:
+            raise _immutable(obj, exc) from exc
+    finally:
+        del body  # a Secret's plaintext lives no longer than its request
+    return changeset.Change(obj.ref, Action.UNCHANGED, "check")
+
+
+def _immutable(obj: applyplan.PlannedObject, exc: cluster_errors.Immutable) -> ImmutableField:
+    return ImmutableField(
+        f"{obj.ref.display()} (from {obj.source}): {exc}; it is not marked to be "
+        "recreated, so the change cannot be applied",
+        status=exc.status,
+        fields=exc.fields,
+    )
+
+
 def _apply_one(
     obj: applyplan.PlannedObject,
     *,
@@ -263,15 +306,8 @@ def _apply_one(
     target: cluster.Cluster,
     live: _LiveIndex,
 ) -> changeset.Change:
-    recorded = plan.previous.entries.get(obj.ref)
     current = live.get(obj.ref)
-    if (
-        recorded is not None
-        and current is not None
-        and recorded.digest == obj.digest
-        and recorded.resource_version == current.resource_version
-    ):
-        # Same desired state, and nobody has written the object since our last apply.
+    if current is not None and _unchanged(obj, plan, live):
         return changeset.Change(
             obj.ref, Action.UNCHANGED, stage, resource_version=current.resource_version
         )
@@ -282,12 +318,7 @@ def _apply_one(
             applied = target.apply(obj.ref, body)
         except cluster_errors.Immutable as exc:
             if not obj.recreate_allowed:
-                raise ImmutableField(
-                    f"{obj.ref.display()} (from {obj.source}): {exc}; it is not marked to be "
-                    "recreated, so the change cannot be applied",
-                    status=exc.status,
-                    fields=exc.fields,
-                ) from exc
+                raise _immutable(obj, exc) from exc
             applied = _recreate(obj, body, target)
             detail = "recreated: an immutable field changed"
     finally:

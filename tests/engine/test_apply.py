@@ -71,7 +71,11 @@ def test_a_change_in_git_is_configured_and_the_rest_left_alone(
         "token": Action.UNCHANGED,
     }
     patches = [e for e in counted.audited()[before:] if e["verb"] == "patch"]
-    assert [e["objectRef"]["name"] for e in patches] == ["settings"]
+    # The changed object is checked (dryRun=All) and then written; the others cost nothing.
+    checks = [e for e in patches if "dryRun=All" in e["requestURI"]]
+    writes = [e for e in patches if "dryRun=All" not in e["requestURI"]]
+    assert [e["objectRef"]["name"] for e in checks] == ["settings"]
+    assert [e["objectRef"]["name"] for e in writes] == ["settings"]
     live = k8s.CoreV1Api(target_admin(counted)).read_namespaced_config_map("settings", namespace)
     assert live.data == {"level": "2"}
 
@@ -195,8 +199,33 @@ def test_parallel_apply_fits_the_connection_pool_and_the_rate_limit_holds(
     done = apply.run(plan_of(many, applyset=applyset), limited, settings)
     elapsed = time.monotonic() - started
     assert done.summary() == "40 created"
-    # Discovery (2), one list and 40 applies at 40 per second after a burst of one.
-    assert limited.requests == 43
-    assert elapsed >= 42 / 40 * 0.95
+    # Discovery (2), one list, 40 checks (dryRun=All) and 40 applies, at 40 per second after
+    # a burst of one.
+    assert limited.requests == 83
+    assert elapsed >= 82 / 40 * 0.95
     # urllib3 warns and drops connections when more threads than pooled connections talk.
     assert "Connection pool is full" not in caplog.text
+
+
+def test_an_object_the_api_server_refuses_stops_its_stage_before_anything_is_written(
+    target: cluster.Cluster, admin: k8s.ApiClient, namespace: str, applyset: str
+) -> None:
+    """A bad manifest (here an invalid label value) is refused by the dry-run check of its
+    stage, so the valid objects beside it are not applied either."""
+    bad = configmap(namespace, "bad", {})
+    bad["metadata"]["labels"] = {"x": "not valid!"}
+    plan = plan_of(
+        [
+            planned(configmap(namespace, "good", {"k": "1"}), applyset=applyset),
+            planned(deployment(namespace, "web"), applyset=applyset),
+            planned(bad, "apps/bad.yaml", applyset=applyset),
+        ],
+        applyset=applyset,
+    )
+    with pytest.raises(apply.ApplyStalled) as caught:
+        apply.run(plan, target, SETTINGS)
+    assert f"ConfigMap {namespace}/bad" in str(caught.value)
+    assert caught.value.changes.changes == ()
+    core, apps = k8s.CoreV1Api(admin), k8s.AppsV1Api(admin)
+    assert [c.metadata.name for c in core.list_namespaced_config_map(namespace).items] == []
+    assert apps.list_namespaced_deployment(namespace).items == []

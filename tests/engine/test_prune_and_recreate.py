@@ -86,7 +86,7 @@ def test_prune_is_off_when_configured_off(
 
 
 def test_an_immutable_field_change_is_stalled_naming_the_object(
-    target: cluster.Cluster, namespace: str, applyset: str
+    target: cluster.Cluster, admin: k8s.ApiClient, namespace: str, applyset: str
 ) -> None:
     first = plan_of(
         [
@@ -110,8 +110,11 @@ def test_an_immutable_field_change_is_stalled_naming_the_object(
     assert "apps/web.yaml" in message
     assert "spec.selector" in message
     assert caught.value.reason == "ImmutableField"
-    # The partial ChangeSet rides on the error: the ConfigMap was applied before.
-    assert {c.ref.name: c.action for c in caught.value.changes.changes} == {"cm": Action.CONFIGURED}
+    # The stage is checked (dryRun=All) before any of it is written: the ConfigMap beside the
+    # refused Deployment was not applied either.
+    assert caught.value.changes.changes == ()
+    live = k8s.CoreV1Api(admin).read_namespaced_config_map("cm", namespace)
+    assert live.data == {"a": "1"}
 
 
 def test_an_immutable_field_change_recreates_when_allowed(

@@ -100,9 +100,17 @@ def test_a_stalled_pass_keeps_the_last_applied_commit_and_what_it_applied(
     target.write_status(name, status.succeeded(good, apply.run(good, target, SETTINGS)), NOW)
     bad_object = configmap(namespace, "b", {})
     bad_object["metadata"]["labels"] = {"x": "not valid!"}
+    # A stage is checked before it is written, so what a failed pass applies comes from an
+    # earlier stage: the ClusterRole (cluster stage) before the invalid ConfigMap.
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": f"a2-{namespace}"},
+        "rules": [],
+    }
     bad = plan_of(
         [
-            planned(configmap(namespace, "a2", {"k": "2"}), applyset=applyset),
+            planned(role, applyset=applyset),
             planned(bad_object, applyset=applyset),
         ],
         applyset=applyset,
@@ -124,7 +132,7 @@ def test_a_stalled_pass_keeps_the_last_applied_commit_and_what_it_applied(
     assert waited.returncode == 0, waited.stderr
     # What the failed pass applied before it stopped is on record, next to what came before.
     names = {ref.name for ref in target.inventory(name).entries}
-    assert names == {"a", "a2"}
+    assert names == {"a", f"a2-{namespace}"}
 
 
 def config_serial() -> config.ApplyConfig:
