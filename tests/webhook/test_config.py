@@ -242,6 +242,18 @@ def test_webhook_needs_get_on_exactly_the_parent_kinds() -> None:
         ),
         ({"exemptions": {"groups": ["system:serviceaccounts:ci"]}}, "holds many identities"),
         ({"break_glass": {"groups": ["system:authenticated"]}}, "holds many identities"),
+        # Every request without credentials, and every holder of a (shared) bootstrap token.
+        ({"exemptions": {"groups": ["system:unauthenticated"]}}, "holds many identities"),
+        (
+            {"break_glass": {"groups": ["system:bootstrappers:kubeadm:default-node-token"]}},
+            "holds many identities",
+        ),
+        ({"exemptions": {"usernames": ["system:anonymous"]}}, "anyone without credentials"),
+        ({"gitops": {"extra_usernames": ["system:anonymous"]}}, "anyone without credentials"),
+        (
+            {"system_allowances": [{"name": "x", "usernames": ["system:anonymous"]}]},
+            "anyone without credentials",
+        ),
         ({"intercept_status": True}, "intercept_status: removed"),
     ],
     ids=[
@@ -252,6 +264,11 @@ def test_webhook_needs_get_on_exactly_the_parent_kinds() -> None:
         "our-annotation",
         "exempt-sa",
         "break-glass-all",
+        "exempt-unauthenticated",
+        "break-glass-bootstrappers",
+        "exempt-anonymous",
+        "gitops-anonymous",
+        "allowance-anonymous",
         "intercept-status",
     ],
 )
