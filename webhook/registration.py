@@ -85,8 +85,14 @@ def _allowance(a: allowances.SystemAllowance) -> str:
         parts.append(f"request.resource.resource in {_cel_list(a.resources)}")
     if a.names:
         parts.append(f"{_NAME} in {_cel_list(a.names)}")
-    if a.status_only:
-        parts.append(_METADATA_UNCHANGED)
+    if not a.operations or "UPDATE" in a.operations:
+        # The policy lets no allowance change labels, nor metadata fields and annotations it
+        # does not name (these name none): an update skipped here must leave them as they were.
+        parts.append(
+            _METADATA_UNCHANGED
+            if a.operations == ("UPDATE",)
+            else f'(request.operation != "UPDATE" || ({_METADATA_UNCHANGED}))'
+        )
     return " && ".join(parts)
 
 

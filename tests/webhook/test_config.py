@@ -323,6 +323,19 @@ def test_match_conditions_skip_what_identity_alone_decides() -> None:
     assert "generic-garbage-collector" not in cel
 
 
+@pytest.mark.parametrize("name", ["root-ca-publisher", "hpa-scale"])
+def test_skipped_updates_leave_guarded_metadata_unchanged(name: str) -> None:
+    """An allowance decided in the API server may update only as the policy would allow it.
+
+    Before: the root-CA publisher's UPDATE of kube-root-ca.crt was skipped whatever it changed,
+    so it could remove the managed label or rewrite the source path, which the policy denies
+    (no allowance may change labels, nor annotations it does not name).
+    """
+    (allowance,) = (a for a in config.AdmissionConfig().system_allowances if a.name == name)
+    cel = _conditions(config.AdmissionConfig(system_allowances=(allowance,)))
+    assert "object.metadata[f] == oldObject.metadata[f]" in cel["not-system-allowance"]
+
+
 def test_lease_and_event_skips_match_their_api_groups() -> None:
     """A custom resource whose plural is `events` (group example.com) is still sent."""
     cel = _conditions(config.AdmissionConfig())["not-lease-or-event"]
