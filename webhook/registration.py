@@ -324,7 +324,15 @@ def validating_webhook_configuration(
             # is caught too: the selector matches the stored object as well).
             "name": f"protected-namespace-objects.{name}.gitwarden.dev",
             "clientConfig": _client_config(client_config, PATH),
-            "rules": [{"operations": ["UPDATE", "DELETE"], **namespace_rule}],
+            "rules": [
+                {"operations": ["UPDATE", "DELETE"], **namespace_rule},
+                # Their status and finalize writes store the labels they carry, too.
+                {
+                    **namespace_rule,
+                    "operations": ["UPDATE"],
+                    "resources": ["namespaces/finalize", "namespaces/status"],
+                },
+            ],
             "namespaceSelector": {"matchExpressions": [not_excluded]},
             "objectSelector": {"matchLabels": {protected.key: protected.value}},
             **common,

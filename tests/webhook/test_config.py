@@ -401,3 +401,12 @@ def test_webhook_rbac_is_get_on_parents_and_namespaces_and_list_on_searched_kind
     assert ("", "secrets") not in gets | lists
     assert all(rule["verbs"] in (["get"], ["list"]) for rule in rules)
     assert ("", "configmaps") in lists
+
+
+def test_protected_namespaces_status_and_finalize_writes_are_sent() -> None:
+    """Both store the labels they carry: removing the protected label through them is checked."""
+    hook = _hooks()["protected-namespace-objects.gitwarden.gitwarden.dev"]
+    rules = hook["rules"]
+    assert isinstance(rules, list)
+    resources = {r for rule in rules if "UPDATE" in rule["operations"] for r in rule["resources"]}
+    assert {"namespaces", "namespaces/status", "namespaces/finalize"} <= resources
