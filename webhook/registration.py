@@ -409,7 +409,9 @@ def validating_webhook_configuration(
     if config.cluster_scoped_kinds:
         groups: dict[str, list[str]] = {}
         for kind in config.cluster_scoped_kinds:
-            groups.setdefault(kind.group, []).append(kind.resource)
+            # And its status: a status write stores the labels, annotations, owner references
+            # and finalizers it carries (controllers' metadata-preserving ones are skipped).
+            groups.setdefault(kind.group, []).extend((kind.resource, f"{kind.resource}/status"))
         webhooks.append(
             {
                 "name": f"cluster-kinds.{name}.gitwarden.dev",

@@ -134,14 +134,20 @@ def test_registration_paths_and_selectors() -> None:
             "operations": ["CREATE", "UPDATE", "DELETE"],
             "apiGroups": ["apiextensions.k8s.io"],
             "apiVersions": ["*"],
-            "resources": ["customresourcedefinitions"],
+            # And their status, which stores the metadata it carries too.
+            "resources": ["customresourcedefinitions", "customresourcedefinitions/status"],
             "scope": "Cluster",
         },
         {
             "operations": ["CREATE", "UPDATE", "DELETE"],
             "apiGroups": ["rbac.authorization.k8s.io"],
             "apiVersions": ["*"],
-            "resources": ["clusterrolebindings", "clusterroles"],
+            "resources": [
+                "clusterrolebindings",
+                "clusterrolebindings/status",
+                "clusterroles",
+                "clusterroles/status",
+            ],
             "scope": "Cluster",
         },
     ]
