@@ -356,6 +356,11 @@ def running_env(plane: ControlPlane, admin: k8s.ApiClient, workdir: Path) -> Ite
     The GitOps identity's ClusterRole and the key Secret are removed on exit, so later modules
     see neither; the CRD stays (it is the product's, and removing it would wait on every Sync).
     """
+    # The GitOps token is minted before the stack registers the webhook, which refuses token
+    # requests for the GitOps service account from anyone but the kubelets.
+    with contextlib.suppress(k8s.ApiException):  # 409: an earlier module made it
+        k8s.CoreV1Api(admin).create_namespace({"metadata": {"name": webhook_stack.GITOPS_NS}})
+    kubeconfig = gitops_kubeconfig(plane, workdir / "gitops.kubeconfig")
     with (
         webhook_stack.running_stack(plane, admin, workdir, ADMISSION) as stack,
         reconciler_role(admin),
@@ -367,7 +372,7 @@ def running_env(plane: ControlPlane, admin: k8s.ApiClient, workdir: Path) -> Ite
             yield Env(
                 stack=stack,
                 keys=keys,
-                kubeconfig=gitops_kubeconfig(plane, workdir / "gitops.kubeconfig"),
+                kubeconfig=kubeconfig,
                 cert=cert,
                 workdir=workdir,
             )
