@@ -76,6 +76,8 @@ def create_app(
             req = review.parse(body, annotation_keys)
             if route.parent:  # before the lookup: the name becomes part of a URL on the API server
                 review.check_lookup_target(req)
+            if route.namespace_delete:  # likewise: the name is the namespace that is listed
+                review.check_namespace_target(req)
         except review.MalformedReview as exc:
             return _bad_request(metrics, str(exc))
         try:

@@ -75,12 +75,22 @@ DEFAULT_PARENT_SUBRESOURCES: tuple[ParentSubresource, ...] = (
 UNGUARDABLE_GROUP = "admissionregistration.k8s.io"
 
 # Groups that hold many identities: an exemption or break-glass entry naming one would let
-# every member (any service account, any node) bypass GitOps.
-BROAD_GROUPS = ("system:authenticated", "system:serviceaccounts", "system:nodes", "system:masters")
+# every member (any service account, any node, any request without credentials, anyone given
+# a shared node-join bootstrap token) bypass GitOps.
+BROAD_GROUPS = (
+    "system:authenticated",
+    "system:unauthenticated",
+    "system:serviceaccounts",
+    "system:nodes",
+    "system:masters",
+)
+BROAD_GROUP_PREFIXES = ("system:serviceaccounts:", "system:bootstrappers")
+# The user of every request that carries no credentials (anonymous auth is on by default).
+ANONYMOUS_USER = "system:anonymous"
 
 
 def _is_broad(group: str) -> bool:
-    return group in BROAD_GROUPS or group.startswith("system:serviceaccounts:")
+    return group in BROAD_GROUPS or group.startswith(BROAD_GROUP_PREFIXES)
 
 
 @dataclass(frozen=True)
@@ -175,16 +185,7 @@ class AdmissionConfig:
                     "the API server never sends admissionregistration objects to webhooks. "
                     "Deny their RBAC instead (see `gitwarden audit`)"
                 )
-        for where, groups in (
-            ("exemptions.groups", self.exempt_groups),
-            ("break_glass.groups", self.break_glass_groups),
-        ):
-            for group in groups:
-                if _is_broad(group):
-                    raise ConfigError(
-                        f"{where}: {group!r} holds many identities (every service account, "
-                        "node or user); name one group of people instead"
-                    )
+        _check_identities(self)
         for a in self.system_allowances:
             _check_allowance(a, self.path_annotation)
 
@@ -261,6 +262,29 @@ def _allowance_data(a: SystemAllowance) -> dict[str, Any]:
         if getattr(a, key):
             data[key] = True
     return data
+
+
+def _check_identities(c: AdmissionConfig) -> None:
+    """No exemption, break-glass group, GitOps name or allowance may match a crowd."""
+    for where, groups in (
+        ("exemptions.groups", c.exempt_groups),
+        ("break_glass.groups", c.break_glass_groups),
+    ):
+        for group in groups:
+            if _is_broad(group):
+                raise ConfigError(
+                    f"{where}: {group!r} holds many identities (every service account, "
+                    "node or user); name one group of people instead"
+                )
+    for where, users in (
+        ("exemptions.usernames", c.exempt_usernames),
+        ("gitops.extra_usernames", c.extra_gitops_usernames),
+        *((f"system_allowances: {a.name}", a.usernames) for a in c.system_allowances),
+    ):
+        if ANONYMOUS_USER in users:
+            raise ConfigError(
+                f"{where}: {ANONYMOUS_USER} is anyone without credentials; name one identity"
+            )
 
 
 def _check_allowance(a: SystemAllowance, path_annotation: str) -> None:

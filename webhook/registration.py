@@ -85,8 +85,14 @@ def _allowance(a: allowances.SystemAllowance) -> str:
         parts.append(f"request.resource.resource in {_cel_list(a.resources)}")
     if a.names:
         parts.append(f"{_NAME} in {_cel_list(a.names)}")
-    if a.status_only:
-        parts.append(_METADATA_UNCHANGED)
+    if not a.operations or "UPDATE" in a.operations:
+        # The policy lets no allowance change labels, nor metadata fields and annotations it
+        # does not name (these name none): an update skipped here must leave them as they were.
+        parts.append(
+            _METADATA_UNCHANGED
+            if a.operations == ("UPDATE",)
+            else f'(request.operation != "UPDATE" || ({_METADATA_UNCHANGED}))'
+        )
     return " && ".join(parts)
 
 
@@ -318,7 +324,15 @@ def validating_webhook_configuration(
             # is caught too: the selector matches the stored object as well).
             "name": f"protected-namespace-objects.{name}.gitwarden.dev",
             "clientConfig": _client_config(client_config, PATH),
-            "rules": [{"operations": ["UPDATE", "DELETE"], **namespace_rule}],
+            "rules": [
+                {"operations": ["UPDATE", "DELETE"], **namespace_rule},
+                # Their status and finalize writes store the labels they carry, too.
+                {
+                    **namespace_rule,
+                    "operations": ["UPDATE"],
+                    "resources": ["namespaces/finalize", "namespaces/status"],
+                },
+            ],
             "namespaceSelector": {"matchExpressions": [not_excluded]},
             "objectSelector": {"matchLabels": {protected.key: protected.value}},
             **common,
@@ -395,7 +409,9 @@ def validating_webhook_configuration(
     if config.cluster_scoped_kinds:
         groups: dict[str, list[str]] = {}
         for kind in config.cluster_scoped_kinds:
-            groups.setdefault(kind.group, []).append(kind.resource)
+            # And its status: a status write stores the labels, annotations, owner references
+            # and finalizers it carries (controllers' metadata-preserving ones are skipped).
+            groups.setdefault(kind.group, []).extend((kind.resource, f"{kind.resource}/status"))
         webhooks.append(
             {
                 "name": f"cluster-kinds.{name}.gitwarden.dev",

@@ -234,6 +234,18 @@ def check_lookup_target(request: AdmissionRequest) -> None:
         raise MalformedReview("request.resource.resource is not a valid resource name")
 
 
+def check_namespace_target(request: AdmissionRequest) -> None:
+    """Refuse a namespace delete that names no namespace, before its contents are listed.
+
+    The name is the namespace each list is made in: an empty one would list the configured
+    kinds across every namespace (an oracle for whether any managed object exists anywhere).
+    """
+    if request.resource_group or request.resource != "namespaces":
+        return
+    if not (len(request.name) <= 63 and _DNS1123_LABEL.fullmatch(request.name)):
+        raise MalformedReview("request.name is not a valid namespace name (DNS-1123 label)")
+
+
 def _crd(request: dict[str, Any], kind: dict[str, Any]) -> CrdServed | None:
     """The served group/version/plural of a CRD request's stored (else new) object."""
     if (

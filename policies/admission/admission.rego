@@ -56,10 +56,10 @@ guarded_cluster_kind if {
 }
 
 # A protected namespace's own object: its protected label is GitOps's to change (removing it
-# would open the namespace to creates), and deleting it deletes everything in it.
+# would open the namespace to creates), and deleting it deletes everything in it. Through any
+# subresource too: namespaces/status and namespaces/finalize store the labels they are sent.
 protected_namespace_change if {
 	_is_namespace
-	input.subResource == ""
 	_protected_namespace_object
 	_protected_namespace_operation
 }

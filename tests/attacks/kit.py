@@ -28,6 +28,8 @@ CONFIG = config_mod.AdmissionConfig(
     pod_name_prefixes=("gitwarden-reconciler-",),
     scale_resources=(*config_mod.AdmissionConfig().scale_resources, WIDGETS),
     guarded_crd_groups=(WIDGETS[0],),
+    # A cluster-scoped kind guarded whatever its labels say, with a status subresource.
+    cluster_scoped_kinds=(config_mod.ClusterKind("", "PersistentVolume", "persistentvolumes"),),
 )
 
 # Controllers whose identities the attacks use (their tokens are minted by the harness).

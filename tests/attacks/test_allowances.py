@@ -73,6 +73,35 @@ def test_root_ca_publisher_may_write_only_kube_root_ca(
     )
 
 
+def test_root_ca_publisher_cannot_unlabel_or_repoint_a_managed_root_ca(
+    stack: Stack, namespace: str
+) -> None:
+    """Its allowance is decided in the API server, which must check what an update changes.
+
+    Before: CEL skipped every UPDATE of kube-root-ca.crt by the publisher, so it removed the
+    managed label of one GitOps manages (the policy, never asked, denies that). Data updates,
+    its job, are still skipped and allowed.
+    """
+    gitops = k8s.CoreV1Api(stack.gitops)
+    gitops.create_namespaced_config_map(namespace, configmap("kube-root-ca.crt", MANAGED))
+    publisher = k8s.CoreV1Api(kit.controller(stack, "root-ca-cert-publisher"))
+    unlabel = {"metadata": {"labels": {"gitwarden.dev/managed": None}}}
+    denied_message(
+        lambda: publisher.patch_namespaced_config_map("kube-root-ca.crt", namespace, unlabel)
+    )
+    repoint = {"metadata": {"annotations": {"gitwarden.dev/source-path": "phish: see evil"}}}
+    denied_message(
+        lambda: publisher.patch_namespaced_config_map("kube-root-ca.crt", namespace, repoint)
+    )
+    publisher.patch_namespaced_config_map(
+        "kube-root-ca.crt", namespace, {"data": {"ca.crt": "rotated"}}
+    )
+    stored = gitops.read_namespaced_config_map("kube-root-ca.crt", namespace)
+    assert stored.metadata.labels == MANAGED
+    assert "gitwarden.dev/source-path" not in (stored.metadata.annotations or {})
+    assert stored.data["ca.crt"] == "rotated"
+
+
 def test_service_account_controller_may_create_only_default(
     stack: Stack, admin: k8s.ApiClient
 ) -> None:

@@ -51,6 +51,33 @@ def test_alice_cannot_remove_or_change_the_protected_label(
     )
 
 
+@pytest.mark.parametrize("subresource", ["status", "finalize"])
+def test_alice_cannot_remove_the_protected_label_through_a_subresource(
+    stack: Stack, admin: k8s.ApiClient, subresource: str
+) -> None:
+    """`namespaces/status` and `namespaces/finalize` store the labels they are sent, too.
+
+    Before: only `namespaces` itself was sent to the webhook (and the policy looked at no
+    subresource), so a status or finalize write without the label unprotected the namespace.
+    """
+    ns = kit.protected_namespace(admin)
+    alice = k8s.CoreV1Api(stack.alice)
+    body = k8s.CoreV1Api(admin).read_namespace(ns)
+    body.metadata.labels = {k: v for k, v in body.metadata.labels.items() if k not in kit.PROTECTED}
+    write = (
+        alice.replace_namespace_status
+        if subresource == "status"
+        else alice.replace_namespace_finalize
+    )
+    message = denied_message(lambda: write(ns, body), OBJECTS_HOOK)
+    assert (
+        f"namespaces {ns} is a protected namespace: alice may not update the {subresource} of it"
+        in message
+    )
+    labels = k8s.CoreV1Api(admin).read_namespace(ns).metadata.labels
+    assert labels["gitwarden.dev/protected"] == "true"
+
+
 def test_alice_cannot_delete_a_protected_namespace(stack: Stack, admin: k8s.ApiClient) -> None:
     """Deleting the namespace would delete everything GitOps put there."""
     ns = kit.protected_namespace(admin)

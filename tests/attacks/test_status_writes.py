@@ -19,6 +19,8 @@ from tests.e2e.webhook_stack import MANAGED, Stack, create_managed, denied_messa
 
 pytestmark = pytest.mark.cluster
 
+CLUSTER_HOOK = "cluster-kinds.gitwarden.gitwarden.dev"
+
 
 def _service(name: str) -> dict[str, Any]:
     return {
@@ -119,3 +121,47 @@ def test_controller_status_writes_and_revision_annotation_are_allowed(
             "web", namespace, {"metadata": {"annotations": {"example.com/other": "x"}}}
         )
     )
+
+
+def test_alice_cannot_change_metadata_of_a_guarded_cluster_kind_through_status(
+    stack: Stack,
+) -> None:
+    """A guarded cluster-scoped kind (no managed label) is checked through `*/status` too.
+
+    Before: the cluster-kinds webhook listed the bare resources only, so `persistentvolumes/
+    status` added a ghost ownerReference (the garbage collector then deletes the object) and
+    rewrote the source-path annotation without the webhook.
+    """
+    name = kit.unique("pv")
+    core = k8s.CoreV1Api(stack.gitops)
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": "1Mi"},
+                "accessModes": ["ReadWriteOnce"],
+                "hostPath": {"path": "/tmp/gitwarden-attack"},
+            },
+        }
+    )
+    alice = k8s.CoreV1Api(stack.alice)
+    ghost = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": "ghost",
+        "uid": "6a1f4c52-0d0e-4c47-9b8e-00000000dead",
+    }
+    patches: list[dict[str, Any]] = [
+        {"metadata": {"ownerReferences": [ghost]}},
+        {"metadata": {"annotations": {"gitwarden.dev/source-path": "phish: see evil"}}},
+    ]
+    for patch in patches:
+
+        def write(patch: dict[str, Any] = patch) -> object:
+            return alice.patch_persistent_volume_status(name, patch)
+
+        message = denied_message(write, CLUSTER_HOOK)
+        assert f"persistentvolumes {name} is a GitOps-guarded cluster-scoped kind" in message
+    stored = core.read_persistent_volume(name).metadata
+    assert not stored.owner_references
+    assert "gitwarden.dev/source-path" not in (stored.annotations or {})

@@ -54,6 +54,7 @@ CONFIG = config_mod.AdmissionConfig(
 )
 WEBHOOK_USER = f"system:serviceaccount:{GITOPS_NS}:webhook"
 SCALE = reviews.golden()["cases"]["scale_by_human_denied"]["input"]
+NAMESPACE_DELETE = reviews.golden()["cases"]["empty_namespace_delete_allowed"]["input"]
 
 # (field, value): each would change the URL of the lookup if it were pasted into it.
 MALFORMED: dict[str, tuple[str, str]] = {
@@ -110,8 +111,12 @@ def _scale_review(field: str, value: str) -> dict[str, Any]:
 
 
 def _post_scale(stack: Stack, review: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    return _post(stack, "/validate/scale", review)
+
+
+def _post(stack: Stack, path: str, review: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(  # noqa: S310 - loopback URL built here
-        f"{stack.webhook.url}/validate/scale",
+        f"{stack.webhook.url}{path}",
         data=reviews.body(review),
         headers={"Content-Type": "application/json"},
         method="POST",
@@ -155,6 +160,27 @@ def test_malformed_names_are_refused_before_any_lookup(stack: Stack) -> None:
     assert _webhook_lookups(stack, since) == [
         f"/apis/apps/v1/namespaces/team-a/deployments/{control}"
     ]
+
+
+def test_a_namespace_delete_naming_no_namespace_lists_nothing(stack: Stack, namespace: str) -> None:
+    """Before: with no name, the webhook listed the configured kinds across all namespaces."""
+    since = len(stack.plane.audit_events())
+
+    def review(name: str) -> dict[str, Any]:
+        built = reviews.review_from_input(copy.deepcopy(NAMESPACE_DELETE))
+        built["request"]["name"] = name
+        built["request"]["oldObject"]["metadata"]["name"] = name
+        return built
+
+    status, body = _post(stack, "/validate/namespace-delete", review(""))
+    assert status == 400, body
+    assert "not a valid namespace name" in body["reason"]
+    # Control: a namespace's delete is looked into, and only that namespace.
+    status, body = _post(stack, "/validate/namespace-delete", review(namespace))
+    assert status == 200, body
+    wait_until(lambda: bool(_webhook_lookups(stack, since)), "the control lookups in the audit log")
+    lookups = _webhook_lookups(stack, since)
+    assert all(f"/namespaces/{namespace}/" in uri for uri in lookups), lookups
 
 
 def test_the_api_server_presents_its_certificate_and_gets_decisions(

@@ -323,6 +323,27 @@ def test_namespace_delete_lists_the_configured_kinds_for_a_managed_object(
     assert parents.asked == []
 
 
+@pytest.mark.parametrize("name", ["", "Prod", "prod.x"])
+def test_namespace_delete_without_a_namespace_name_lists_nothing(name: str) -> None:
+    """A namespace delete always names one namespace (a DNS-1123 label).
+
+    Before: a review posted to the port with no name (request.name and oldObject's empty) made
+    the webhook list every configured kind across all namespaces, an oracle for whether any
+    managed object exists anywhere. Now it is a 400 before any lookup.
+    """
+    engine = FakeEngine(decision.Decision(True, "x"))
+    parents = FakeParents(holding=frozenset({"configmaps"}))
+    client, _ = client_for(engine, parents)
+    built = reviews.review_from_input(NS_CASE)
+    built["request"]["name"] = name
+    built["request"]["oldObject"]["metadata"]["name"] = name
+    resp = post(client, reviews.body(built), "/validate/namespace-delete")
+    assert resp.status_code == 400
+    assert "not a valid namespace name" in resp.get_json()["reason"]
+    assert parents.listed == []
+    assert engine.inputs == []
+
+
 def test_namespace_delete_lookup_failure_fails_closed() -> None:
     """A list that fails is a denial, like any lookup."""
     engine = FakeEngine(decision.Decision(True, "x"))

@@ -134,14 +134,20 @@ def test_registration_paths_and_selectors() -> None:
             "operations": ["CREATE", "UPDATE", "DELETE"],
             "apiGroups": ["apiextensions.k8s.io"],
             "apiVersions": ["*"],
-            "resources": ["customresourcedefinitions"],
+            # And their status, which stores the metadata it carries too.
+            "resources": ["customresourcedefinitions", "customresourcedefinitions/status"],
             "scope": "Cluster",
         },
         {
             "operations": ["CREATE", "UPDATE", "DELETE"],
             "apiGroups": ["rbac.authorization.k8s.io"],
             "apiVersions": ["*"],
-            "resources": ["clusterrolebindings", "clusterroles"],
+            "resources": [
+                "clusterrolebindings",
+                "clusterrolebindings/status",
+                "clusterroles",
+                "clusterroles/status",
+            ],
             "scope": "Cluster",
         },
     ]
@@ -242,6 +248,18 @@ def test_webhook_needs_get_on_exactly_the_parent_kinds() -> None:
         ),
         ({"exemptions": {"groups": ["system:serviceaccounts:ci"]}}, "holds many identities"),
         ({"break_glass": {"groups": ["system:authenticated"]}}, "holds many identities"),
+        # Every request without credentials, and every holder of a (shared) bootstrap token.
+        ({"exemptions": {"groups": ["system:unauthenticated"]}}, "holds many identities"),
+        (
+            {"break_glass": {"groups": ["system:bootstrappers:kubeadm:default-node-token"]}},
+            "holds many identities",
+        ),
+        ({"exemptions": {"usernames": ["system:anonymous"]}}, "anyone without credentials"),
+        ({"gitops": {"extra_usernames": ["system:anonymous"]}}, "anyone without credentials"),
+        (
+            {"system_allowances": [{"name": "x", "usernames": ["system:anonymous"]}]},
+            "anyone without credentials",
+        ),
         ({"intercept_status": True}, "intercept_status: removed"),
     ],
     ids=[
@@ -252,6 +270,11 @@ def test_webhook_needs_get_on_exactly_the_parent_kinds() -> None:
         "our-annotation",
         "exempt-sa",
         "break-glass-all",
+        "exempt-unauthenticated",
+        "break-glass-bootstrappers",
+        "exempt-anonymous",
+        "gitops-anonymous",
+        "allowance-anonymous",
         "intercept-status",
     ],
 )
@@ -304,6 +327,19 @@ def test_match_conditions_skip_what_identity_alone_decides() -> None:
     assert "object.metadata[f] == oldObject.metadata[f]" in cel
     # Allowances that need the object's owners or the namespace's phase are the webhook's.
     assert "generic-garbage-collector" not in cel
+
+
+@pytest.mark.parametrize("name", ["root-ca-publisher", "hpa-scale"])
+def test_skipped_updates_leave_guarded_metadata_unchanged(name: str) -> None:
+    """An allowance decided in the API server may update only as the policy would allow it.
+
+    Before: the root-CA publisher's UPDATE of kube-root-ca.crt was skipped whatever it changed,
+    so it could remove the managed label or rewrite the source path, which the policy denies
+    (no allowance may change labels, nor annotations it does not name).
+    """
+    (allowance,) = (a for a in config.AdmissionConfig().system_allowances if a.name == name)
+    cel = _conditions(config.AdmissionConfig(system_allowances=(allowance,)))
+    assert "object.metadata[f] == oldObject.metadata[f]" in cel["not-system-allowance"]
 
 
 def test_lease_and_event_skips_match_their_api_groups() -> None:
@@ -371,3 +407,12 @@ def test_webhook_rbac_is_get_on_parents_and_namespaces_and_list_on_searched_kind
     assert ("", "secrets") not in gets | lists
     assert all(rule["verbs"] in (["get"], ["list"]) for rule in rules)
     assert ("", "configmaps") in lists
+
+
+def test_protected_namespaces_status_and_finalize_writes_are_sent() -> None:
+    """Both store the labels they carry: removing the protected label through them is checked."""
+    hook = _hooks()["protected-namespace-objects.gitwarden.gitwarden.dev"]
+    rules = hook["rules"]
+    assert isinstance(rules, list)
+    resources = {r for rule in rules if "UPDATE" in rule["operations"] for r in rule["resources"]}
+    assert {"namespaces", "namespaces/status", "namespaces/finalize"} <= resources
