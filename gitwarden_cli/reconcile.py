@@ -100,7 +100,10 @@ def _pass(settings: config.ReconcilerConfig, process: wiring.Process, *, dry_run
         _report_failure(exc)
         if not dry_run:
             # With the plan, status keeps on record what apply did before it stopped.
-            failed = status.failed(exc, planned.plan if planned is not None else None)
+            refused = exc.tip if isinstance(exc, pipeline.RevisionRefused) else None
+            failed = status.failed(
+                exc, planned.plan if planned is not None else None, attempted=refused
+            )
             _write_status(process, settings, failed, now)
         return main.EXIT_FAILED
     except Exception as exc:  # the command's promise: never a traceback

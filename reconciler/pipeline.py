@@ -41,6 +41,10 @@ _LISTED_FAILURES = 5
 class RevisionRefused(verify.VerificationFailed):
     """Verification failed; the message names the tip and each failed commit with its reason."""
 
+    def __init__(self, message: str, failures: tuple[tuple[str, str], ...], tip: str) -> None:
+        super().__init__(message, failures)
+        self.tip = tip
+
 
 @dataclass(frozen=True)
 class Applied:
@@ -140,4 +144,5 @@ def _refused(tip: str, exc: verify.VerificationFailed) -> RevisionRefused:
     return RevisionRefused(
         f"revision {tip} refused: {count} commit(s) failed verification: {listed}{tail}",
         exc.failures,
+        tip,
     )

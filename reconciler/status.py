@@ -72,11 +72,15 @@ def failed(
     error: errors.ReconcileError,
     plan: applyplan.ApplyPlan | None = None,
     changes: changeset.ChangeSet | None = None,
+    attempted: str | None = None,
 ) -> Outcome:
-    """A pass that stopped at `error`; with a plan, what it applied before is kept on record."""
+    """A pass that stopped at `error`; with a plan, what it applied before is kept on record.
+
+    `attempted` names the revision when the pass stopped before it had a plan (a refused tip).
+    """
     done = changes if changes is not None else getattr(error, "changes", changeset.ChangeSet())
     return Outcome(
-        attempted=plan.revision.commit if plan else None,
+        attempted=plan.revision.commit if plan else attempted,
         signer=signer_of(plan) if plan else "",
         changes=done,
         inventory=inventory_after(plan, done, complete=False) if plan else None,

@@ -101,7 +101,9 @@ def test_a_bad_commit_on_top_changes_nothing_until_the_documented_recovery(
     assert reason in output
     assert mode(env, ns) == "good"
     assert_stalled_on(env, name, bad, reason)
-    assert last_good in str(env.sync(name)["status"])
+    assert env.sync(name)["status"]["lastAppliedCommit"] == last_good
+    # The refused tip is what the status says was attempted.
+    assert env.sync(name)["status"]["lastAttemptedCommit"] == bad
 
     # A good commit on top does not launder the bad one: every commit since the anchor counts.
     set_mode(repo, "after")
