@@ -222,8 +222,14 @@ def test_a_pass_that_fails_half_way_keeps_what_it_applied_on_record(
 
     broken = {"apiVersion": "apps/v1", "kind": "Deployment",
               "metadata": {"name": "web", "namespace": setup.namespace}, "spec": {}}  # fmt: skip
+    # The ClusterRole's stage (cluster-scoped) is applied before the namespaced stage, whose
+    # dry-run check then refuses the Deployment: nothing of that stage is written.
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": f"halfway-{setup.namespace}"}, "rules": []}  # fmt: skip
     files = manifests_for(setup.namespace, "one", secret=False)
-    setup.repo.commit({**files, "apps/web.yaml": yaml.safe_dump(broken)})
+    setup.repo.commit(
+        {**files, "apps/web.yaml": yaml.safe_dump(broken), "apps/role.yaml": yaml.safe_dump(role)}
+    )
     assert setup.run("--once") == main.EXIT_FAILED
     err = capsys.readouterr().err
     assert "Deployment.apps" in err
@@ -233,4 +239,14 @@ def test_a_pass_that_fails_half_way_keeps_what_it_applied_on_record(
         "gitwarden.dev", "v1alpha1", "syncs", name
     )
     recorded = status.decode_inventory(sync["status"])
-    assert objectref.ObjectRef("", "ConfigMap", setup.namespace, "settings") in recorded.entries
+    assert (
+        objectref.ObjectRef(
+            "rbac.authorization.k8s.io", "ClusterRole", "", f"halfway-{setup.namespace}"
+        )
+        in recorded.entries
+    )
+    assert objectref.ObjectRef("", "ConfigMap", setup.namespace, "settings") not in recorded.entries
+    core = k8s.CoreV1Api(admin)
+    assert "settings" not in {
+        c.metadata.name for c in core.list_namespaced_config_map(setup.namespace).items
+    }
