@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,30 +19,10 @@ from kubernetes import client as k8s
 from tests.e2e import reconcile_manifests as m
 from tests.e2e import reconcile_stack, webhook_stack
 from tests.e2e.reconcile_stack import Env, ok, unique
-from tests.harness.controlplane import ControlPlane
 
 pytestmark = pytest.mark.cluster
 
 APP_FILE = "clusters/test/app.yaml"
-
-
-@pytest.fixture(scope="module")
-def env(
-    control_plane: ControlPlane,
-    admin: k8s.ApiClient,
-    tmp_path_factory: pytest.TempPathFactory,
-    started: dt.datetime,  # before the first request, so the audit check sees every one
-) -> Iterator[Env]:
-    with reconcile_stack.running_env(
-        control_plane, admin, tmp_path_factory.mktemp("reconcile")
-    ) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def started() -> dt.datetime:
-    """When this module's first test began: audit events before it belong to other modules."""
-    return reconcile_stack.started_now()
 
 
 def labels_and_source(obj: Any) -> tuple[str | None, str | None]:

@@ -11,7 +11,6 @@ namespace and Sync name.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,32 +21,12 @@ from tests.e2e import reconcile_manifests as m
 from tests.e2e import reconcile_stack
 from tests.e2e.reconcile_stack import Env, ok, refused, unique
 from tests.harness import gitopsrepo
-from tests.harness.controlplane import ControlPlane
 
 pytestmark = pytest.mark.cluster
 
 APP_FILE = "clusters/test/app.yaml"
 # The one refusal of the GitOps identity this module provokes on purpose (RBAC escalation).
 ESCALATION_PREFIX = "escalate-"
-
-
-@pytest.fixture(scope="module")
-def env(
-    control_plane: ControlPlane,
-    admin: k8s.ApiClient,
-    tmp_path_factory: pytest.TempPathFactory,
-    started: dt.datetime,  # before the first request, so the audit check sees every one
-) -> Iterator[Env]:
-    with reconcile_stack.running_env(
-        control_plane, admin, tmp_path_factory.mktemp("trust")
-    ) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def started() -> dt.datetime:
-    """When this module's first test began: audit events before it belong to other modules."""
-    return reconcile_stack.started_now()
 
 
 def applied(env: Env, ns: str, mode: str) -> gitopsrepo.GitOpsRepo:
