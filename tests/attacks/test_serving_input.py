@@ -9,7 +9,6 @@ what it is. Both run against `gitwarden webhook serve` under gunicorn with a rea
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import signal
@@ -65,18 +64,6 @@ def fail_open_webhook(
         server.stop()
 
 
-def _post(server: WebhookServer, body: bytes) -> tuple[int, Any]:
-    conn = http.client.HTTPSConnection(
-        LOOPBACK, server.port, context=server.tls_context(), timeout=10
-    )
-    try:
-        conn.request("POST", "/validate", body, {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read())
-    finally:
-        conn.close()
-
-
 def _metric(server: WebhookServer, name: str) -> float:
     with urllib.request.urlopen(  # noqa: S310 - loopback URL built here
         f"{server.url}/metrics", context=server.tls_context(), timeout=5
@@ -98,7 +85,7 @@ def test_a_5000_digit_integer_gets_400_not_500(
         "array": text.replace('"groups": [', f'"groups": [{digits}, ', 1),
         "top-level": digits,
     }[where].encode()
-    status, answer = _post(fail_open_webhook, body)
+    status, answer = fail_open_webhook.post(body)
     assert status == 400
     assert answer["reason"] == "body is not usable JSON: a number has too many digits"
     assert "allowed" not in json.dumps(answer)
@@ -119,12 +106,12 @@ def test_fail_open_allows_past_the_engine_timeout_are_counted_and_logged(
 ) -> None:
     """OPA alive but too slow: fail-open allows the change, counts it and logs it as unchecked."""
     body = reviews.body(reviews.review_from_input(CASE, uid="fail-open-1"))
-    status, answer = _post(fail_open_webhook, body)
+    status, answer = fail_open_webhook.post(body)
     assert (status, answer["response"]["allowed"]) == (200, False)  # OPA decides when it can
     before = _metric(fail_open_webhook, "gitwarden_webhook_fail_open_allows_total")
     with _frozen(opa.process):
         for _ in range(3):
-            status, answer = _post(fail_open_webhook, body)
+            status, answer = fail_open_webhook.post(body)
             assert status == 200
             assert answer["response"]["allowed"] is True
             assert "fail-open" in answer["response"]["warnings"][0]
@@ -133,7 +120,7 @@ def test_fail_open_allows_past_the_engine_timeout_are_counted_and_logged(
     log = fail_open_webhook.log()
     assert log.count("fail-open-1 ConfigMap team-a/web by ") >= 3
     assert "allowed WITHOUT a policy decision (fail-open)" in log
-    status, answer = _post(fail_open_webhook, body)
+    status, answer = fail_open_webhook.post(body)
     assert answer["response"]["allowed"] is False  # and denies again once OPA keeps up
 
 
@@ -153,7 +140,7 @@ def test_fail_open_counter_stays_zero_when_failing_closed(tmp_path: Path, opa: O
     server.start()
     try:
         with _frozen(opa.process):
-            status, answer = _post(server, reviews.body(reviews.review_from_input(CASE)))
+            status, answer = server.post(reviews.body(reviews.review_from_input(CASE)))
         assert (status, answer["response"]["allowed"]) == (200, False)
         assert "policy engine unavailable" in answer["response"]["status"]["message"]
         assert _metric(server, "gitwarden_webhook_fail_open_allows_total") == 0

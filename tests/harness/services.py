@@ -7,6 +7,7 @@ answer. Nothing here fakes a service.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import ssl
@@ -110,6 +111,18 @@ class WebhookServer:
         """Stop gunicorn (idempotent)."""
         if self.process is not None:
             self.process.stop()
+
+    def post(self, body: bytes, path: str = "/validate") -> tuple[int, Any]:
+        """POST `body` over TLS; the HTTP status and the decoded JSON answer."""
+        conn = http.client.HTTPSConnection(
+            LOOPBACK, self.port, context=self.tls_context(), timeout=10
+        )
+        try:
+            conn.request("POST", path, body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+        finally:
+            conn.close()
 
     def log(self) -> str:
         """Everything the server logged so far."""

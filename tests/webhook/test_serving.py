@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,18 +17,6 @@ from tests.webhook import reviews
 from webhook import settings as settings_mod
 
 CASE = reviews.golden()["cases"]["user_update_configmap_denied"]["input"]
-
-
-def _post(server: WebhookServer, body: bytes) -> tuple[int, Any]:
-    conn = http.client.HTTPSConnection(
-        LOOPBACK, server.port, context=server.tls_context(), timeout=10
-    )
-    try:
-        conn.request("POST", "/validate", body, {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read())
-    finally:
-        conn.close()
 
 
 @pytest.fixture(params=["closed", "open"])
@@ -59,7 +44,7 @@ def test_unreachable_engine_fails_closed_or_open_as_configured(
     dead_opa_webhook: WebhookServer,
 ) -> None:
     """Fail-closed denies with "policy engine unavailable"; fail-open allows, warns and audits."""
-    status, answer = _post(dead_opa_webhook, reviews.body(reviews.review_from_input(CASE)))
+    status, answer = dead_opa_webhook.post(reviews.body(reviews.review_from_input(CASE)))
     assert status == 200
     response = answer["response"]
     if dead_opa_webhook.env["GITWARDEN_WEBHOOK_FAIL_OPEN"] == "true":
@@ -81,7 +66,7 @@ def test_served_decisions_come_from_the_real_policy(tmp_path: Path) -> None:
     try:
         server.env["GITWARDEN_WEBHOOK_OPA_URL"] = opa.url
         server.start()
-        status, answer = _post(server, reviews.body(reviews.review_from_input(CASE, uid="x-1")))
+        status, answer = server.post(reviews.body(reviews.review_from_input(CASE, uid="x-1")))
     finally:
         server.stop()
         opa.stop()
