@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from reconciler import errors, yamlstrict
+from reconciler import controlconfig, errors, yamlstrict
 
 MANAGED_LABEL_KEY = "gitwarden.dev/managed"
 MANAGED_LABEL_VALUE = "true"
@@ -211,6 +211,13 @@ class ReconcilerConfig:
     trust: TrustConfig
     apply: ApplyConfig = field(default_factory=ApplyConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
+    # The long-running process only (`gitwarden reconcile` without --once).
+    loop: controlconfig.LoopConfig = field(default_factory=controlconfig.LoopConfig)
+    leader: controlconfig.LeaderConfig = field(default_factory=controlconfig.LeaderConfig)
+    server: controlconfig.ServerConfig = field(default_factory=controlconfig.ServerConfig)
+    push: controlconfig.PushConfig = field(default_factory=controlconfig.PushConfig)
+    keys: controlconfig.KeysConfig = field(default_factory=controlconfig.KeysConfig)
+    log: controlconfig.LogConfig = field(default_factory=controlconfig.LogConfig)
 
 
 SECTIONS: tuple[tuple[str, type[Any]], ...] = (
@@ -218,6 +225,7 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("trust", TrustConfig),
     ("apply", ApplyConfig),
     ("identity", IdentityConfig),
+    *controlconfig.SECTIONS,
 )
 
 
@@ -337,6 +345,15 @@ def _check(config: ReconcilerConfig, reader: _Reader) -> None:
     """Rules across fields and on values; each failure names the key."""
     _check_git(config.source, config.trust, reader)
     _check_cluster(config.apply, config.identity, reader)
+    controlconfig.check(
+        loop=config.loop,
+        leader=config.leader,
+        server=config.server,
+        push=config.push,
+        keys=config.keys,
+        log=config.log,
+        fail=reader.fail,
+    )
 
 
 def _check_git(source: SourceConfig, trust: TrustConfig, reader: _Reader) -> None:
