@@ -23,6 +23,8 @@ from typing import Any
 READ_TIMEOUT = 5.0
 DEADLINE = 15.0
 MAX_CONNECTIONS = 32
+# How often the accept loop looks for `stop()`: the longest a shutdown waits for it.
+_POLL = 0.1
 
 _log = logging.getLogger("gitwarden.http")
 
@@ -141,7 +143,9 @@ class Listener:
         server_class = _Server6 if ":" in host else _Server
         self._httpd = server_class((host, port), handler)
         self._httpd.limits = _Limits(read_timeout, deadline, max_connections)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=name, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(_POLL,), name=name, daemon=True
+        )
         self._started = False
 
     @property

@@ -187,21 +187,43 @@ class Elector:
         return self._holder
 
     def run(self, stop: threading.Event) -> None:
-        """Acquire, then renew, until `stop` is set or leadership is lost (`lost` is set)."""
-        period = self._settings.retry_period
-        while not self._attempt():
-            if stop.wait(period):
+        """Try every `retry_period` until `stop` is set or leadership is lost (`lost` set).
+
+        After `stop`, `leading` stays set while the Lease is still ours: call `release()`.
+        """
+        announced = False
+        while True:
+            held = self.try_once()
+            if held and not announced:
+                announced = True
+                _log.info(
+                    "leading: holding Lease %s/%s as %s", self._namespace, self._name, self._holder
+                )
+            if self.lost.is_set() or self._released:
                 return
-        _log.info("leading: holding Lease %s/%s as %s", self._namespace, self._name, self._holder)
-        while not stop.wait(period):
-            renewed = self._attempt()
-            if not self.leading.is_set():
-                return  # released, or another holder was seen: already logged
-            if renewed:
-                continue
-            if self._clock() - self._renewed_at >= self._settings.renew_deadline:
+            if stop.wait(self._settings.retry_period):
+                return
+
+    def try_once(self) -> bool:
+        """One try to acquire or renew; True while this process holds the Lease.
+
+        A leader that has not renewed for `renew_deadline` (or sees another holder) stops
+        leading here: `leading` is cleared and `lost` set.
+        """
+        with self._lock:
+            if self._released or self.lost.is_set():
+                return False
+            try:
+                held = self._try_acquire_or_renew()
+            except errors.ReconcileError as exc:
+                # Transient or not, the answer is the same: try again next period; a leader
+                # gives up when the renew deadline passes.
+                _log.warning("Lease %s/%s: %s", self._namespace, self._name, exc)
+                held = False
+            overdue = self._clock() - self._renewed_at >= self._settings.renew_deadline
+            if not held and self.leading.is_set() and overdue:
                 self._lose(f"not renewed for {self._settings.renew_deadline:g}s")
-                return
+            return held
 
     def release(self) -> None:
         """Hand the Lease back while leading, so a standby takes it at its next try.
@@ -233,19 +255,6 @@ class Elector:
         self.leading.clear()
         self.lost.set()
         _log.error("lost Lease %s/%s: %s", self._namespace, self._name, why)
-
-    def _attempt(self) -> bool:
-        """One try to acquire or renew; True when this process holds the Lease now."""
-        with self._lock:
-            if self._released:
-                return False
-            try:
-                return self._try_acquire_or_renew()
-            except errors.ReconcileError as exc:
-                # Transient or not, the answer is the same: try again next period; a leader
-                # gives up when the renew deadline passes.
-                _log.warning("Lease %s/%s: %s", self._namespace, self._name, exc)
-                return False
 
     def _try_acquire_or_renew(self) -> bool:
         now = self._clock()
