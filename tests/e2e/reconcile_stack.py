@@ -296,7 +296,8 @@ def reconciler_role(admin: k8s.ApiClient) -> Iterator[None]:
     rbac.create_cluster_role_binding(binding)
     namespace = webhook_stack.GITOPS_NS
     rbac.create_namespaced_role(namespace, {"metadata": {"name": ROLE}, "rules": LEASE_RULES})
-    lease_binding = {**binding, "roleRef": {**binding["roleRef"], "kind": "Role"}}
+    role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE}
+    lease_binding = {**binding, "roleRef": role_ref}
     rbac.create_namespaced_role_binding(namespace, lease_binding)
     try:
         yield
