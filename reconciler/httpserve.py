@@ -36,6 +36,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     sys_version = ""
     # One request per connection: keep-alive would let one client hold a thread between requests.
     protocol_version = "HTTP/1.0"
+    # The stdlib's default (0.9) answers a malformed request line with a bare body.
+    default_request_version = "HTTP/1.0"
 
     def setup(self) -> None:
         settings = self.server.limits if isinstance(self.server, _Server) else _Limits()
@@ -75,10 +77,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # The method and the path without its query (a query could carry a token someone
+        # put in a webhook URL); never a header.
+        path = str(getattr(self, "path", "")).split("?", 1)[0][:200]  # unset if malformed
+        _log.debug("%s: %s %s -> %s", type(self).__name__, self.command, path, code)
+
+    def log_error(self, format: str, *args: Any) -> None:  # stdlib signature
+        # The stdlib's messages quote the raw request line; only the status code is kept.
+        code = args[0] if args and isinstance(args[0], int) else "no answer"
+        _log.debug("%s: refused a malformed or timed-out request (%s)", type(self).__name__, code)
+
     def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
-        # The stdlib passes the request line and status here; header values and bodies never
-        # reach this method, and the request line of every route served is a fixed path.
-        _log.debug("%s: " + format, type(self).__name__, *args)
+        _log.debug("%s: %s", type(self).__name__, format)
 
 
 class _Limits:

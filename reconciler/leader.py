@@ -243,6 +243,12 @@ class Elector:
             )
             try:
                 done = self._leases.update(self._namespace, self._name, freed, version)
+                if done is None:
+                    # Our last renewal may have been written though its answer was lost: if
+                    # the Lease is still ours, release that version (once; no loop).
+                    found = self._leases.get(self._namespace, self._name)
+                    if found is not None and found[0].holder == self._holder:
+                        done = self._leases.update(self._namespace, self._name, freed, found[1])
             except errors.ReconcileError as exc:
                 _log.warning("Lease %s/%s not released: %s", self._namespace, self._name, exc)
                 return

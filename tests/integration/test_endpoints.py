@@ -344,3 +344,16 @@ def test_connections_beyond_the_cap_are_closed_at_once() -> None:
                 pass
             assert time.monotonic() < deadline, "slots were not given back"
             time.sleep(0.1)
+
+
+def test_the_access_log_drops_the_query_string(
+    running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="gitwarden.http"):
+        running.get("/readyz?token=query-canary")
+        answer = raw(running.served.port, b"GET /x?token=line-canary HTTP/9.9 extra\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.0 400")
+    assert "/readyz" in caplog.text
+    assert "(400)" in caplog.text
+    assert "query-canary" not in caplog.text
+    assert "line-canary" not in caplog.text

@@ -291,3 +291,25 @@ def test_holder_identity_is_the_host_and_a_random_suffix() -> None:
     host, _, suffix = one.rpartition("_")
     assert host
     assert len(suffix) == 10
+
+
+def test_release_after_a_renewal_whose_answer_was_lost_still_frees_the_lease() -> None:
+    store, clock = FakeLeases(), Clock()
+    a = elector(store, "a", clock)
+    a.try_once()
+    store.version += 1  # our renewal was written, but we never heard the new resourceVersion
+    a.release()
+    assert store.record is not None
+    assert store.record.holder == ""
+
+
+def test_release_never_frees_a_lease_someone_else_holds_now() -> None:
+    store, clock = FakeLeases(), Clock()
+    a = elector(store, "a", clock)
+    a.try_once()
+    assert store.record is not None
+    store.record = dataclasses.replace(store.record, holder="b")
+    store.version += 1
+    a.release()
+    assert store.record.holder == "b"
+    assert store.writes == ["a"]
