@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -225,3 +226,50 @@ def test_no_lease_write_of_the_gitops_identity_was_ever_denied(
     ]
     assert refused == []
     reconcile_stack.assert_never_denied(env, this_test)
+
+
+def _lease_review(operation: str, labels: dict[str, str]) -> bytes:
+    def lease(holder: str) -> dict[str, object]:
+        return {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": NAME, "namespace": NS, "labels": labels},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 3},
+        }
+
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "5f0e6a4c-lease-e2e",
+            "kind": {"group": "coordination.k8s.io", "version": "v1", "kind": "Lease"},
+            "resource": {"group": "coordination.k8s.io", "version": "v1", "resource": "leases"},
+            "requestKind": {"group": "coordination.k8s.io", "version": "v1", "kind": "Lease"},
+            "requestResource": {
+                "group": "coordination.k8s.io",
+                "version": "v1",
+                "resource": "leases",
+            },
+            "name": NAME,
+            "namespace": NS,
+            "operation": operation,
+            "userInfo": {"username": reconcile_stack.GITOPS_USER, "groups": []},
+            "object": lease("replica-b"),
+            "oldObject": lease("replica-a") if operation == "UPDATE" else None,
+            "dryRun": False,
+            "options": None,
+        },
+    }
+    return json.dumps(review).encode()
+
+
+@pytest.mark.parametrize("operation", ["CREATE", "UPDATE"])
+@pytest.mark.parametrize("labels", [{}, webhook_stack.MANAGED], ids=["plain", "managed-label"])
+def test_the_webhook_allows_the_gitops_identitys_lease_writes_even_if_sent_them(
+    env: reconcile_stack.Env, operation: str, labels: dict[str, str]
+) -> None:
+    """The registration skips Leases, so the API server never asks; should it ever (an API
+    server that ignores match conditions, a changed registration), the answer is still yes."""
+    status, answer = env.stack.webhook.post(_lease_review(operation, labels))
+    assert status == 200
+    assert answer["response"]["allowed"] is True, answer
