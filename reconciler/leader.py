@@ -177,10 +177,12 @@ class Elector:
         self.leading = threading.Event()
         self.lost = threading.Event()
         self._lock = threading.Lock()  # one Lease request at a time: run() and release()
+        self._state = threading.Lock()  # leading, lost, renewed_at: also the watchdog's
         self._observed: tuple[LeaseRecord, str] | None = None
         self._observed_at = 0.0
         self._renewed_at = 0.0
         self._released = False
+        self._watchdog: threading.Timer | None = None
 
     @property
     def holder(self) -> str:
@@ -234,7 +236,9 @@ class Elector:
             if not self.leading.is_set() or self._observed is None:
                 return
             self._released = True
-            self.leading.clear()
+            with self._state:
+                self.leading.clear()
+                self._disarm()
             record, version = self._observed
             # Duration 1: a standby that does not read the empty holder (an older client)
             # still sees it expire at once.
@@ -258,9 +262,26 @@ class Elector:
                 _log.info("released Lease %s/%s", self._namespace, self._name)
 
     def _lose(self, why: str) -> None:
-        self.leading.clear()
-        self.lost.set()
+        with self._state:
+            if not self.leading.is_set():
+                return
+            self.leading.clear()
+            self.lost.set()
+            self._disarm()
         _log.error("lost Lease %s/%s: %s", self._namespace, self._name, why)
+
+    def _overdue(self, renewed_at: float) -> None:
+        # The watchdog: a renewal stuck in a request (the adapter's timeout may be longer
+        # than the Lease) must not keep `leading` set after a standby may have taken over.
+        with self._state:
+            stale = self.leading.is_set() and self._renewed_at == renewed_at
+        if stale:
+            self._lose(f"no renewal answered within {self._settings.renew_deadline:g}s")
+
+    def _disarm(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     def _try_acquire_or_renew(self) -> bool:
         now = self._clock()
@@ -293,6 +314,17 @@ class Elector:
         return new_version is not None and self._won(ours, new_version, now)
 
     def _won(self, record: LeaseRecord, version: str, now: float) -> bool:
-        self._observed, self._observed_at, self._renewed_at = (record, version), now, now
-        self.leading.set()
+        # `now` is when the request was sent: the Lease runs from no earlier than that.
+        self._observed, self._observed_at = (record, version), now
+        with self._state:
+            if self.lost.is_set():
+                return False  # the watchdog gave up while this request hung: stay lost
+            self._renewed_at = now
+            self.leading.set()
+            self._disarm()
+            # Counted from the send: whatever the request took is already spent.
+            left = max(self._settings.renew_deadline - (self._clock() - now), 0.0)
+            self._watchdog = threading.Timer(left, self._overdue, args=(now,))
+            self._watchdog.daemon = True
+            self._watchdog.start()
         return True

@@ -313,3 +313,41 @@ def test_release_never_frees_a_lease_someone_else_holds_now() -> None:
     a.release()
     assert store.record.holder == "b"
     assert store.writes == ["a"]
+
+
+def test_a_renewal_stuck_in_its_request_stops_leading_at_the_deadline() -> None:
+    """The adapter's request timeout can exceed the Lease: a hung renewal must not keep
+    `leading` set past renew_deadline, when a standby may already lead."""
+    fast = controlconfig.LeaderConfig(lease_duration=1.0, renew_deadline=0.4, retry_period=0.1)
+    store, release_hang = FakeLeases(), threading.Event()
+
+    class Hanging(FakeLeases):
+        hang = False
+
+        def get(self, namespace: str, name: str) -> tuple[leader.LeaseRecord, str] | None:
+            if self.hang:
+                release_hang.wait(10)
+            return store.get(namespace, name)
+
+        def create(self, namespace: str, name: str, record: leader.LeaseRecord) -> str | None:
+            return store.create(namespace, name, record)
+
+        def update(
+            self, namespace: str, name: str, record: leader.LeaseRecord, resource_version: str
+        ) -> str | None:
+            return store.update(namespace, name, record, resource_version)
+
+    hanging = Hanging()
+    a = leader.Elector(hanging, NS, NAME, "a", fast)
+    assert a.try_once()
+    hanging.hang = True
+    worker = threading.Thread(target=a.try_once, daemon=True)
+    started = time.monotonic()
+    worker.start()
+    assert a.lost.wait(2)
+    assert not a.leading.is_set()
+    assert time.monotonic() - started < fast.lease_duration
+    assert worker.is_alive()  # the request is still stuck: the watchdog did not wait for it
+    release_hang.set()
+    worker.join(2)
+    assert not a.leading.is_set()  # the late answer does not bring leadership back
