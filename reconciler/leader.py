@@ -4,7 +4,8 @@ Owns the election: `LeaseStore`, the port (read a Lease with its resourceVersion
 update one only if it is unchanged), `KubeLeases`, that port over the cluster adapter's
 `Cluster.request` (no kubernetes client here), and `Elector`, which follows client-go's
 algorithm. A replica takes a Lease that is free (no holder) or expired, leads while it renews
-every `retry_period`, and stops leading (`lost`) when it could not renew for `renew_deadline`.
+every `retry_period`, and stops leading (`lost`) when it could not renew for `renew_deadline`
+(a watchdog timer enforces that even while a renewal hangs in its request).
 Expiry is judged by this process's monotonic clock from the moment it last saw the record change,
 never from the timestamps another host wrote (its clock may be wrong, or forged). A lost race (a
 409 on create or update) is an answer, not an error. `release` hands the Lease back on shutdown.
