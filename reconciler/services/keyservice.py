@@ -4,9 +4,10 @@ Composes `kube_keys` (the labelled key Secrets) with `certserver` (`/v1/cert.pem
 schedule: on start and every `check_every` it reads the ring and, while `leading()` says so,
 makes a key when none exists or the newest is a renewal period old (old keys stay, for
 decryption); the endpoint always serves the newest certificate of the last ring read. Every
-replica serves; only the Lease holder makes keys, so two replicas never both make one (a
-standby only reads, at least every STANDBY_CHECK seconds so it soon serves a key the leader
-made, and it reads at once when it becomes the leader). `gitwarden keys serve` runs one
+replica serves; only the Lease holder makes keys, so two replicas do not both make one (a
+leader that loses the Lease during a pass may still finish its one write; an extra key is
+harmless, as every key is kept). A standby only reads, at least every STANDBY_CHECK seconds so
+it soon serves a key the leader made, and at once when it becomes the leader. `gitwarden keys serve` runs one
 replica, which always leads. One pass failing (API server unreachable, a broken key Secret) is
 logged and tried again at the next tick; the last good ring keeps being served. Never logs key
 material: only fingerprints and Secret names.
