@@ -7,10 +7,10 @@ decryption); the endpoint always serves the newest certificate of the last ring 
 replica serves; only the Lease holder makes keys, so two replicas do not both make one (a
 leader that loses the Lease during a pass may still finish its one write; an extra key is
 harmless, as every key is kept). A standby only reads, at least every STANDBY_CHECK seconds so
-it soon serves a key the leader made, and at once when it becomes the leader. `gitwarden keys serve` runs one
-replica, which always leads. One pass failing (API server unreachable, a broken key Secret) is
-logged and tried again at the next tick; the last good ring keeps being served. Never logs key
-material: only fingerprints and Secret names.
+it soon serves a key the leader made, and at once when it becomes the leader. `gitwarden keys
+serve` runs one replica, which always leads. One pass failing (API server unreachable, a broken
+key Secret) is logged and tried again at the next tick; the last good ring keeps being served.
+Never logs key material: only fingerprints and Secret names.
 """
 
 from __future__ import annotations
