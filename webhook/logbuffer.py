@@ -17,7 +17,6 @@ import atexit
 import logging
 import queue
 import threading
-import time
 from typing import IO
 
 _STOP = object()
@@ -31,6 +30,7 @@ class LineWriter(logging.Handler):
         self._stream, self._pause = stream, pause
         self._lines: queue.Queue[object] = queue.Queue(maxsize=limit)
         self._closed = False
+        self._closing = threading.Event()  # ends the writer's pause at once
         self._writer = threading.Thread(target=self._run, name="gitwarden-log-writer", daemon=True)
         self._writer.start()
         atexit.register(self.close)
@@ -59,7 +59,7 @@ class LineWriter(logging.Handler):
             self._write(batch)
             if item is _STOP:
                 return
-            time.sleep(self._pause)  # let lines gather: this is what bounds the syscalls
+            self._closing.wait(self._pause)  # let lines gather: this bounds the syscalls
 
     def _write(self, batch: list[str]) -> None:
         if not batch:
@@ -74,6 +74,7 @@ class LineWriter(logging.Handler):
         """Write every queued line and stop the writer (idempotent)."""
         if not self._closed:
             self._closed = True
+            self._closing.set()
             self._lines.put(_STOP)
             self._writer.join(timeout=10)
         super().close()
