@@ -29,6 +29,7 @@ import collections
 import http.client
 import json
 import os
+import ssl
 import statistics
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from kubernetes import client as k8s
 
 from bench import pyspy, webhook_apiserver, webhook_mix, wrk
 from tests.e2e import webhook_stack
+from tests.harness import pki
 from tests.harness.controlplane import (
     LOOPBACK,
     Process,
@@ -56,8 +58,8 @@ CONFIG = config_mod.AdmissionConfig(
 )
 
 
-def _floor(work: Path, serving: object, workers: int, threads: int) -> tuple[Process, int]:
-    crt, key = serving.write(work, "floor")  # type: ignore[attr-defined]  # a pki.KeyPair
+def _floor(work: Path, serving: pki.KeyPair, workers: int, threads: int) -> tuple[Process, int]:
+    crt, key = serving.write(work, "floor")
     port = free_port()
     argv = [sys.executable, "-m", "gunicorn", f"--bind={LOOPBACK}:{port}", f"--workers={workers}"]
     argv += [f"--threads={threads}", "--worker-class=gthread", f"--certfile={crt}"]
@@ -67,11 +69,11 @@ def _floor(work: Path, serving: object, workers: int, threads: int) -> tuple[Pro
 
 
 def _answer_every_body(
-    port: int, context: object, bodies: list[webhook_mix.Body]
+    port: int, context: ssl.SSLContext, bodies: list[webhook_mix.Body]
 ) -> collections.Counter[str]:
     """Post each body once on one kept-alive connection; each must be a 200 for its uid."""
     verdicts: collections.Counter[str] = collections.Counter()
-    conn = http.client.HTTPSConnection(LOOPBACK, port, context=context, timeout=10)  # type: ignore[arg-type]
+    conn = http.client.HTTPSConnection(LOOPBACK, port, context=context, timeout=10)
     try:
         for b in bodies:
             conn.request("POST", b.path, b.body, {"Content-Type": "application/json"})
@@ -89,6 +91,24 @@ def _answer_every_body(
     return verdicts
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    """gunicorn's workers: the children of its arbiter."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _median(runs: list[wrk.Run], field: str) -> float:
+    return float(statistics.median(getattr(r, field) for r in runs))
+
+
 def _spread(runs: list[wrk.Run]) -> str:
     rates = [r.rate for r in runs]
     p99s = [r.p99_ms for r in runs]
@@ -100,17 +120,59 @@ def _spread(runs: list[wrk.Run]) -> str:
     )
 
 
+def _measured(
+    target: str,
+    port: int,
+    *,
+    inputs: tuple[Path, Path],
+    connections: int,
+    seconds: int,
+    processes: dict[str, list[int]],
+    cpu: dict[str, list[float]],
+) -> wrk.Run:
+    """One wrk run, and the CPU milliseconds per request each process group spent on it."""
+    before = {name: sum(_cpu_seconds(p) for p in pids) for name, pids in processes.items()}
+    run = wrk.run(target, port, inputs, connections=connections, seconds=seconds)
+    for name, pids in processes.items():
+        spent = sum(_cpu_seconds(p) for p in pids) - before[name]
+        cpu[f"{name} c={connections}"].append(1000 * spent / max(run.requests, 1))
+    return run
+
+
 def _part_one(
-    args: argparse.Namespace, stack: webhook_stack.Stack, floor_port: int, inputs: tuple[Path, Path]
+    args: argparse.Namespace,
+    stack: webhook_stack.Stack,
+    floor_pid: int,
+    floor_port: int,
+    inputs: tuple[Path, Path],
 ) -> list[str]:
     verdicts: list[str] = []
     results: dict[tuple[str, int], list[wrk.Run]] = collections.defaultdict(list)
+    cpu: dict[str, list[float]] = collections.defaultdict(list)
+    groups = {
+        "floor": {"floor workers": _children(floor_pid)},
+        "webhook": {
+            "webhook workers": _children(stack.webhook.process.popen.pid),  # type: ignore[union-attr]
+            "OPA": [stack.opa.process.popen.pid],  # type: ignore[union-attr]
+        },
+    }
     for connections in (8, 32):
         for _ in range(args.repeats):
             for target, port in (("floor", floor_port), ("webhook", stack.webhook.port)):
-                run = wrk.run(target, port, inputs, connections=connections, seconds=args.seconds)
+                run = _measured(
+                    target,
+                    port,
+                    inputs=inputs,
+                    connections=connections,
+                    seconds=args.seconds,
+                    processes=groups[target],
+                    cpu=cpu,
+                )
                 print("  " + run.line(), flush=True)
                 results[(target, connections)].append(run)
+    print("CPU milliseconds per request (median over the runs; all processes of each kind):")
+    for name, values in cpu.items():
+        print(f"  {name:<22} {statistics.median(values):.2f} ms")
     print()
     for connections in (8, 32):
         floor, hook = results[("floor", connections)], results[("webhook", connections)]
@@ -121,9 +183,10 @@ def _part_one(
         ratio = statistics.median(r.rate for r in hook) / statistics.median(r.rate for r in floor)
         p99 = statistics.median(r.p99_ms for r in hook)
         print(
-            f"  ratio webhook/floor: req/s {ratio:.2f}x (per run {', '.join(f'{r:.2f}' for r in ratios)}), "
-            f"p50 {statistics.median(r.p50_ms for r in hook) / statistics.median(r.p50_ms for r in floor):.1f}x, "
-            f"p99 {p99 / statistics.median(r.p99_ms for r in floor):.1f}x"
+            f"  ratio webhook/floor: req/s {ratio:.2f}x "
+            f"(per run {', '.join(f'{r:.2f}' for r in ratios)}), "
+            f"p50 {_median(hook, 'p50_ms') / _median(floor, 'p50_ms'):.1f}x, "
+            f"p99 {p99 / _median(floor, 'p99_ms'):.1f}x"
         )
         if connections == 8:
             verdicts.append(
@@ -146,12 +209,14 @@ def _part_two(stack: webhook_stack.Stack, clients: int, each: int) -> list[str]:
         f"denied, half warned) in {added.seconds:.1f} s: {added.requests / added.seconds:.1f} req/s"
     )
     print(
-        f"  API server's webhook admission histogram: n={h.count:.0f}, p50 ~{h.quantile(0.5) * 1000:.2f} ms, "
+        f"  API server's webhook admission histogram: n={h.count:.0f}, "
+        f"p50 ~{h.quantile(0.5) * 1000:.2f} ms, "
         f"p99 ~{h.quantile(0.99) * 1000:.2f} ms (interpolated in its 5/25/100 ms buckets), "
         f"{100 * h.share_within(0.005):.1f}% within 5 ms"
     )
     print(
-        f"  the webhook's own histogram meanwhile: n={w.count:.0f}, p50 ~{w.quantile(0.5) * 1000:.2f} ms, "
+        f"  the webhook's own histogram meanwhile: n={w.count:.0f}, "
+        f"p50 ~{w.quantile(0.5) * 1000:.2f} ms, "
         f"p99 ~{w.quantile(0.99) * 1000:.2f} ms, {100 * w.share_within(0.005):.1f}% within 5 ms"
     )
     verdicts = [
@@ -167,7 +232,8 @@ def _part_two(stack: webhook_stack.Stack, clients: int, each: int) -> list[str]:
         webhook_apiserver.controller_status_writes(stack, namespace, name, 200),
     ):
         print(
-            f"  {skipped.who}: {skipped.writes} writes, webhook decisions {skipped.webhook_decisions:.0f}, "
+            f"  {skipped.who}: {skipped.writes} writes, "
+            f"webhook decisions {skipped.webhook_decisions:.0f}, "
             f"API server calls to the webhook {skipped.api_server_calls:.0f}, "
             f"excluded by matchConditions {skipped.api_server_exclusions:.0f}"
         )
@@ -183,9 +249,9 @@ def _target(what: str, met: bool, value: str) -> str:
 def _setup_cluster(stack: webhook_stack.Stack) -> None:
     core, apps = k8s.CoreV1Api(stack.plane.admin()), k8s.AppsV1Api(stack.gitops)
     for ns in webhook_mix.ENFORCED + webhook_mix.WARNED:
-        core.create_namespace({"metadata": {"name": ns}})
+        core.create_namespace({"metadata": {"name": ns}})  # type: ignore[arg-type]  # a manifest
     for ns, name in webhook_mix.SCALED:
-        apps.create_namespaced_deployment(ns, webhook_stack.deployment(name))
+        apps.create_namespaced_deployment(ns, webhook_stack.deployment(name))  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     bodies = webhook_mix.build()
     print(
         f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-        f"{len(bodies)} distinct reviews, {sum(len(b.body) for b in bodies) // len(bodies)} bytes on average; "
+        f"{len(bodies)} distinct reviews, "
+        f"{sum(len(b.body) for b in bodies) // len(bodies)} bytes on average; "
         f"{args.workers} workers x {args.threads} threads",
         flush=True,
     )
@@ -249,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                 spy.wait(timeout=args.seconds + 60)
                 print(pyspy.summary(out))
             print("\n1. the webhook alone, next to the floor (wrk, keep-alive TLS):", flush=True)
-            verdicts = _part_one(args, stack, floor_port, inputs)
+            verdicts = _part_one(args, stack, floor.popen.pid, floor_port, inputs)  # type: ignore[union-attr]
         finally:
             floor.stop()
         print("\n2. through the API server:", flush=True)

@@ -135,7 +135,7 @@ def human_updates(
     gitops = k8s.AppsV1Api(stack.gitops)
     for i in range(clients):
         for ns in namespaces:
-            gitops.create_namespaced_deployment(ns, webhook_stack.deployment(f"edit-{i}"))
+            gitops.create_namespaced_deployment(ns, webhook_stack.deployment(f"edit-{i}"))  # type: ignore[arg-type]
     apis = [k8s.AppsV1Api(stack.plane.client_for(stack.alice_creds)) for _ in range(clients)]
     labels = {"name": webhook_stack.HOOK, "operation": "UPDATE", "type": "validating"}
     before, hook_before = scrape(admin), _webhook_metrics(stack)
@@ -208,7 +208,8 @@ def gitops_writes(stack: webhook_stack.Stack, namespace: str, count: int) -> Ski
     """The GitOps identity updating a managed ConfigMap `count` times."""
     api = k8s.CoreV1Api(stack.gitops)
     api.create_namespaced_config_map(
-        namespace, webhook_stack.configmap("gitops-owned", webhook_stack.MANAGED)
+        namespace,
+        webhook_stack.configmap("gitops-owned", webhook_stack.MANAGED),  # type: ignore[arg-type]
     )
 
     def write(n: int) -> None:
@@ -229,7 +230,8 @@ def controller_status_writes(
         apps.patch_namespaced_deployment_status(name, namespace, status)
 
     result = skipped_writes(stack, "deployment-controller status", namespace, count, write)
-    seen = apps.read_namespaced_deployment_status(name, namespace).status.observed_generation
+    status = apps.read_namespaced_deployment_status(name, namespace).status
+    seen = status.observed_generation if status is not None else None
     if seen != count:
         raise SystemExit(f"the controller's status writes did not land: observedGeneration {seen}")
     return result

@@ -83,7 +83,7 @@ def _managed_fields(rng: random.Random) -> list[dict[str, Any]]:
             },
         },
     }
-    status_fields = {
+    status_fields: dict[str, Any] = {
         "f:status": {
             "f:availableReplicas": {},
             "f:conditions": {'k:{"type":"Available"}': {".": {}, "f:status": {}}},
@@ -169,7 +169,7 @@ def deployment(name: str, namespace: str, rng: random.Random) -> dict[str, Any]:
                     "lastUpdateTime": "2026-11-02T09:15:00Z",
                     "lastTransitionTime": "2026-11-02T09:15:00Z",
                     "reason": r,
-                    "message": f'ReplicaSet "{name}-{rng.getrandbits(32):08x}" has successfully progressed.',
+                    "message": f'ReplicaSet "{name}-{rng.getrandbits(32):08x}" has progressed.',
                 }
                 for t, r in (
                     ("Available", "MinimumReplicasAvailable"),
@@ -195,7 +195,7 @@ def configmap(name: str, namespace: str, rng: random.Random) -> dict[str, Any]:
     }
 
 
-def _review(
+def _review(  # noqa: PLR0917 - one AdmissionReview's fields, named at each call
     rng: random.Random,
     resource: tuple[str, str, str],
     kind: str,
@@ -309,7 +309,7 @@ def _controller_revision(rng: random.Random, i: int) -> Body:
 def _scale(rng: random.Random, _i: int) -> Body:
     namespace, name = rng.choice(SCALED)
     user, groups = _person(rng)
-    scale = {
+    scale: dict[str, Any] = {
         "apiVersion": "autoscaling/v1",
         "kind": "Scale",
         "metadata": {
@@ -366,7 +366,7 @@ _SHARES = (
 
 def build(count: int = 1200, seed: int = 14) -> list[Body]:
     """`count` distinct bodies in the mix's shares, interleaved (deterministic)."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - a reproducible mix, not a secret
     builders = [b for b, share in _SHARES for _ in range(share)]
     bodies = [rng.choice(builders)(rng, i) for i in range(count)]
     if len({b.body for b in bodies}) != count:

@@ -30,7 +30,8 @@ function init(args)
   for line in io.lines(args[1]) do
     local sp = line:find(" ", 1, true)
     n = n + 1
-    requests[n] = wrk.format("POST", line:sub(1, sp - 1) .. "?timeout=10s", headers, line:sub(sp + 1))
+    local path, body = line:sub(1, sp - 1) .. "?timeout=10s", line:sub(sp + 1)
+    requests[n] = wrk.format("POST", path, headers, body)
   end
   i = offset or 0
 end

@@ -36,7 +36,7 @@ class DirectSession(requests.Session):
     environment. `requests.Session.request` spends most of its time merging those.
     """
 
-    def request(  # type: ignore[override]  # only what opa-python-client passes
+    def request(  # type: ignore[override]  # noqa: PLR0917 - requests' own signature, cut short
         self,
         method: str | bytes,
         url: str | bytes,
@@ -63,7 +63,7 @@ class KeepAliveAdapter(adapters.BaseAdapter):
         self._host, self._port = host, port
         self._conn: http.client.HTTPConnection | None = None
 
-    def send(
+    def send(  # noqa: PLR0917 - the signature requests calls adapters with
         self,
         request: requests.PreparedRequest,
         stream: bool = False,

@@ -40,11 +40,11 @@ def test_lines_from_many_threads_are_all_written_in_few_writes() -> None:
         for i in range(500):
             logger.info("t%d line %d", thread, i)
 
-    threads = [threading.Thread(target=emit, args=(t,), name=f"emitter-{t}") for t in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    threads = [threading.Thread(target=emit, args=(n,), name=f"emitter-{n}") for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     writer.close()
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2000

@@ -1,4 +1,4 @@
-"""Several gunicorn workers: exact metrics, every log line kept, and policy data taking effect at once.
+"""Several gunicorn workers: exact metrics, every log line kept, new policy data used at once.
 
 Real gunicorn over TLS with 2 workers, a real OPA server; requests go out on new connections
 from several threads at once, so both workers answer (checked from the pid in each log line).
@@ -10,6 +10,7 @@ import http.client
 import json
 import re
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,8 +108,6 @@ def test_metrics_add_up_exactly_across_two_workers(served: tuple[OpaServer, Webh
 
 def _wait_for_lines(server: WebhookServer, count: int, timeout: float = 10.0) -> str:
     """The log once it holds `count` decision lines of this test (the writer batches them)."""
-    import time  # noqa: PLC0415 - only here
-
     deadline = time.monotonic() + timeout
     while True:
         log = server.log()
