@@ -160,6 +160,7 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         return self._tls.context()
 
     def _post_fork(self, server: Any, worker: Any) -> None:
+        logbuffer.spare_caller_lookups()
         self._log_writers = logbuffer.install()
 
     def _worker_exit(self, server: Any, worker: Any) -> None:
