@@ -189,3 +189,33 @@ test_namespaces_can_be_a_guarded_cluster_kind if {
 	not d.allowed
 	startswith(d.message, "Namespace prod is a GitOps-guarded cluster-scoped kind")
 }
+
+# The allowance index (data.gitwarden.admission.system_allowance_index) only narrows which
+# rules are read. An index that offers every rule to every user of the golden cases, and to
+# the kubelets, decides each golden case exactly as the rendered one does.
+_every_allowance := numbers.range(0, count(golden.config.system_allowances) - 1)
+
+_unindexed_config := json.patch(golden.config, [{"op": "replace", "path": "/system_allowance_index", "value": {
+	"usernames": {u: _every_allowance | some c in golden.cases; u := c.input.userInfo.username},
+	"nodes": _every_allowance,
+}}])
+
+test_the_allowance_index_changes_no_golden_decision if {
+	every _, c in golden.cases {
+		_decide(c.input) == _decide_with(c.input, _unindexed_config)
+	}
+}
+
+test_an_index_naming_someone_for_every_rule_allows_them_nothing if {
+	inp := json.patch(golden.cases.status_by_controller_allowed.input, [{"op": "replace", "path": "/userInfo", "value": {"username": "mallory", "groups": ["system:authenticated"]}}])
+	d := _decide_with(inp, _unindexed_config)
+	not d.allowed
+	d.reason == "not-gitops"
+}
+
+test_a_controller_missing_from_the_index_is_denied if {
+	_decide(golden.cases.status_by_controller_allowed.input).allowed
+	empty := json.patch(golden.config, [{"op": "replace", "path": "/system_allowance_index", "value": {"usernames": {}, "nodes": []}}])
+	not _decide_with(golden.cases.status_by_controller_allowed.input, empty).allowed
+	not _decide_with(golden.cases.status_by_kubelet_allowed.input, empty).allowed
+}

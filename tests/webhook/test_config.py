@@ -416,3 +416,21 @@ def test_protected_namespaces_status_and_finalize_writes_are_sent() -> None:
     assert isinstance(rules, list)
     resources = {r for rule in rules if "UPDATE" in rule["operations"] for r in rule["resources"]}
     assert {"namespaces", "namespaces/status", "namespaces/finalize"} <= resources
+
+
+@pytest.mark.parametrize(
+    "admission", [config.AdmissionConfig(), config.load(CONFIG_FILE)], ids=["defaults", "test"]
+)
+def test_allowance_index_lists_exactly_each_rule_under_each_of_its_users(
+    admission: config.AdmissionConfig,
+) -> None:
+    """The policy reads only the rules the index offers a user: none may be missing or extra."""
+    data = admission.to_opa_data()
+    rules, index = data["system_allowances"], data["system_allowance_index"]
+    expected: dict[str, list[int]] = {}
+    for i, rule in enumerate(rules):
+        for user in rule.get("usernames", []):
+            expected.setdefault(user, []).append(i)
+    assert index["usernames"] == expected
+    assert index["nodes"] == [i for i, rule in enumerate(rules) if rule.get("nodes")]
+    assert index["nodes"] and "system:serviceaccount:kube-system:deployment-controller" in expected
