@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         server = OpaServer(Path(tmp), data)
         server.start()
         try:
-            assert server.process is not None and server.process.popen is not None
+            assert server.process is not None
+            assert server.process.popen is not None
             measure(server.port, server.process.popen.pid, mix, 1)  # warm up
             print(measure(server.port, server.process.popen.pid, mix, args.rounds))
         finally:

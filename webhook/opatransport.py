@@ -1,40 +1,59 @@
 """The HTTP transport under opa-python-client's session: one kept-alive connection, no pool.
 
-Owns `KeepAliveAdapter`, a requests transport adapter (the extension point requests offers
-for sending) mounted for `http://` on each thread's OPA client. It sends the request the
-client prepared over one persistent `http.client` connection to the OPA sidecar and hands
-back a plain `requests.Response`: opa-python-client still builds every query and reads every
-answer. It exists because urllib3's pool machinery (connection keys, pool lookups, retry
-objects, header dictionaries) cost about as much CPU per decision as the rest of the call.
+Owns `DirectSession`, the requests session each thread's OPA client sends through, and
+`KeepAliveAdapter`, the one persistent plain-HTTP/1.1 connection to the OPA sidecar it sends
+over. opa-python-client still builds every query (`session.post(url, json=...)`) and reads
+every answer (`raise_for_status()`, `json()` of a `requests.Response`); between the two, a
+request is written as one buffer in one `sendall` and its answer read with a small parser of
+the one kind of answer OPA gives (status line, headers, a body of `Content-Length` bytes or
+chunked). It exists because requests' preparation, urllib3's pool and http.client's
+header parsing (the email package) cost several times the CPU of the exchange itself, and
+http.client writes the head and the body in two sends (two wake-ups of OPA).
 
-It never retries: a failure to connect, send or read raises `requests.ConnectionError` or
-`requests.Timeout` at once (the engine answers fail-closed) and the connection is dropped, so
-the next decision starts a fresh one. A kept-alive connection that OPA closed while idle is
-noticed before a request is written (the socket reads as ready), and replaced; a request is
-never sent twice. Answers must be uncompressed (it asks for `identity`).
+It never retries: a failure to connect, send or read, or an answer it cannot parse, raises
+`requests.ConnectionError` or `requests.Timeout` at once (the engine answers fail-closed) and
+the connection is dropped, so the next decision starts a fresh one. A kept-alive connection
+that OPA closed while idle is noticed before a request is written (the socket reads as
+ready), and replaced; a request is never sent twice. Answers must be uncompressed (it asks
+for `identity`), their head under 64 KiB and their body under 16 MiB.
 """
 
 from __future__ import annotations
 
-import http.client
 import io
+import json as jsonlib
+import re
 import select
 import socket
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
 import requests
 from requests import adapters, structures
 
+HEAD_LIMIT = 64 * 1024
+BODY_LIMIT = 16 * 1024 * 1024
+# What a header name or value, or a request target, may never hold: it would end the line.
+_BREAKS_A_LINE = re.compile(r"[\r\n\x00]")
+_HEAD_END = b"\r\n\r\n"
+
 
 class DirectSession(requests.Session):
-    """A session that sends what the OPA client asks, as it asks, through its adapter.
+    """A session that sends what the OPA client asks, as it asks, over one connection.
 
     It keeps the session's headers (the client's bearer token, if any) and the per-call
     timeout, and leaves out what a local policy engine never needs and an attacker could
     use: no cookies kept or sent, no redirects followed, no auth or proxies from the
-    environment. `requests.Session.request` spends most of its time merging those.
+    environment. Every URL goes to the one OPA address the session was made for.
     """
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__()
+        self.trust_env = False
+        self.adapter = KeepAliveAdapter(host, port)
+        self.mount("http://", self.adapter)
+        self._targets: dict[str, str] = {}
 
     def request(  # type: ignore[override]  # noqa: PLR0917 - requests' own signature, cut short
         self,
@@ -47,21 +66,50 @@ class DirectSession(requests.Session):
         json: Any = None,
         **ignored: Any,
     ) -> requests.Response:
-        prepared = requests.PreparedRequest()
-        prepared.prepare_method(method)
-        prepared.prepare_url(url, params)
-        prepared.prepare_headers({**self.headers, **(headers or {})})
-        prepared.prepare_body(data, None, json)
-        return self.get_adapter(prepared.url or "").send(prepared, timeout=timeout)
+        verb = method.decode() if isinstance(method, bytes) else method
+        address = url.decode() if isinstance(url, bytes) else url
+        target = self._target(address, params)
+        if json is not None:
+            try:  # as requests encodes a `json=` body: no NaN, UTF-8
+                body = jsonlib.dumps(json, allow_nan=False).encode()
+            except ValueError as exc:
+                raise requests.exceptions.InvalidJSONError(exc) from exc
+            content_type: str | None = "application/json"
+        else:
+            body = data.encode() if isinstance(data, str) else bytes(data or b"")
+            content_type = None
+        fields = {**self.headers, **(headers or {})}
+        fields["Accept-Encoding"] = "identity"  # the reader below takes no compressed body
+        if content_type and not any(k.lower() == "content-type" for k in fields):
+            fields["Content-Type"] = content_type
+        seconds = timeout[1] if isinstance(timeout, tuple) else timeout
+        return self.adapter.exchange(verb.upper(), target, fields, body, seconds, address)
+
+    def _target(self, url: str, params: Any) -> str:
+        """The request target (path and query) of `url`, checked once per distinct URL."""
+        if params:
+            url = f"{url}{'&' if '?' in url else '?'}{urllib.parse.urlencode(params)}"
+        found = self._targets.get(url)
+        if found is None:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme != "http":
+                raise requests.exceptions.InvalidURL(f"not an http URL: {url!r}")
+            found = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            if _BREAKS_A_LINE.search(found) or " " in found:
+                raise requests.exceptions.InvalidURL("the URL's path holds a space or a line break")
+            if len(self._targets) < 64:  # a handful of URLs in practice: bounded regardless
+                self._targets[url] = found
+        return found
 
 
 class KeepAliveAdapter(adapters.BaseAdapter):
-    """Sends over one persistent plain-HTTP connection to `host:port`."""
+    """One persistent plain-HTTP/1.1 connection to `host:port`; no pool, no retries."""
 
     def __init__(self, host: str, port: int) -> None:
         super().__init__()
         self._host, self._port = host, port
-        self._conn: http.client.HTTPConnection | None = None
+        self._sock: socket.socket | None = None
+        self._poller: select.poll | None = None
 
     def send(  # noqa: PLR0917 - the signature requests calls adapters with
         self,
@@ -72,49 +120,68 @@ class KeepAliveAdapter(adapters.BaseAdapter):
         cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
         proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
-        """Send `request` and read its whole answer; no retry on any failure."""
+        """requests' adapter entry point, for a request prepared elsewhere."""
         seconds = timeout[1] if isinstance(timeout, tuple) else timeout
-        headers = dict(request.headers)
-        headers["Accept-Encoding"] = "identity"
+        body = request.body.encode() if isinstance(request.body, str) else request.body or b""
+        return self.exchange(
+            request.method or "POST",
+            request.path_url,
+            dict(request.headers),
+            body,
+            seconds,
+            request.url or "",
+        )
+
+    def exchange(  # noqa: PLR0917 - one request's parts, named at the one call
+        self,
+        method: str,
+        target: str,
+        fields: Mapping[str, str | bytes],
+        body: bytes,
+        timeout: float | None,
+        url: str,
+    ) -> requests.Response:
+        """Write one request in one send, read its whole answer; no retry on any failure."""
+        wire = _request_bytes(method, target, self._host, self._port, fields, body)
         try:
-            conn = self._connection(seconds)
-            conn.request(
-                request.method or "POST",
-                request.path_url,
-                body=request.body,
-                headers=headers,
-            )
-            raw = conn.getresponse()
-            body = raw.read()
+            sock = self._connection(timeout)
+            sock.sendall(wire)
+            status, reason, headers, content, will_close = _read_answer(sock)
         except TimeoutError as exc:
             self.close()
-            raise requests.Timeout(exc, request=request) from exc
-        except (OSError, http.client.HTTPException) as exc:
+            raise requests.Timeout(exc) from exc
+        except (OSError, _BadAnswer) as exc:
             self.close()
-            raise requests.ConnectionError(exc, request=request) from exc
-        if raw.getheader("Content-Encoding", "identity") != "identity":
+            raise requests.ConnectionError(exc) from exc
+        if will_close:
             self.close()
-            raise requests.ConnectionError("OPA answered with a compressed body", request=request)
-        if raw.will_close:
-            self.close()
-        return _response(request, raw, body)
+        response = requests.Response()
+        response.status_code = status
+        response.reason = reason
+        response.headers = structures.CaseInsensitiveDict(headers)
+        response.url = url
+        # A file-like `raw` is how requests reads any adapter's body (`content`, `json()`).
+        response.raw = io.BytesIO(content)
+        response.encoding = "utf-8"
+        return response
 
-    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
-        conn = self._conn
-        if conn is not None and (conn.sock is None or _readable(conn.sock)):
+    def _connection(self, timeout: float | None) -> socket.socket:
+        sock = self._sock
+        if sock is not None and self._poller is not None and self._poller.poll(0):
             # Idle, yet readable: OPA closed it (or sent bytes nobody asked for). Replace it
             # before writing, so no request is ever lost to a stale connection or resent.
             self.close()
-            conn = None
-        if conn is None:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
-            conn.connect()
-            # The request goes out as one head and one body: no Nagle delay between them.
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._conn = conn
-        elif conn.sock is not None:
-            conn.sock.settimeout(timeout)
-        return conn
+            sock = None
+        if sock is None:
+            sock = socket.create_connection((self._host, self._port), timeout=timeout)
+            # The request goes out in one segment: no Nagle delay for the answer's ACK either.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._poller = select.poll()
+            self._poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+            self._sock = sock
+        elif sock.gettimeout() != timeout:  # setting it costs system calls: only on a change
+            sock.settimeout(timeout)
+        return sock
 
     def __del__(self) -> None:
         # An engine dropped without close() (a test's, a worker's at exit) owns no socket.
@@ -122,27 +189,123 @@ class KeepAliveAdapter(adapters.BaseAdapter):
 
     def close(self) -> None:
         """Drop the connection (the next request opens a new one)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        sock, self._sock, self._poller = self._sock, None, None
+        if sock is not None:
+            sock.close()
 
 
-def _readable(sock: socket.socket) -> bool:
-    poller = select.poll()
-    poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-    return bool(poller.poll(0))
+class _BadAnswer(Exception):
+    """OPA's answer is not HTTP/1.x as this reader takes it."""
 
 
-def _response(
-    request: requests.PreparedRequest, raw: http.client.HTTPResponse, body: bytes
-) -> requests.Response:
-    response = requests.Response()
-    response.status_code = raw.status
-    response.reason = raw.reason
-    response.headers = structures.CaseInsensitiveDict(raw.getheaders())
-    response.url = request.url or ""
-    response.request = request
-    # A file-like `raw` is how requests reads any adapter's body (`content`, `json()`).
-    response.raw = io.BytesIO(body)
-    response.encoding = "utf-8"
-    return response
+def _request_bytes(  # noqa: PLR0917 - the parts of one request line and head
+    method: str,
+    target: str,
+    host: str,
+    port: int,
+    fields: Mapping[str, str | bytes],
+    body: bytes,
+) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}"]
+    for name, value in fields.items():
+        text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        if _BREAKS_A_LINE.search(name) or _BREAKS_A_LINE.search(text) or ":" in name:
+            raise requests.exceptions.InvalidHeader(f"header {name!r} would break the request")
+        if name.lower() not in ("host", "content-length", "transfer-encoding"):
+            lines.append(f"{name}: {text}")
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def _read_answer(sock: socket.socket) -> tuple[int, str, list[tuple[str, str]], bytes, bool]:
+    """(status, reason, headers, body, whether the connection must close) of one answer."""
+    buf = bytearray()
+    while (end := buf.find(_HEAD_END)) < 0:
+        if len(buf) > HEAD_LIMIT:
+            raise _BadAnswer("answer head too large")
+        _receive(sock, buf)
+    code, reason, version, headers = _head(bytes(buf[:end]).decode("latin-1"))
+    fields = {name.lower(): value for name, value in headers}
+    if fields.get("content-encoding", "identity").lower() != "identity":
+        raise _BadAnswer("OPA answered with a compressed body")
+    connection = fields.get("connection", "").lower()
+    will_close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
+    content, leftover, ends = _body(sock, fields, buf[end + len(_HEAD_END) :])
+    # Bytes after the answer were never asked for: the connection's state is unknown.
+    return code, reason, headers, content, will_close or ends or bool(leftover)
+
+
+def _head(head: str) -> tuple[int, str, str, list[tuple[str, str]]]:
+    """(status, reason, HTTP version, headers) of an answer's head."""
+    status_line, *lines = head.split("\r\n")
+    version, _, status_reason = status_line.partition(" ")
+    code, _, reason = status_reason.partition(" ")
+    if version not in ("HTTP/1.1", "HTTP/1.0") or not (len(code) == 3 and code.isdigit()):
+        raise _BadAnswer("not an HTTP/1.x status line")
+    headers: list[tuple[str, str]] = []
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            raise _BadAnswer("malformed header line")
+        headers.append((name, value.strip()))
+    return int(code), reason, version, headers
+
+
+def _body(
+    sock: socket.socket, fields: Mapping[str, str], rest: bytearray
+) -> tuple[bytes, bytearray, bool]:
+    """(body, bytes after it, whether the body ended with the connection)."""
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        return *_dechunk(sock, rest), False
+    if "content-length" in fields:
+        length = fields["content-length"]
+        if not (length.isdigit() and int(length) <= BODY_LIMIT):
+            raise _BadAnswer("unusable Content-Length")
+        while len(rest) < int(length):
+            _receive(sock, rest)
+        return bytes(rest[: int(length)]), rest[int(length) :], False
+    while _receive(sock, rest, eof_ok=True):  # no length: the body ends with the connection
+        if len(rest) > BODY_LIMIT:
+            raise _BadAnswer("answer body too large")
+    return bytes(rest), bytearray(), True
+
+
+def _dechunk(sock: socket.socket, buf: bytearray) -> tuple[bytes, bytearray]:
+    """A chunked body (and whatever followed it) from `buf` and the socket."""
+    body = bytearray()
+    while True:
+        while (eol := buf.find(b"\r\n")) < 0:
+            if len(buf) > HEAD_LIMIT:
+                raise _BadAnswer("chunk size line too long")
+            _receive(sock, buf)
+        size_text = bytes(buf[:eol]).split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise _BadAnswer("malformed chunk size") from None
+        if size < 0 or len(body) + size > BODY_LIMIT:
+            raise _BadAnswer("answer body too large")
+        del buf[: eol + 2]
+        if size == 0:  # the last chunk; then optional trailers and an empty line
+            while (end := buf.find(b"\r\n")) != 0:
+                if end < 0:
+                    _receive(sock, buf)
+                    continue
+                del buf[: end + 2]  # a trailer: ignored
+            return bytes(body), buf[2:]
+        while len(buf) < size + 2:
+            _receive(sock, buf)
+        if buf[size : size + 2] != b"\r\n":
+            raise _BadAnswer("chunk not terminated")
+        body += buf[:size]
+        del buf[: size + 2]
+
+
+def _receive(sock: socket.socket, buf: bytearray, *, eof_ok: bool = False) -> bool:
+    chunk = sock.recv(65536)
+    if not chunk:
+        if eof_ok:
+            return False
+        raise _BadAnswer("OPA closed the connection before its answer was complete")
+    buf += chunk
+    return True

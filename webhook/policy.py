@@ -96,11 +96,9 @@ class _Client(OpaClient):  # type: ignore[misc]  # opa-python-client ships no ty
             session: requests.Session = super()._init_session()
             session.trust_env = False
             return session
-        session = opatransport.DirectSession()
-        session.trust_env = False
+        session = opatransport.DirectSession(self.host, self.port)
         if self.headers:
             session.headers.update(self.headers)
-        session.mount("http://", opatransport.KeepAliveAdapter(self.host, self.port))
         return session
 
 

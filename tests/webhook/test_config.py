@@ -433,4 +433,5 @@ def test_allowance_index_lists_exactly_each_rule_under_each_of_its_users(
             expected.setdefault(user, []).append(i)
     assert index["usernames"] == expected
     assert index["nodes"] == [i for i, rule in enumerate(rules) if rule.get("nodes")]
-    assert index["nodes"] and "system:serviceaccount:kube-system:deployment-controller" in expected
+    assert index["nodes"]
+    assert "system:serviceaccount:kube-system:deployment-controller" in expected
