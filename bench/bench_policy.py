@@ -7,10 +7,13 @@ policies/admission and bench_webhook's configuration, and posts every input `--r
 on one kept-alive connection with `?metrics=true`. It prints OPA's own timers per decision
 (`timer_rego_query_eval_ns`: the policy's evaluation; `timer_server_handler_ns`: the whole
 HTTP handler, input parsing included), by kind of review, plus the CPU the OPA process spent
-per decision. `--write DIR` also writes the inputs and the data document there, for
-`opa eval --profile` and `opa bench`. 127.0.0.1 only; bounded by the number of rounds.
+per decision. `--opa-flag` (repeatable) starts OPA with more `opa run` flags (such as
+`--optimize-store-for-read-speed`; GOGC and the like pass through the environment), to
+measure what a deployment setting buys. `--write DIR` also writes the inputs and the data
+document there, for `opa eval --profile` and `opa bench`. 127.0.0.1 only; bounded by the
+number of rounds.
 
-    python -m bench.bench_policy [--rounds 5] [--write DIR]
+    python -m bench.bench_policy [--rounds 5] [--opa-flag FLAG ...] [--write DIR]
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import bench_webhook, webhook_mix
-from tests.harness.controlplane import LOOPBACK
-from tests.harness.services import OpaServer
+from tests.harness.controlplane import LOOPBACK, Process, free_port, tool, wait_http
+from tests.harness.services import POLICY_DIR
 from webhook import review
 
 DECISION = "/v1/data/admission/decision?metrics=true"
@@ -102,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=5, help="passes over the mix (default 5)")
     parser.add_argument("--write", type=Path, help="also write inputs.json and data.json here")
+    parser.add_argument(
+        "--opa-flag", action="append", default=[], help="one more `opa run` flag (repeatable)"
+    )
     args = parser.parse_args(argv)
     mix = inputs(webhook_mix.build())
     data = {"gitwarden": {"admission": bench_webhook.CONFIG.to_opa_data()}}
@@ -113,13 +119,19 @@ def main(argv: list[str] | None = None) -> int:
             (args.write / f"input-{kind}.json").write_text(json.dumps(inp))
     print(f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="gitwarden-bench-policy-") as tmp:
-        server = OpaServer(Path(tmp), data)
+        data_file, port = Path(tmp) / "data.json", free_port()
+        data_file.write_text(json.dumps(data))
+        argv = [str(tool("opa")), "run", "--server", f"--addr={LOOPBACK}:{port}"]
+        argv += ["--log-level=error", *args.opa_flag, str(POLICY_DIR), str(data_file)]
+        flags = " ".join(args.opa_flag) or "(none)"
+        print(f"opa run flags: {flags}; GOGC={os.environ.get('GOGC', '')}")
+        server = Process("opa", argv, Path(tmp) / "opa.log")
         server.start()
         try:
-            assert server.process is not None
-            assert server.process.popen is not None
-            measure(server.port, server.process.popen.pid, mix, 1)  # warm up
-            print(measure(server.port, server.process.popen.pid, mix, args.rounds))
+            wait_http(server, f"http://{LOOPBACK}:{port}/health")
+            assert server.popen is not None
+            measure(port, server.popen.pid, mix, 1)  # warm up
+            print(measure(port, server.popen.pid, mix, args.rounds))
         finally:
             server.stop()
     return 0
