@@ -48,6 +48,8 @@ BODY_BUFFER_LIMIT = 1024 * 1024
 # Memory a worker spends on requests still arriving; past it, requests go to threads early.
 WORKER_BUFFER_BUDGET = 64 * 1024 * 1024
 _HEAD_END = b"\r\n\r\n"
+# How often a busy worker touches its heartbeat file (the arbiter's timeout is 30 s).
+HEARTBEAT_SECONDS = 1.0
 
 
 class TLSServing(Protocol):
@@ -168,9 +170,22 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._serving = cast(TLSServing, self.app)
+        self._next_heartbeat = 0.0
         # Connections still in their handshake or arriving request, each with its deadline.
         self._arriving: deque[_Conn] = deque()
         self._buffered = 0  # bytes held by `_arriving` connections
+
+    def notify(self) -> None:
+        """Tell the arbiter this worker is alive, at most once a second.
+
+        gunicorn calls it on every turn of the event loop, and each call is a system call
+        (`utime` of the heartbeat file): under load, one per request. The arbiter only needs
+        one within its `timeout` (30 s).
+        """
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + HEARTBEAT_SECONDS
+            super().notify()
 
     # ------------------------------------------------------------------- event-loop stages
 
