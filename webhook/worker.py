@@ -131,7 +131,13 @@ class DeadlineSocket(ssl.SSLSocket):
     def sendall(self, data: Any, flags: int = 0) -> None:
         # The answer gets a fresh allowance: a request that used most of its deadline to arrive
         # must still be answered, and an answer is small.
-        if self._deadline is not None and self.request_timeout is not None:
+        # Setting a timeout is a system call: only when a deadline read has shortened it (gunicorn
+        # writes the head and the body of each answer in two calls).
+        if (
+            self._deadline is not None
+            and self.request_timeout is not None
+            and self.gettimeout() != self.request_timeout
+        ):
             super().settimeout(self.request_timeout)
         super().sendall(data, flags)
 
