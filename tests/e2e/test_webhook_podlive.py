@@ -23,6 +23,7 @@ from tests.e2e.webhook_stack import (
     configmap,
     denied_message,
     running_stack,
+    wait_until,
 )
 from tests.harness.controlplane import ControlPlane
 from webhook import config as config_mod
@@ -70,9 +71,9 @@ def test_the_reconcilers_own_token_is_checked_and_accepted(stack: Stack, namespa
     core = k8s.CoreV1Api(stack.gitops)
     core.create_namespaced_config_map(namespace, configmap("cm", MANAGED))
     core.delete_namespaced_config_map("cm", namespace)
-    assert f"by system:serviceaccount:{GITOPS_NS}:{GITOPS_SA}: allowed (gitops-identity" in (
-        stack.webhook.log()
-    )
+    line = f"by system:serviceaccount:{GITOPS_NS}:{GITOPS_SA}: allowed (gitops-identity"
+    # Log lines are written in batches (webhook/logbuffer.py): this one within moments.
+    wait_until(lambda: line in stack.webhook.log(), "the GitOps decision in the log", 5)
 
 
 @pytest.mark.parametrize("forgery", ["no-such-pod", "wrong-uid"])
