@@ -229,6 +229,10 @@ class _KindWatch:
                 self._version = ""  # the history is gone: list again
             except errors.ReconcileError:
                 pass  # resume from the last resourceVersion after the backoff
+            except Exception:
+                # Whatever else went wrong (an object the decoder did not expect, a bug), a
+                # watch thread that died would end drift repair for its kind in silence.
+                self._version = ""
             if self._stopping.is_set():
                 return
             self._restarted(self.kind_name)

@@ -25,7 +25,6 @@ from kubernetes import client as k8s
 from reconciler import (
     changeset,
     cluster,
-    cluster_errors,
     cluster_watch,
     config,
     discovery,
@@ -288,12 +287,6 @@ class FromLongAgo:
             gone = urllib3.HTTPResponse(body=io.BytesIO(GONE + b"\n"), preload_content=False)
             return cluster_watch.WatchStream(gone, f"watch {path}")
         return self._target.watch(path, query, timeout)
-
-
-def test_a_410_in_the_stream_is_expired() -> None:
-    gone = urllib3.HTTPResponse(body=io.BytesIO(GONE + b"\n"), preload_content=False)
-    with pytest.raises(cluster_errors.Expired, match=r"HTTP 410 \(Expired\)"):
-        list(cluster_watch.WatchStream(gone, "watch /api/v1/configmaps"))
 
 
 def test_after_410_gone_the_watch_lists_again_and_still_repairs(env: Env, applied: Applied) -> None:
