@@ -80,6 +80,8 @@ class Target(Protocol):
     @property
     def field_manager(self) -> str: ...
 
+    def resource(self, group: str, kind: str) -> discovery.Resource: ...
+
     def list_objects(
         self, resource: discovery.Resource, selector: str
     ) -> Iterator[cluster.Page]: ...
@@ -136,9 +138,17 @@ class Watches:
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str], _KindWatch] = {}
 
-    def follow(self, kinds: Iterable[discovery.Resource]) -> None:
-        """Watch exactly `kinds`: start threads for new ones, stop those no longer given."""
-        wanted = {(k.group, k.kind): k for k in kinds}
+    def follow(self, kinds: Iterable[discovery.Resource | tuple[str, str]]) -> None:
+        """Watch exactly `kinds`: start threads for new ones, stop those no longer given.
+
+        A kind is a served `Resource`, or (group, kind) looked up in discovery; one that is
+        not served (its CRD is gone) is not watched.
+        """
+        wanted: dict[tuple[str, str], discovery.Resource] = {}
+        for kind in kinds:
+            resource = kind if isinstance(kind, discovery.Resource) else self._served(*kind)
+            if resource is not None:
+                wanted[(resource.group, resource.kind)] = resource
         with self._lock:
             gone = [w for key, w in self._running.items() if key not in wanted]
             for watch in gone:
@@ -157,6 +167,12 @@ class Watches:
                 self._running[key] = started
                 started.start()
         _join(gone)
+
+    def _served(self, group: str, kind: str) -> discovery.Resource | None:
+        try:
+            return self._target.resource(group, kind)
+        except cluster_errors.NotServed:
+            return None
 
     def kinds(self) -> tuple[discovery.Resource, ...]:
         """The kinds being watched."""

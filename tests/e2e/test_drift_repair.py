@@ -278,6 +278,9 @@ class FromLongAgo:
     def field_manager(self) -> str:
         return self._target.field_manager
 
+    def resource(self, group: str, kind: str) -> discovery.Resource:
+        return self._target.resource(group, kind)
+
     def list_objects(self, resource: discovery.Resource, selector: str) -> Iterator[cluster.Page]:
         return self._target.list_objects(resource, selector)
 

@@ -49,6 +49,11 @@ class Scripted:
     def field_manager(self) -> str:
         return "gitwarden"
 
+    def resource(self, group: str, kind: str) -> discovery.Resource:
+        if (group, kind) != ("", "ConfigMap"):
+            raise cluster_errors.NotServed(f"no {kind}")
+        return CONFIGMAPS
+
     def list_objects(self, resource: discovery.Resource, selector: str) -> Iterator[cluster.Page]:
         assert selector == "gitwarden.dev/managed=true"
         self.listed += 1
@@ -122,7 +127,8 @@ def test_stop_ends_quiet_watches_within_the_bound_and_follow_drops_kinds() -> No
     deadline = time.monotonic() + 5
     while len(target.queries) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
-    follower.follow([CONFIGMAPS])
+    # By (group, kind) too, as discovery serves it; a kind not served is not watched.
+    follower.follow([("", "ConfigMap"), ("gone.example", "Gadget")])
     assert [k.kind for k in follower.kinds()] == ["ConfigMap"]
     started = time.monotonic()
     follower.stop()
