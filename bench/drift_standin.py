@@ -16,6 +16,7 @@ import queue
 import signal
 import sys
 import threading
+import tracemalloc
 import types
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
 
     signal.signal(signal.SIGTERM, stopping)
+    if tracemalloc.is_tracing():  # PYTHONTRACEMALLOC set by `bench_memory --profile`
+        signal.signal(signal.SIGUSR1, _dump_allocations)
     name = settings.identity.name
     applied = pipeline.reconcile(process.ports, settings, None, dt.datetime.now(dt.UTC))
     process.target.write_status(
@@ -59,6 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     follower.stop()
     process.close()
     return 0
+
+
+def _dump_allocations(signum: int, frame: types.FrameType | None) -> None:
+    """The largest live allocations by line, to stdout (the bench prints them)."""
+    snapshot = tracemalloc.take_snapshot()
+    top = snapshot.statistics("lineno")
+    total = sum(stat.size for stat in top)
+    print(f"tracemalloc: {total / 2**20:.1f} MiB live in Python objects", flush=True)
+    for stat in top[:25]:
+        print(f"  {stat.size / 2**20:7.2f} MiB {stat.count:8d} {stat.traceback[0]}", flush=True)
 
 
 if __name__ == "__main__":

@@ -69,10 +69,16 @@ def argv(config: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def reconciler(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """The reconciler process while inside; SIGTERM (then SIGKILL) on the way out."""
+def reconciler(
+    config: Path, log: Path, *, trace: bool = False
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The reconciler process while inside; SIGTERM (then SIGKILL) on the way out.
+
+    With `trace`, the child runs with PYTHONTRACEMALLOC (the stand-in dumps on SIGUSR1).
+    """
+    env = {**os.environ, "PYTHONTRACEMALLOC": "1"} if trace else None
     with log.open("wb") as out:
-        child = subprocess.Popen(argv(config), stdout=out, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(argv(config), stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
             yield child
         finally:
