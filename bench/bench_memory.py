@@ -73,9 +73,12 @@ def one_run(count: int, *, profile: bool) -> tuple[float, float, float]:
             rss, hwm = settled_rss(child.pid)
             if profile:
                 child.send_signal(signal.SIGUSR1)
-                time.sleep(5)  # the dump walks every live allocation
-    if profile:
-        print("".join(line for line in log.read_text().splitlines(True) if "MiB" in line))
+                deadline = time.monotonic() + 120  # the dump walks every live allocation
+                while "tracemalloc:" not in log.read_text() and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                time.sleep(2)
+                lines = log.read_text().splitlines(True)
+                print("".join(line for line in lines if "MiB" in line))
     return rss, hwm, took
 
 

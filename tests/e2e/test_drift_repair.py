@@ -40,6 +40,16 @@ from tests.e2e.reconcile_stack import Env, unique
 pytestmark = pytest.mark.cluster
 
 REVERT_WITHIN = 2.0
+NAMES = [
+    "patched",
+    "edited",
+    "doomed",
+    "tagged",
+    "relisted",
+    "bystander",
+    "impersonated",
+    "same-named",
+]
 ORIGINAL = "steady-state"
 TAMPER = json.dumps({"data": {"mode": "tampered-by-patch"}})
 SECRET_VALUE = "pw-drift-original-1"
@@ -73,10 +83,7 @@ def applied(env: Env) -> Iterator[Applied]:
         "clusters/test/app.yaml",
         [
             m.namespace(ns),
-            *(
-                m.configmap(ns, n, {"mode": ORIGINAL})
-                for n in ("patched", "edited", "doomed", "tagged", "relisted", "bystander")
-            ),
+            *(m.configmap(ns, n, {"mode": ORIGINAL}) for n in NAMES),
             m.deployment(ns, "web"),
             env.seal(ns, "db", {"password": SECRET_VALUE}),
         ],
@@ -86,7 +93,7 @@ def applied(env: Env) -> Iterator[Applied]:
     process = wiring.build(settings, None)
     try:
         done = pipeline.reconcile(process.ports, settings, None, dt.datetime.now(dt.UTC))
-        assert done.changes.counts() == {changeset.Action.CREATED: 9}, done.changes.summary()
+        assert done.changes.counts() == {changeset.Action.CREATED: 11}, done.changes.summary()
         yield Applied(ns, settings, process, done)
     finally:
         process.close()
@@ -206,6 +213,55 @@ def test_removing_the_managed_label_is_repaired(
     [repair] = driver.repairs_of("tagged")
     assert repair.cause == drift.UNLABELLED
     assert "lost its managed label" in repair.message()
+
+
+def test_a_change_made_as_the_gitops_identity_by_another_manager_is_reverted_and_named(
+    env: Env, applied: Applied, driver: drift_driver.Driver
+) -> None:
+    # Admission cannot see impersonation: as far as the webhook knows this is GitOps itself
+    # (as with a leaked token). Drift repair still reverts it and says who.
+    done = env.kubectl(
+        None, f"--as={reconcile_stack.GITOPS_USER}", "-n", applied.ns, "patch", "configmap",
+        "impersonated", "-p", TAMPER, "--field-manager=leaked-token-tool",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    edited = time.monotonic()
+    reverted = until(mode_is(env, applied.ns, "impersonated", ORIGINAL), "the revert")
+    assert reverted - edited <= REVERT_WITHIN
+    settled(driver, env, applied.ns, "impersonated")
+    assert [r.managers for r in driver.repairs_of("impersonated")] == [("leaked-token-tool",)]
+
+
+def test_an_apply_under_gitwardens_own_manager_name_is_reverted_too(
+    env: Env, applied: Applied, driver: drift_driver.Driver
+) -> None:
+    live = configmap(env, applied.ns, "same-named")
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "same-named",
+            "namespace": applied.ns,
+            "labels": live.metadata.labels,
+            "annotations": live.metadata.annotations,
+        },
+        "data": {"mode": "tampered-under-our-name"},
+    }
+    path = env.workdir / "same-named.json"
+    path.write_text(json.dumps(manifest))
+    done = env.kubectl(
+        None, f"--as={reconcile_stack.GITOPS_USER}", "apply", "--server-side",
+        "--force-conflicts", f"--field-manager={applied.target.field_manager}", "-f", str(path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    edited = time.monotonic()
+    reverted = until(mode_is(env, applied.ns, "same-named", ORIGINAL), "the revert")
+    assert reverted - edited <= REVERT_WITHIN
+    settled(driver, env, applied.ns, "same-named")
+    [repair] = driver.repairs_of("same-named")
+    # Server-side apply records it as ours: the repair says it cannot name anyone else.
+    assert repair.managers == ()
+    assert "under GitWarden's own field manager name" in repair.message()
 
 
 def test_a_controllers_status_write_causes_no_request(
