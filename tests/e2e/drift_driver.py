@@ -60,6 +60,20 @@ class Driver:
             return any(e.ref.name == name and e.resource_version == version for e in self.handled)
 
 
+def _quiet(target: watches.Target, deadline: float) -> None:
+    """Wait until the adapter has sent nothing for 0.3 s (each kind's watch is open), so tests
+    that count requests count only their own."""
+    sent = getattr(target, "requests", None)
+    if sent is None:
+        return
+    last, since = sent, time.monotonic()
+    while time.monotonic() - since < 0.3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        now = getattr(target, "requests", 0)
+        if now != last:
+            last, since = now, time.monotonic()
+
+
 @contextmanager
 def driving(
     repairer: drift.Repairer, target: watches.Target, *, ready_timeout: float = 30.0
@@ -79,6 +93,7 @@ def driving(
                     f"the watches listed {driver.listed()} of {len(repairer)} objects"
                 )
             time.sleep(0.02)
+        _quiet(target, deadline)
         yield driver
     finally:
         follower.stop()
