@@ -32,9 +32,9 @@ from reconciler import (
     applyplan,
     changeset,
     cluster,
-    cluster_errors,
     config,
     discovery,
+    errors,
     managedfields,
     objectref,
     watches,
@@ -144,8 +144,8 @@ class Repairer:
                 continue
             try:
                 found[key] = self._target.resource(*key)
-            except cluster_errors.NotServed:
-                continue
+            except errors.ReconcileError:
+                continue  # not served, or discovery away: the next pass reports why
         return tuple(found[k] for k in sorted(found))
 
     def handle(self, event: watches.Event) -> Repair | None:

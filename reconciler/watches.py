@@ -171,7 +171,9 @@ class Watches:
     def _served(self, group: str, kind: str) -> discovery.Resource | None:
         try:
             return self._target.resource(group, kind)
-        except cluster_errors.NotServed:
+        except errors.ReconcileError:
+            # Not served, its aggregated server away, or discovery unreachable: not watched
+            # until the next `follow` (after the next pass, which reports the cause).
             return None
 
     def kinds(self) -> tuple[discovery.Resource, ...]:
