@@ -22,6 +22,7 @@ KUBE_VERSION = "1.35.4"
 RELEASE = "gitwarden"
 NAMESPACE = "gitwarden"
 HOOK = "helm.sh/hook"
+COMPONENT = "app.kubernetes.io/component"
 
 
 def value_sets() -> list[str]:
@@ -91,6 +92,17 @@ def every(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind and not is_hook(d)]
 
 
-def config_map_file(docs: list[dict[str, Any]], name: str, key: str) -> Any:
-    """A file of a rendered ConfigMap, parsed as YAML."""
-    return yaml.safe_load(one(docs, "ConfigMap", name)["data"][key])
+def of(docs: list[dict[str, Any]], kind: str, component: str) -> list[dict[str, Any]]:
+    """Every non-hook object of `kind` labelled with `component` (webhook or reconciler)."""
+    return [
+        d
+        for d in every(docs, kind)
+        if (d["metadata"].get("labels") or {}).get(COMPONENT) == component
+    ]
+
+
+def file_of(docs: list[dict[str, Any]], key: str) -> Any:
+    """The one ConfigMap file named `key` (admission.yaml, reconciler.yaml), parsed as YAML."""
+    found = [d for d in every(docs, "ConfigMap") if key in (d.get("data") or {})]
+    assert len(found) == 1, f"expected one ConfigMap with {key}, found {len(found)}"
+    return yaml.safe_load(found[0]["data"][key])

@@ -17,11 +17,8 @@ from tests.chart import render
 from webhook import config as config_mod
 from webhook import registration
 
-WEBHOOK_CM = f"{render.RELEASE}-webhook"
-
-
 def _admission(docs: list[dict[str, Any]]) -> config_mod.AdmissionConfig:
-    document = render.config_map_file(docs, WEBHOOK_CM, "admission.yaml")
+    document = render.file_of(docs, "admission.yaml")
     return config_mod.from_document(document, source="rendered admission.yaml")
 
 
@@ -42,5 +39,5 @@ def test_registration_equals_the_python_rendering(value_set: str) -> None:
 @pytest.mark.parametrize("value_set", render.value_sets())
 def test_webhook_role_is_exactly_what_registration_says_it_needs(value_set: str) -> None:
     docs = render.documents(value_set)
-    role = render.one(docs, "ClusterRole", f"{render.RELEASE}-webhook")
+    [role] = render.of(docs, "ClusterRole", "webhook")
     assert role["rules"] == registration.webhook_rbac_rules(_admission(docs))
