@@ -48,14 +48,14 @@ def cache_dir() -> Path:
 
 def _get(api: k8s.ApiClient, path: str) -> Any:
     response = api.call_api("GET", f"{api.configuration.host}{path}")
-    response.read()
+    response.read()  # type: ignore[no-untyped-call]  # the client leaves it untyped
     return json.loads(response.data)
 
 
 def _install_crds(api: k8s.ApiClient) -> set[str]:
     """Create every CRD; return the group/version paths their schemas appear under."""
     ext = k8s.ApiextensionsV1Api(api)
-    wanted = set()
+    wanted: set[str] = set()
     for path in CRDS:
         for crd in yaml.safe_load_all(path.read_text()):
             ext.create_custom_resource_definition(crd)
@@ -91,7 +91,23 @@ def _standalone(node: Any, schemas: dict[str, Any], seen: tuple[str, ...]) -> An
         if name in seen:
             return {}  # JSONSchemaProps refers to itself; kubeconform needs a finite document
         return _standalone(schemas[name], schemas, (*seen, name))
-    out = {k: v for k, v in node.items() if k != "default"}
+    out = _inline_children({k: v for k, v in node.items() if k != "default"}, schemas, seen)
+    if out.get("format") == "int-or-string" or out.get("x-kubernetes-int-or-string"):
+        for key in ("type", "format", "anyOf"):
+            out.pop(key, None)
+        out["oneOf"] = [{"type": "string"}, {"type": "integer"}]
+    if out.pop("nullable", False) and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    open_fields = out.get("x-kubernetes-preserve-unknown-fields")
+    if "properties" in out and "additionalProperties" not in out and not open_fields:
+        out["additionalProperties"] = False
+    return out
+
+
+def _inline_children(
+    out: dict[str, Any], schemas: dict[str, Any], seen: tuple[str, ...]
+) -> dict[str, Any]:
+    """The subschemas of one schema made standalone; a lone allOf merged into it."""
     if isinstance(out.get("properties"), dict):
         out["properties"] = {
             field: _standalone(sub, schemas, seen) for field, sub in out["properties"].items()
@@ -109,15 +125,6 @@ def _standalone(node: Any, schemas: dict[str, Any], seen: tuple[str, ...]) -> An
             out = {**inlined[0], **out}
         else:
             out["allOf"] = inlined
-    if out.get("format") == "int-or-string" or out.get("x-kubernetes-int-or-string"):
-        for key in ("type", "format", "anyOf"):
-            out.pop(key, None)
-        out["oneOf"] = [{"type": "string"}, {"type": "integer"}]
-    if out.pop("nullable", False) and isinstance(out.get("type"), str):
-        out["type"] = [out["type"], "null"]
-    open_fields = out.get("x-kubernetes-preserve-unknown-fields")
-    if "properties" in out and "additionalProperties" not in out and not open_fields:
-        out["additionalProperties"] = False
     return out
 
 

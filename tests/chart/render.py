@@ -26,7 +26,7 @@ COMPONENT = "app.kubernetes.io/component"
 
 
 def value_sets() -> list[str]:
-    """"default" and the name of every file under the chart's ci/ directory."""
+    """ "default" and the name of every file under the chart's ci/ directory."""
     return ["default", *sorted(p.name for p in (CHART / "ci").glob("*.yaml"))]
 
 

@@ -17,6 +17,7 @@ from tests.chart import render
 from webhook import config as config_mod
 from webhook import registration
 
+
 def _admission(docs: list[dict[str, Any]]) -> config_mod.AdmissionConfig:
     document = render.file_of(docs, "admission.yaml")
     return config_mod.from_document(document, source="rendered admission.yaml")
