@@ -4,15 +4,20 @@ The control plane has no nodes, so no pod runs: what is checked is what the API 
 Every object of the release is created and accepted by the API server's own validation; the
 ValidatingWebhookConfiguration points at the release's webhook Service, port and paths, with the
 caBundle of the certificate the webhook mounts, and is live (fail-closed: with no webhook pod a
-managed object cannot be created); an upgrade keeps the generated CA; and the uninstall deletes
+managed object cannot be created); `gitwarden audit` against the installation finds nothing
+unexpected (no drift of the registration from what the installed admission document renders,
+nothing dangerous held by the webhook's account); an upgrade keeps the generated CA; and the
+uninstall deletes
 the registration before anything it calls, which the API server's audit log shows in order.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,6 +64,7 @@ class Helm:
             "KUBECTL_KUBERC": "false",
         }
         command = [str(tool("helm")) if args[0] == "helm" else args[0], *args[1:]]
+        env["PYTHONPATH"] = str(render.ROOT)
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=180, check=False, env=env
         )
@@ -177,6 +183,44 @@ def test_install_upgrade_and_uninstall(
         assert target.path in PATHS
         assert hook.failure_policy == "Fail"
         assert hook.client_config.ca_bundle == secret.data["ca.crt"]  # both base64
+
+    # `gitwarden audit` finds nothing unexpected: only the GitOps identity (the chart's
+    # reconciler) holds what defeats admission, and the live registration is the one the
+    # installed admission document renders.
+    (tmp_path / "admission.yaml").write_text(
+        k8s.CoreV1Api(admin)
+        .read_namespaced_config_map(f"{FULLNAME}-webhook", ns)
+        .data["admission.yaml"]
+    )
+    (tmp_path / "ca.crt").write_bytes(base64.b64decode(secret.data["ca.crt"]))
+    audited = helm.run(
+        sys.executable,
+        "-m",
+        "gitwarden_cli.main",
+        "audit",
+        "--kubeconfig",
+        str(helm.kubeconfig),
+        "--config",
+        str(tmp_path / "admission.yaml"),
+        "--name",
+        FULLNAME,
+        "--service",
+        f"{ns}/{FULLNAME}-webhook",
+        "--ca-bundle",
+        str(tmp_path / "ca.crt"),
+        # Helm writes the release's objects as "helm" and its release record as "Helm".
+        "--manager",
+        "helm",
+        "--manager",
+        "Helm",
+        "--json",
+        check=False,
+    )
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+    report = json.loads(audited.stdout)
+    assert report["webhook_configuration"]["drift"] == []
+    webhook_sa = f"{FULLNAME}-webhook"
+    assert not [f for f in report["rbac"] if f["subject"]["name"] == webhook_sa]
 
     # The registration is live and fails closed: no webhook pod answers, so a managed object
     # cannot be created anywhere outside the excluded namespaces.
