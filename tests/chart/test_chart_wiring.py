@@ -107,6 +107,10 @@ def test_reconciler_config_is_read_by_the_reconciler(value_set: str) -> None:
     pod = _pod(docs, "reconciler")
     container = _container(pod, "reconciler")
     assert container["args"] == ["reconcile", "--config", str(RECONCILER_FILE)]
+    # The reconciler reads no environment of its own (one file configures it); HOME keeps git's
+    # and ssh's state on the writable emptyDir under a read-only root.
+    assert container["env"] == [{"name": "HOME", "value": "/tmp"}]
+    assert _mounted(container, Path("/tmp"))
     assert _mounted(container, RECONCILER_FILE)
     for section in (settings.source, settings.trust, settings.push):
         for field in dataclasses.fields(section):
