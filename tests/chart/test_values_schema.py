@@ -64,3 +64,21 @@ def test_schema_refuses(case: str, tmp_path: Path) -> None:
     message = render.render_error(file)
     assert "schema" in message, message
     assert named in message, message
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        (
+            {"reconciler": {"rbac": {"scope": "namespaces"}}},
+            "list them in reconciler.rbac.namespaces",
+        ),
+        ({"reconciler": {"push": {"enabled": True}}}, "reconciler.push.secretName is required"),
+    ],
+)
+def test_settings_that_need_a_partner_are_refused_with_the_reason(
+    values: dict[str, object], named: str, tmp_path: Path
+) -> None:
+    file = tmp_path / "values.yaml"
+    file.write_text(yaml.safe_dump(values))
+    assert named in render.render_error(file)
