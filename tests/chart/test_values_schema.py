@@ -47,6 +47,12 @@ CASES = {
         },
         "verbs",
     ),
+    # The chart spells CEL strings as json.dumps does only for printable ASCII without a
+    # backslash; anything else would make the live registration differ from the audit's.
+    "a username the chart could not spell as Python does": (
+        {"webhook": {"admission": {"exemptions": {"usernames": ["jos\u00e9"]}}}},
+        "/webhook/admission/exemptions/usernames/0",
+    ),
     "a short trust anchor": ({"reconciler": {"trust": {"anchor": "abc123"}}}, "anchor"),
     "OPA timeout past the webhook's": ({"webhook": {"opaTimeout": 4}}, "opaTimeout"),
     "a reconciler key the chart sets": (

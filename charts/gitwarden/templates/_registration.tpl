@@ -5,8 +5,14 @@ the same document; tests/chart/test_registration.py renders every ci/ value set 
 the result equals webhook.registration.validating_webhook_configuration() for the ConfigMap's
 config, so the two cannot drift unnoticed. Keep both in step.
 */}}
+{{/* A CEL string literal spelled as Python's json.dumps spells it (Go escapes <, > and &;
+values.schema.json keeps these strings ASCII), so the audit compares equal text. */}}
+{{- define "gitwarden.cel.str" -}}
+{{- toJson . | replace "\\u003c" "<" | replace "\\u003e" ">" | replace "\\u0026" "&" -}}
+{{- end -}}
+
 {{- define "gitwarden.cel.list" -}}
-[{{ range $i, $v := . }}{{ if $i }}, {{ end }}{{ toJson $v }}{{ end }}]
+[{{ range $i, $v := . }}{{ if $i }}, {{ end }}{{ include "gitwarden.cel.str" $v }}{{ end }}]
 {{- end -}}
 
 {{- define "gitwarden.cel.sub" -}}(has(request.subResource) ? request.subResource : ""){{- end -}}
@@ -29,7 +35,7 @@ object != null && oldObject != null && ["labels", "annotations", "ownerReference
 {{- $bound := printf "has(request.userInfo.extra) && %s in request.userInfo.extra" $key -}}
 {{- if .gitops.pod_name_prefixes -}}
 {{- $ps := list -}}
-{{- range .gitops.pod_name_prefixes }}{{ $ps = append $ps (printf "p.startsWith(%s)" (toJson .)) }}{{ end -}}
+{{- range .gitops.pod_name_prefixes }}{{ $ps = append $ps (printf "p.startsWith(%s)" (include "gitwarden.cel.str" .)) }}{{ end -}}
 {{- $bound = printf "%s && %s.size() == 1 && %s.exists(p, %s)" $bound $pod $pod (join " || " $ps) -}}
 {{- else -}}
 {{- $bound = printf "%s && %s.size() == 1" $bound $pod -}}
