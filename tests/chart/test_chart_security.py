@@ -14,6 +14,7 @@ import pytest
 
 from reconciler.guard import checks, rbac
 from tests.chart import render
+from tests.e2e import reconcile_stack
 
 VALUE_SETS = render.value_sets()
 READ_VERBS = {"get", "list", "watch"}
@@ -250,3 +251,33 @@ def test_no_sealing_key_is_ever_rendered(value_set: str) -> None:
         s["type"] == "kubernetes.io/tls" and s["metadata"]["name"].endswith("-webhook-tls")
         for s in secrets
     )
+
+
+@pytest.mark.parametrize("value_set", ["default", "namespaced-values.yaml"])
+def test_reconciler_holds_what_a_measured_pass_needs(value_set: str) -> None:
+    """Every grant of the e2e tests' reconciler role (what the audit log shows a pass uses),
+    but the tests' own custom kind, is held by the chart's GitOps account."""
+    docs = render.documents(value_set)
+    account = render.file_of(docs, "admission.yaml")["gitops"]["service_account"]
+    where = "team-a"  # a namespace the namespaced value set binds too
+    requests = [
+        rbac.Request(
+            verb,
+            group,
+            resource.partition("/")[0],
+            resource.partition("/")[2],
+            namespace=where,
+        )
+        for rule in reconcile_stack.RECONCILER_RULES
+        for group in rule["apiGroups"]
+        if group != reconcile_stack.WIDGET_GROUP
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    ]
+    held = {
+        h.request
+        for h in rbac.holders(_snapshot(docs), requests)
+        if h.subject.name == account and h.subject.namespace == render.NAMESPACE
+    }
+    missing = [r.describe() for r in requests if r not in held]
+    assert missing == []
