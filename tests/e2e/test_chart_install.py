@@ -62,6 +62,8 @@ class Helm:
             "HELM_CONFIG_HOME": str(self.home / "config"),
             "HELM_DATA_HOME": str(self.home / "data"),
             "KUBECTL_KUBERC": "false",
+            # kubectl keeps its discovery cache under HOME: keep it in the test's directory.
+            "HOME": str(self.home),
         }
         command = [str(tool("helm")) if args[0] == "helm" else args[0], *args[1:]]
         env["PYTHONPATH"] = str(render.ROOT)
