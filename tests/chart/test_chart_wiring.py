@@ -272,7 +272,9 @@ def test_cert_manager_injects_the_ca_of_the_certificate_the_webhook_mounts() -> 
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
-def test_uninstall_hook_replaces_the_registration_with_an_empty_one(value_set: str) -> None:
+def test_uninstall_hook_is_the_registration_itself(value_set: str) -> None:
+    """The hook must equal the live document: `helm template | kubectl apply` applies both, and
+    an empty stand-in applied last would switch admission off."""
     docs = render.documents(value_set)
     live = render.one(docs, "ValidatingWebhookConfiguration")
     [hook] = [d for d in docs if render.is_hook(d)]
@@ -283,4 +285,5 @@ def test_uninstall_hook_replaces_the_registration_with_an_empty_one(value_set: s
         "before-hook-creation",
         "hook-succeeded",
     }
-    assert hook["webhooks"] == []
+    assert hook["webhooks"] == live["webhooks"]
+    assert [d for d in docs if d["kind"] == live["kind"]][-1] == hook  # the one applied last
