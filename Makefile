@@ -1,7 +1,7 @@
 # GitWarden's one entry point for developers and CI.
 #   make test   - venv + pinned Python deps + pinned Go-built tools, then every check and test
 #   make demo   - (filled in by the demo issue)
-#   make tools  - only build/reuse the pinned tools (kube-apiserver, etcd, opa, helm, kubeconform, kubeseal)
+#   make tools  - only build/reuse the pinned tools (kube-apiserver, kube-controller-manager, etcd, opa, helm, kubeconform, kubeseal)
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
