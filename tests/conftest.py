@@ -27,11 +27,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane]:
-    """etcd + kube-apiserver on 127.0.0.1 for the whole session."""
+def control_plane(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 for the whole session.
+
+    When a test failed, the processes' logs and the audit log are kept in the session's
+    temporary directory (`control-plane-logs/`): the work directory goes with the processes.
+    """
     try:
         with running_control_plane() as plane:
             yield plane
+            if request.session.testsfailed:
+                plane.save_logs(tmp_path_factory.getbasetemp() / "control-plane-logs")
     except MissingTool as exc:
         pytest.fail(str(exc), pytrace=False)
 
@@ -44,7 +52,7 @@ def admin(control_plane: ControlPlane) -> k8s.ApiClient:
 
 @pytest.fixture
 def namespace(admin: k8s.ApiClient) -> str:
-    """A fresh namespace per test (nothing deletes it: no namespace controller runs)."""
+    """A fresh namespace per test (left in place: later audit checks may name its objects)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     k8s.CoreV1Api(admin).create_namespace({"metadata": {"name": name}})
     return name
