@@ -230,6 +230,46 @@ def test_a_pruned_deployment_is_garbage_collected_with_its_replicasets_and_pods(
     }
 
 
+def test_a_managed_services_endpoints_follow_its_changes_in_git(env: Env) -> None:
+    """The endpoint controllers copy a Service's labels onto its Endpoints and EndpointSlices
+    (the managed label too) and rewrite them when the Service changes: those updates pass."""
+    ns, name = unique(PREFIX), unique("sync")
+    repo = env.repo()
+    service = m.service(ns, "web")
+    repo.write(APP, [protected_namespace(ns), managed_deployment(ns, "web", 1), service])
+    config = env.config(repo, name)
+    apply(env, repo, config, "a service")
+    discovery = k8s.DiscoveryV1Api(env.admin)
+
+    def slices(tier: str | None) -> bool:
+        found = discovery.list_namespaced_endpoint_slice(
+            ns, label_selector="kubernetes.io/service-name=web"
+        ).items
+        return bool(found) and all(
+            s.metadata.labels.get("gitwarden.dev/managed") == "true"
+            and s.metadata.labels.get("tier") == tier
+            for s in found
+        )
+
+    wait(lambda: slices(None), "the Service's managed EndpointSlice")
+    service["metadata"]["labels"] = {"tier": "frontend"}
+    service["spec"]["ports"] = [{"name": "http", "port": 81, "targetPort": 8080}]
+    repo.write(APP, [protected_namespace(ns), managed_deployment(ns, "web", 1), service])
+    apply(env, repo, config, "the service changes")
+    wait(lambda: slices("frontend"), "the EndpointSlice updated by its controller")
+    endpoints = k8s.CoreV1Api(env.admin).read_namespaced_endpoints("web", ns)
+    wait(
+        lambda: (
+            k8s.CoreV1Api(env.admin)
+            .read_namespaced_endpoints("web", ns)
+            .metadata.labels.get("tier")
+            == "frontend"
+        ),
+        "the Endpoints updated by their controller",
+    )
+    assert endpoints.metadata.labels["gitwarden.dev/managed"] == "true"
+
+
 @pytest.mark.usefixtures("gitops_deletes_namespaces")
 def test_deleting_a_protected_namespace_full_of_managed_objects_completes(env: Env) -> None:
     ns, name, other = unique(PREFIX), unique("sync"), unique(PREFIX)
