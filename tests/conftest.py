@@ -5,10 +5,12 @@ A missing tool fails the run with the command that builds it; nothing here skips
 
 from __future__ import annotations
 
+import os
 import signal
 import types
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
@@ -33,12 +35,16 @@ def control_plane(
     """etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 for the whole session.
 
     When a test failed, the processes' logs and the audit log are kept in the session's
-    temporary directory (`control-plane-logs/`): the work directory goes with the processes.
+    temporary directory (`control-plane-logs/`), or always in GITWARDEN_CONTROL_PLANE_LOGS
+    when that names a directory: the work directory goes with the processes.
     """
+    keep = os.environ.get("GITWARDEN_CONTROL_PLANE_LOGS")
     try:
         with running_control_plane() as plane:
             yield plane
-            if request.session.testsfailed:
+            if keep:
+                plane.save_logs(Path(keep))
+            elif request.session.testsfailed:
                 plane.save_logs(tmp_path_factory.getbasetemp() / "control-plane-logs")
     except MissingTool as exc:
         pytest.fail(str(exc), pytrace=False)
