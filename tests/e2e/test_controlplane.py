@@ -205,3 +205,20 @@ def test_no_orphans_when_a_run_fails_or_is_interrupted(how: str, tmp_path: Path)
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in pids if _alive(p)], f"orphaned control-plane processes after {how}"
+
+
+def test_a_missing_controller_manager_fails_loudly_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tools without kube-controller-manager: `MissingTool` naming it and `make tools`."""
+    from tests.harness import controlplane
+
+    for name in ("etcd", "kube-apiserver"):
+        (tmp_path / name).symlink_to(controlplane.tool(name))
+    monkeypatch.setenv("GITWARDEN_TOOLS_BIN", str(tmp_path))
+    plane = controlplane.ControlPlane(workdir=tmp_path / "work")
+    (tmp_path / "work").mkdir()
+    with pytest.raises(controlplane.MissingTool, match=r"kube-controller-manager.*make tools"):
+        plane.start()
+    assert plane.pids() == []
+    plane.stop()
