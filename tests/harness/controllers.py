@@ -15,6 +15,9 @@ Controllers: `*` (every controller on by default). What stays off, and why:
   `node-route-controller`) and `node-ipam-controller` disable themselves: no cloud provider,
   no `--allocate-node-cidrs`.
 * the CSR signer skips itself: no `--cluster-signing-*` files, and no test issues CSRs.
+* behind feature gates that are off in v1.35 (device-taint-eviction, podcertificaterequest
+  cleaner, the serving ClusterTrustBundle publisher, storage-version GC and migrator) or off by
+  default (selinux-warning).
 Everything else (deployment, replicaset, garbage collector, namespace, service account,
 root-CA publisher, endpoints, job, ...) runs. Leader election is off: there is one instance.
 """
