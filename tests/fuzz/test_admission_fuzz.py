@@ -16,6 +16,7 @@ Counts: tests/fuzz/budget.py (`GITWARDEN_FUZZ=long` for the 100,000-review profi
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,6 +47,19 @@ MANAGED_KEY, MANAGED_VALUE = CONFIG.managed_label.key, CONFIG.managed_label.valu
 CHANGES = ("CREATE", "UPDATE", "DELETE")
 
 ROUTES = ("/validate", "/validate/protected-namespace", "/validate/parent")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quiet_webhook_logs() -> Iterator[None]:
+    """One log line per decision is the app's job, not under test here; pytest would keep each
+    of them (100,000 in the long profile) in memory."""
+    logger = logging.getLogger("gitwarden.webhook")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @pytest.fixture(scope="module")
