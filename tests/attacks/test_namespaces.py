@@ -9,8 +9,6 @@ deleted by anyone else.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from kubernetes import client as k8s
 
