@@ -1,7 +1,8 @@
 # GitWarden's one entry point for developers and CI.
 #   make test   - venv + pinned Python deps + pinned Go-built tools, then every check and test
+#   make test-long - the long profiles (GITWARDEN_FUZZ=long: 100,000 fuzzed AdmissionReviews, ...)
 #   make demo   - (filled in by the demo issue)
-#   make tools  - only build/reuse the pinned tools (kube-apiserver, etcd, opa, helm, kubeconform, kubeseal)
+#   make tools  - only build/reuse the pinned tools (kube-apiserver, kube-controller-manager, etcd, opa, helm, kubeconform, kubeseal)
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
@@ -14,10 +15,11 @@ export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools lint typecheck imports policy chart pytest test demo lock clean
+.PHONY: help venv tools lint typecheck imports policy chart pytest test test-long demo lock clean
 
 help:
 	@echo "make test    run every check and test (installs what it needs)"
+	@echo "make test-long  the long profiles: fuzzing at full size (tens of minutes)"
 	@echo "make demo    run the end-to-end demo"
 	@echo "make tools   build or reuse the pinned Go tools into $(TOOLS)"
 	@echo "make lock    refresh constraints.txt from a fresh resolve"
@@ -51,15 +53,31 @@ policy: tools
 	@# --threshold fails the run below 90% line coverage; the JSON report itself is not needed.
 	opa test policies --coverage --threshold 90 >/dev/null
 
-chart: tools
-	@if [ -d charts ] && ls charts/*/Chart.yaml >/dev/null 2>&1; then \
-	  for c in charts/*/; do helm lint --strict "$$c" && helm template gitwarden "$$c" | kubeconform -strict -summary; done; \
-	else echo "chart: no Helm chart yet"; fi
+# The chart: its copies in step with their sources, `helm lint --strict`, and every value set
+# (the defaults and each ci/*.yaml) rendered and checked by kubeconform -strict against schemas
+# made from the test cluster's own kube-apiserver (tests/chart/kubeschemas.py; no download).
+KUBE_VERSION := 1.35.4
+CHART_DIR    := charts/gitwarden
+chart: venv tools
+	$(BIN)/python -m tests.chart.chartfiles --check
+	@schemas=$$($(BIN)/python -m tests.chart.kubeschemas); \
+	for values in default $(CHART_DIR)/ci/*.yaml; do \
+	  args=(--kube-version $(KUBE_VERSION)); [ "$$values" = default ] || args+=(--values "$$values"); \
+	  echo "chart: $$values"; \
+	  helm lint --strict --namespace gitwarden "$${args[@]}" $(CHART_DIR); \
+	  helm template gitwarden $(CHART_DIR) --namespace gitwarden "$${args[@]}" \
+	    | kubeconform -strict -summary -schema-location "$$schemas/{{ .ResourceKind }}-{{ .Group }}-{{ .ResourceAPIVersion }}.json"; \
+	done
 
 pytest: venv tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck imports policy chart pytest
+
+# The long profiles: the fuzz targets at their long counts (tests/fuzz/budget.py), with no
+# per-test timeout. Other long-running tests join this target as they arrive.
+test-long: venv tools
+	GITWARDEN_FUZZ=long $(BIN)/python -m pytest tests/fuzz --timeout=0 --hypothesis-show-statistics $(PYTEST_ARGS)
 
 demo: venv tools
 	@echo "make demo: the end-to-end demo arrives with the demo issue"; exit 1
