@@ -1,6 +1,6 @@
 # GitWarden's one entry point for developers and CI.
 #   make test   - venv + pinned Python deps + pinned Go-built tools, then every check and test
-#   make demo   - (filled in by the demo issue)
+#   make demo   - the whole trust chain on one machine, seven steps (KEEP=1 keeps it running)
 #   make tools  - only build/reuse the pinned tools (kube-apiserver, etcd, opa, helm, kubeconform, kubeseal)
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -14,11 +14,11 @@ export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools lint typecheck imports policy chart pytest test demo lock clean
+.PHONY: help venv tools lint typecheck imports policy chart pytest test demo demo-stop lock clean
 
 help:
 	@echo "make test    run every check and test (installs what it needs)"
-	@echo "make demo    run the end-to-end demo"
+	@echo "make demo    run the end-to-end demo (KEEP=1 keeps it running; make demo-stop)"
 	@echo "make tools   build or reuse the pinned Go tools into $(TOOLS)"
 	@echo "make lock    refresh constraints.txt from a fresh resolve"
 
@@ -61,8 +61,12 @@ pytest: venv tools
 
 test: lint typecheck imports policy chart pytest
 
+# KEEP=1 leaves the cluster, OPA, the webhook and the reconciler running; `make demo-stop` ends it.
 demo: venv tools
-	@echo "make demo: the end-to-end demo arrives with the demo issue"; exit 1
+	$(BIN)/python -m demo $(if $(KEEP),--keep,)
+
+demo-stop: venv
+	$(BIN)/python -m demo stop
 
 lock:
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
@@ -72,4 +76,4 @@ lock:
 	rm -rf .lockvenv
 
 clean:
-	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .demo .mypy_cache .ruff_cache .pytest_cache
