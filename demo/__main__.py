@@ -105,8 +105,9 @@ def _set_up(
         repo = repository.create(workdir, running.keys)
         reconciler_ports = {"keys": controlplane.free_port(), "server": controlplane.free_port()}
         ports.extend(reconciler_ports.values())
-        config = repository.write_config(workdir / "reconciler.yaml", repo, running,
-                                         reconciler_ports)  # fmt: skip
+        config = repository.write_config(
+            workdir / "reconciler.yaml", repo, running, reconciler_ports
+        )
         reconciler = driver.build(running, config, reconciler_ports)
         exits.callback(reconciler.stop)
         say(f"reconciler: {reconciler.description}")
@@ -126,8 +127,16 @@ def _keep(demo: steps.Demo | None, out: report.Report, passed: bool) -> None:
     kubeconfig = stack.combined_kubeconfig(running, running.workdir / "demo.kubeconfig")
     pids = {**running.process_ids(), **demo.reconciler.process_ids()}
     STATE_DIR.mkdir(exist_ok=True)
-    STATE_FILE.write_text(json.dumps({"pid": os.getpid(), "workdir": str(running.workdir),
-                                      "kubeconfig": str(kubeconfig), "pids": pids}))  # fmt: skip
+    STATE_FILE.write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "workdir": str(running.workdir),
+                "kubeconfig": str(kubeconfig),
+                "pids": pids,
+            }
+        )
+    )
     repo = demo.repo.path
     out.line()
     out.line("The demo keeps running (KEEP=1). In another shell:")
@@ -137,7 +146,9 @@ def _keep(demo: steps.Demo | None, out: report.Report, passed: bool) -> None:
     out.line("  kubectl --context oncall -n shop scale deployment/web --replicas=3  # break-glass")
     out.line(f"  .venv/bin/gitwarden status --kubeconfig {kubeconfig} --name {stack.SYNC_NAME}")
     out.line(f"  the repository: {repo} (trust files and keys: {running.keys.root})")
-    out.line(f"  .venv/bin/gitwarden reconcile --config {running.workdir / 'reconciler.yaml'} --once")
+    out.line(
+        f"  .venv/bin/gitwarden reconcile --config {running.workdir / 'reconciler.yaml'} --once"
+    )
     out.line("Stop it with:  make demo-stop   (or: .venv/bin/python -m demo stop)")
     out.line(f"  by hand: kill -TERM {os.getpid()}   (the supervisor; processes: {pids})")
     out.line(f"{READY} {EXIT_OK if passed else EXIT_FAILED}")
@@ -162,9 +173,8 @@ def _launch_supervisor() -> int:
         start_new_session=True,
         cwd=controlplane.REPO_ROOT,
     )
-    assert child.stdout is not None
     try:
-        for line in child.stdout:
+        for line in child.stdout or ():
             if line.startswith(READY):
                 return int(line.split()[1])
             print(line, end="", flush=True)

@@ -69,11 +69,18 @@ def read_outcome(running: stack.Stack, commit: str, output: str = "") -> Converg
     conditions = _conditions(sync)
     ready, stalled = conditions.get("Ready", {}), conditions.get("Stalled", {})
     if state.get("lastAppliedCommit") == commit and ready.get("status") == "True":
-        return Converged(commit, True, False, str(ready.get("reason", "")),
-                         str(ready.get("message", "")), output)  # fmt: skip
+        return Converged(
+            commit, True, False, str(ready.get("reason", "")), str(ready.get("message", "")), output
+        )
     if state.get("lastAttemptedCommit") == commit and stalled.get("status") == "True":
-        return Converged(commit, False, True, str(stalled.get("reason", "")),
-                         str(stalled.get("message", "")), output)  # fmt: skip
+        return Converged(
+            commit,
+            False,
+            True,
+            str(stalled.get("reason", "")),
+            str(stalled.get("message", "")),
+            output,
+        )
     return None
 
 
@@ -99,25 +106,38 @@ class OnePass:
 
     def start(self) -> None:
         argv = commands.gitwarden_argv(
-            "keys", "serve", "--namespace", stack.GITOPS_NS,
-            "--kubeconfig", str(self._stack.kubeconfigs["gitops"]),
-            "--listen", f"127.0.0.1:{self._port}",
-        )  # fmt: skip
+            "keys",
+            "serve",
+            "--namespace",
+            stack.GITOPS_NS,
+            "--kubeconfig",
+            str(self._stack.kubeconfigs["gitops"]),
+            "--listen",
+            f"127.0.0.1:{self._port}",
+        )
         self._keys = controlplane.Process("keys", argv, self._stack.workdir / "keys.log")
         self._keys.start()
         _wait_for(f"http://127.0.0.1:{self._port}{CERT_PATH}", self._keys)
 
     def certificate(self) -> Path:
-        return _download(f"http://127.0.0.1:{self._port}{CERT_PATH}",
-                         self._stack.workdir / "sealing.crt")  # fmt: skip
+        return _download(
+            f"http://127.0.0.1:{self._port}{CERT_PATH}", self._stack.workdir / "sealing.crt"
+        )
 
     def converge(self, commit: str, timeout: float = 60) -> Converged:
-        done = commands.gitwarden("reconcile", "--config", str(self._config), "--once",
-                                  timeout=timeout)  # fmt: skip
+        done = commands.gitwarden(
+            "reconcile", "--config", str(self._config), "--once", timeout=timeout
+        )
         outcome = read_outcome(self._stack, commit, done.output)
         if outcome is None:
-            return Converged(commit, False, False, f"exit {done.code}",
-                             "the Sync status says nothing about this commit", done.output)
+            return Converged(
+                commit,
+                False,
+                False,
+                f"exit {done.code}",
+                "the Sync status says nothing about this commit",
+                done.output,
+            )
         return outcome
 
     def stop(self) -> None:
@@ -142,28 +162,43 @@ class Loop:
 
     def start(self) -> None:
         argv = commands.gitwarden_argv("reconcile", "--config", str(self._config))
-        self._proc = controlplane.Process("reconciler", argv,
-                                          self._stack.workdir / "reconciler.log")  # fmt: skip
+        self._proc = controlplane.Process(
+            "reconciler", argv, self._stack.workdir / "reconciler.log"
+        )
         self._proc.start()
         _wait_for(f"http://127.0.0.1:{self._ports['keys']}{CERT_PATH}", self._proc)
 
     def certificate(self) -> Path:
-        return _download(f"http://127.0.0.1:{self._ports['keys']}{CERT_PATH}",
-                         self._stack.workdir / "sealing.crt")  # fmt: skip
+        return _download(
+            f"http://127.0.0.1:{self._ports['keys']}{CERT_PATH}",
+            self._stack.workdir / "sealing.crt",
+        )
 
     def converge(self, commit: str, timeout: float = 60) -> Converged:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc is None or not self._proc.running():
                 tail = self._proc.log_tail(5) if self._proc else ""
-                return Converged(commit, False, False, "exited",
-                                 f"the reconciler loop is not running: {tail}", "")  # fmt: skip
+                return Converged(
+                    commit,
+                    False,
+                    False,
+                    "exited",
+                    f"the reconciler loop is not running: {tail}",
+                    "",
+                )
             outcome = read_outcome(self._stack, commit)
             if outcome is not None:
                 return outcome
             time.sleep(0.3)
-        return Converged(commit, False, False, "timeout",
-                         f"no outcome for this commit within {timeout:.0f} s", "")  # fmt: skip
+        return Converged(
+            commit,
+            False,
+            False,
+            "timeout",
+            f"no outcome for this commit within {timeout:.0f} s",
+            "",
+        )
 
     def stop(self) -> None:
         if self._proc is not None:

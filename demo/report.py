@@ -31,7 +31,9 @@ class Step:
 
     def say(self, text: str) -> None:
         """A detail line under the step's heading."""
-        for line in textwrap.wrap(text, _WIDTH - 6, subsequent_indent="  ") or [""]:
+        for line in textwrap.wrap(
+            text, _WIDTH - 6, subsequent_indent="  ", break_on_hyphens=False
+        ) or [""]:
             print(f"      {line}", file=self.out, flush=True)
 
     def expect(self, ok: bool, failure: str) -> bool:
@@ -80,7 +82,7 @@ class Report:
         return step
 
     def _verdict(self, label: str, text: str) -> None:
-        lines = textwrap.wrap(text, _WIDTH - 12) or [""]
+        lines = textwrap.wrap(text, _WIDTH - 12, break_on_hyphens=False) or [""]
         self.line(f"      {label}  {lines[0]}")
         for line in lines[1:]:
             self.line(f"            {line}")

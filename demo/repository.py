@@ -100,8 +100,12 @@ def write_config(
     document = yaml.safe_load(path.read_text())
     document.update(
         {
-            "loop": {"interval": LOOP_INTERVAL, "jitter": 0.0, "retry_base": 1.0,
-                     "retry_max": 5.0},  # fmt: skip
+            "loop": {
+                "interval": LOOP_INTERVAL,
+                "jitter": 0.0,
+                "retry_base": 1.0,
+                "retry_max": 5.0,
+            },
             "leader": {"enabled": True},
             "server": {"listen": f"127.0.0.1:{ports['server']}"},
             "keys": {"serve": True, "listen": f"127.0.0.1:{ports['keys']}"},

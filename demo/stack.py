@@ -84,6 +84,7 @@ class Stack:
     keys: gitopsrepo.Keys
     admission_file: Path
     kubeconfigs: dict[str, Path]
+    credentials: dict[str, controlplane.Credentials]
     ports: list[int] = field(default_factory=list)
 
     @property
@@ -92,7 +93,7 @@ class Stack:
 
     def client(self, who: str) -> k8s.ApiClient:
         """An API client for one of the demo's identities (a kubeconfig name)."""
-        return _client_from_kubeconfig(self.kubeconfigs[who])
+        return self.plane.client_for(self.credentials[who])
 
     def kubectl(self, who: str, *args: str, editor: str | None = None) -> commands.Result:
         return commands.kubectl(self.kubeconfigs[who], *args, editor=editor, tmp=self.workdir)
@@ -107,7 +108,7 @@ class Stack:
             if exc.status == 404:
                 return {}
             raise
-        return dict(found)
+        return dict(found) if isinstance(found, dict) else {}
 
     def opa_running(self) -> bool:
         return self.opa.process is not None and self.opa.process.running()
@@ -119,14 +120,6 @@ class Stack:
             if proc is not None and proc.popen is not None and proc.running():
                 found[proc.name] = proc.popen.pid
         return found
-
-
-def _client_from_kubeconfig(path: Path) -> k8s.ApiClient:
-    from kubernetes import config as kube_config  # noqa: PLC0415 - only the demo's clients
-
-    configuration = k8s.Configuration()
-    kube_config.load_kube_config(str(path), client_configuration=configuration)
-    return k8s.ApiClient(configuration)
 
 
 def _admission_document(repository_url: str) -> dict[str, Any]:
@@ -164,12 +157,18 @@ def start(stack: contextlib.ExitStack, workdir: Path, repository_url: str, say: 
     opa.start()
 
     kubeconfigs = {"admin": plane.admin_kubeconfig(workdir / "admin.kubeconfig")}
-    _grant(admin, "gitwarden-webhook", [_sa(GITOPS_NS, "webhook")],
-           registration.webhook_rbac_rules(config))  # fmt: skip
+    credentials: dict[str, controlplane.Credentials] = {}
+    _grant(
+        admin,
+        "gitwarden-webhook",
+        [_sa(GITOPS_NS, "webhook")],
+        registration.webhook_rbac_rules(config),
+    )
     _grant(admin, "gitwarden-reconciler", [_sa(GITOPS_NS, GITOPS_SA)], RECONCILER_RULES)
     _grant(admin, "demo-people", [_user(DEVELOPER), _user(ONCALL)], HUMAN_RULES)
-    _grant(admin, "demo-controllers", [_sa("kube-system", c) for c in CONTROLLERS],
-           CONTROLLER_RULES)  # fmt: skip
+    _grant(
+        admin, "demo-controllers", [_sa("kube-system", c) for c in CONTROLLERS], CONTROLLER_RULES
+    )
     # Tokens of the GitOps account are minted before the webhook guards token requests for it.
     for who, (ns, sa) in {
         "webhook": (GITOPS_NS, "webhook"),
@@ -177,15 +176,11 @@ def start(stack: contextlib.ExitStack, workdir: Path, repository_url: str, say: 
         **{c: ("kube-system", c) for c in CONTROLLERS},
     }.items():
         token = plane.service_account_token(ns, sa, expiration_seconds=TOKEN_SECONDS)
-        kubeconfigs[who] = plane.kubeconfig(
-            controlplane.Credentials(token=token), workdir / f"{who}.kubeconfig"
-        )
-    kubeconfigs[DEVELOPER] = plane.kubeconfig(
-        plane.user_credentials(DEVELOPER, ("developers",)), workdir / f"{DEVELOPER}.kubeconfig"
-    )
-    kubeconfigs[ONCALL] = plane.kubeconfig(
-        plane.user_credentials(ONCALL, (BREAK_GLASS,)), workdir / f"{ONCALL}.kubeconfig"
-    )
+        credentials[who] = controlplane.Credentials(token=token)
+    credentials[DEVELOPER] = plane.user_credentials(DEVELOPER, ("developers",))
+    credentials[ONCALL] = plane.user_credentials(ONCALL, (BREAK_GLASS,))
+    for who, creds in credentials.items():
+        kubeconfigs[who] = plane.kubeconfig(creds, workdir / f"{who}.kubeconfig")
 
     client_ca = workdir / "webhook-client-ca.crt"
     client_ca.write_bytes(plane.webhook_client_ca.cert_pem)
@@ -207,27 +202,37 @@ def start(stack: contextlib.ExitStack, workdir: Path, repository_url: str, say: 
     ca_bundle = workdir / "webhook-ca.crt"
     ca_bundle.write_bytes(plane.webhook_ca.cert_pem)
     registered = commands.gitwarden(
-        "webhook", "configuration", "--config", str(admission_file),
-        "--url", webhook.url, "--ca-bundle", str(ca_bundle),
-    )  # fmt: skip
+        "webhook",
+        "configuration",
+        "--config",
+        str(admission_file),
+        "--url",
+        webhook.url,
+        "--ca-bundle",
+        str(ca_bundle),
+    )
     _check(registered, "gitwarden webhook configuration")
     (workdir / "webhook-configuration.yaml").write_text(registered.stdout)
     plane.register_validating_webhook(yaml.safe_load(registered.stdout))
     _wait_for_webhook(admin)
 
-    crd = commands.gitwarden("status", "--install-crd", "--kubeconfig", str(kubeconfigs["admin"]),
-                             "--name", SYNC_NAME)  # fmt: skip
+    crd = commands.gitwarden(
+        "status", "--install-crd", "--kubeconfig", str(kubeconfigs["admin"]), "--name", SYNC_NAME
+    )
     if "installed CustomResourceDefinition" not in crd.stderr:
         raise RuntimeError(f"gitwarden status --install-crd: {crd.output.strip()}")
     say("the signers' throwaway keys: SSH (ssh-keygen) and OpenPGP (gpg), and the trust files")
     keys = gitopsrepo.make_keys(workdir / "keys")
     stack.callback(keys.stop_agents)
     ports = [plane.port, opa.port, webhook.port, *_etcd_ports(plane)]
-    return Stack(workdir, plane, opa, webhook, keys, admission_file, kubeconfigs, ports)
+    return Stack(
+        workdir, plane, opa, webhook, keys, admission_file, kubeconfigs, credentials, ports
+    )
 
 
 def _etcd_ports(plane: controlplane.ControlPlane) -> list[int]:
-    assert plane.etcd is not None
+    if plane.etcd is None:
+        return []
     return [int(a.rsplit(":", 1)[1]) for a in plane.etcd.argv if a.startswith("--listen-")]
 
 
@@ -236,8 +241,9 @@ def _check(done: commands.Result, what: str) -> None:
         raise RuntimeError(f"{what} failed (exit {done.code}): {done.stderr.strip()}")
 
 
-def _grant(admin: k8s.ApiClient, name: str, subjects: list[dict[str, str]],
-           rules: list[Any]) -> None:  # fmt: skip
+def _grant(
+    admin: k8s.ApiClient, name: str, subjects: list[dict[str, str]], rules: list[Any]
+) -> None:
     rbac = k8s.RbacAuthorizationV1Api(admin)
     rbac.create_cluster_role({"metadata": {"name": name}, "rules": rules})
     rbac.create_cluster_role_binding(
@@ -278,8 +284,13 @@ def _wait_for_webhook(admin: k8s.ApiClient, timeout: float = 30) -> None:
 
 def combined_kubeconfig(stack: Stack, path: Path) -> Path:
     """One kubeconfig with a context per identity (admin current), for KEEP=1 users."""
-    merged: dict[str, Any] = {"apiVersion": "v1", "kind": "Config", "clusters": [],
-                              "users": [], "contexts": []}  # fmt: skip
+    merged: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [],
+        "users": [],
+        "contexts": [],
+    }
     for who in ("admin", DEVELOPER, ONCALL, "gitops"):
         single = yaml.safe_load(stack.kubeconfigs[who].read_text())
         if not merged["clusters"]:

@@ -21,7 +21,7 @@ from demo import commands, driver, report, repository, stack
 from demo.repository import APP_FILE, APP_NS, DATA_NS, FLAGS_FILE, SECRET_FILE
 from tests.harness import gitopsrepo
 
-PASSWORD = "correct-horse-battery-staple"  # a throwaway value sealed for this run only
+PASSWORD = "correct-horse-battery-staple"  # noqa: S105 - a throwaway value sealed for this run
 DENIED = 'admission webhook "managed.gitwarden.gitwarden.dev" denied the request'
 REPLICAS_SED = "sed -i s/replicas:\\ 1/replicas:\\ {n}/"
 REVERT_WITHIN = 20.0  # seconds the loop has to take a break-glass edit back
@@ -53,8 +53,11 @@ class Demo:
     def commit(self, step: report.Step, message: str, signer: str | None) -> str:
         sha = self.repo.commit(message, signer)
         how = "UNSIGNED" if signer is None else f"signed by {gitopsrepo.email(signer)}"
-        kind = "" if signer is None else (" (SSH)" if signer in gitopsrepo.SSH_SIGNERS
-                                          else " (OpenPGP)")  # fmt: skip
+        kind = (
+            ""
+            if signer is None
+            else (" (SSH)" if signer in gitopsrepo.SSH_SIGNERS else " (OpenPGP)")
+        )
         step.say(f"commit {sha[:12]} {how}{kind}: {message}")
         return sha
 
@@ -87,14 +90,16 @@ def _gone(read: Callable[[], object]) -> bool:
     try:
         read()
     except k8s.ApiException as exc:
-        return exc.status == 404
+        return bool(exc.status == 404)
     return False
 
 
 def _labels(obj: Any) -> tuple[str | None, str | None]:
     meta = obj.metadata
-    return ((meta.labels or {}).get("gitwarden.dev/managed"),
-            (meta.annotations or {}).get("gitwarden.dev/source-path"))  # fmt: skip
+    return (
+        (meta.labels or {}).get("gitwarden.dev/managed"),
+        (meta.annotations or {}).get("gitwarden.dev/source-path"),
+    )
 
 
 # ------------------------------------------------------------------------------------ 1
@@ -114,17 +119,22 @@ def signed_commit_applied(d: Demo, step: report.Step) -> str:
     if not step.expect(d.converge(step, sha).applied, f"{sha[:12]} was not applied"):
         return ""
     web = d.apps.read_namespaced_deployment("web", APP_NS)
-    step.expect(_labels(web) == ("true", APP_FILE),
-                f"Deployment shop/web lacks the managed label or its file: {_labels(web)}")  # fmt: skip
+    labels = _labels(web)
+    step.expect(labels == ("true", APP_FILE), f"shop/web lacks the label or its file: {labels}")
     step.expect(d.mode() == "blue", "ConfigMap shop/settings does not hold mode=blue")
-    value = stack.secret_value(d.stack.admin, DATA_NS, repository.SECRET_NAME,
-                               repository.SECRET_KEY)  # fmt: skip
+    value = stack.secret_value(
+        d.stack.admin, DATA_NS, repository.SECRET_NAME, repository.SECRET_KEY
+    )
     step.expect(value == PASSWORD, "Secret billing/db-credentials does not hold the sealed value")
-    step.say(f"live: Namespaces {APP_NS}, {DATA_NS}; Deployment shop/web (from {APP_FILE});"
-             " ConfigMaps shop/settings, shop/feature-flags; Secret billing/db-credentials")  # fmt: skip
+    step.say(
+        f"live: Namespaces {APP_NS}, {DATA_NS}; Deployment shop/web (from {APP_FILE});"
+        " ConfigMaps shop/settings, shop/feature-flags; Secret billing/db-credentials"
+    )
     d.notes["applied"] = sha
-    return ("every object is live with the managed label and its file; the Secret holds the"
-            " decrypted value, which is nowhere in Git")
+    return (
+        "every object is live with the managed label and its file; the Secret holds the"
+        " decrypted value, which is nowhere in Git"
+    )
 
 
 # ------------------------------------------------------------------------------------ 2
@@ -136,9 +146,12 @@ def human_edits_denied(d: Demo, step: report.Step) -> str:
     step.say(f"{who}: kubectl -n {APP_NS} scale deployment/web --replicas=3  → exit {scaled.code}")
     step.expect(scaled.code != 0 and "denied" in scaled.stderr, "kubectl scale was not denied")
     step.expect(APP_FILE in scaled.stderr, f"the scale denial does not name {APP_FILE}")
-    edited = d.stack.kubectl(who, "-n", APP_NS, "edit", "deployment/web",
-                             editor=REPLICAS_SED.format(n=5))  # fmt: skip
-    step.say(f"{who}: kubectl -n {APP_NS} edit deployment/web (replicas 1 → 5)  → exit {edited.code}")
+    edited = d.stack.kubectl(
+        who, "-n", APP_NS, "edit", "deployment/web", editor=REPLICAS_SED.format(n=5)
+    )
+    step.say(
+        f"{who}: kubectl -n {APP_NS} edit deployment/web (replicas 1 → 5)  → exit {edited.code}"
+    )
     step.expect(edited.code != 0 and DENIED in edited.stderr, "kubectl edit was not denied")
     step.expect(APP_FILE in edited.stderr, f"the edit denial does not name {APP_FILE}")
     message = _first(edited.stderr, "Make the change in Git")
@@ -154,10 +167,13 @@ def human_edits_denied(d: Demo, step: report.Step) -> str:
 def break_glass_reverted(d: Demo, step: report.Step) -> str:
     who = stack.ONCALL
     since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-    edited = d.stack.kubectl(who, "-n", APP_NS, "edit", "deployment/web",
-                             editor=REPLICAS_SED.format(n=4))  # fmt: skip
-    step.say(f"{who} ({stack.BREAK_GLASS}): kubectl edit deployment/web (replicas 1 → 4)"
-             f"  → exit {edited.code}")  # fmt: skip
+    edited = d.stack.kubectl(
+        who, "-n", APP_NS, "edit", "deployment/web", editor=REPLICAS_SED.format(n=4)
+    )
+    step.say(
+        f"{who} ({stack.BREAK_GLASS}): kubectl edit deployment/web (replicas 1 → 4)"
+        f"  → exit {edited.code}"
+    )
     warning = _first(edited.stderr, "break-glass")
     step.expect(edited.code == 0, f"the break-glass edit was refused: {edited.stderr.strip()}")
     step.expect(bool(warning), "kubectl printed no break-glass warning")
@@ -169,8 +185,11 @@ def break_glass_reverted(d: Demo, step: report.Step) -> str:
         sha = d.repo.head()
         d.converge(step, sha)
         step.say(f"a --once pass took it back: replicas {d.replicas()}")
-        step.expect(False, "needs the reconciler loop: no process repairs drift within seconds"
-                    " or records an Event naming who changed it (one-pass mode)")  # fmt: skip
+        step.expect(
+            False,
+            "needs the reconciler loop: no process repairs drift within seconds"
+            " or records an Event naming who changed it (one-pass mode)",
+        )
         return ""
     while d.replicas() != 1 and time.monotonic() - edited_at < REVERT_WITHIN:
         time.sleep(0.2)
@@ -179,8 +198,7 @@ def break_glass_reverted(d: Demo, step: report.Step) -> str:
         return ""
     step.say(f"reverted to 1 replica {took:.1f} s after the edit")
     event = _drift_event(d, since)
-    step.expect(event is not None,
-                "no Event names the field manager (kubectl-edit) of the reverted change")  # fmt: skip
+    step.expect(event is not None, "no Event names kubectl-edit, the edit's field manager")
     if event is not None:
         step.say(f"Event {event}")
     return f"allowed with a warning, reverted in {took:.1f} s, the Event names kubectl-edit"
@@ -210,12 +228,15 @@ def unsigned_commit_refused(d: Demo, step: report.Step) -> str:
     step.expect(outcome.stalled, "the unsigned commit did not stall the Sync")
     step.expect("unsigned" in outcome.message, "the Stalled message does not say unsigned")
     step.expect(d.mode() == "blue", f"the cluster changed: mode={d.mode()}")
-    shown = commands.gitwarden("status", "--kubeconfig", str(d.stack.kubeconfigs["admin"]),
-                               "--name", stack.SYNC_NAME)  # fmt: skip
+    shown = commands.gitwarden(
+        "status", "--kubeconfig", str(d.stack.kubeconfigs["admin"]), "--name", stack.SYNC_NAME
+    )
     step.say(f"gitwarden status → exit {shown.code}: {_first(shown.stdout, 'Ready=')}")
     step.expect(shown.code == 1, "gitwarden status did not exit 1 for a Stalled Sync")
-    step.say(f"recovery: reset main to {last_good[:12]} (never applied: not a force-push over"
-             " applied history) and make the change again, signed")  # fmt: skip
+    step.say(
+        f"recovery: reset main to {last_good[:12]} (never applied: not a force-push over"
+        " applied history) and make the change again, signed"
+    )
     d.repo.reset(last_good)
     d.repo.write(APP_FILE, repository.shop("green"))
     fixed = d.commit(step, "shop: switch settings to mode=green", "gus")
@@ -252,10 +273,13 @@ def policy_change_needs_two_admins(d: Demo, step: report.Step) -> str:
 
 
 def removed_file_pruned(d: Demo, step: report.Step) -> str:
-    made = d.stack.kubectl("admin", "-n", APP_NS, "create", "configmap", "hand-made",
-                           "--from-literal=owner=ops")  # fmt: skip
-    step.say(f"admin: kubectl -n {APP_NS} create configmap hand-made (no GitWarden label)"
-             f"  → exit {made.code}")  # fmt: skip
+    made = d.stack.kubectl(
+        "admin", "-n", APP_NS, "create", "configmap", "hand-made", "--from-literal=owner=ops"
+    )
+    step.say(
+        f"admin: kubectl -n {APP_NS} create configmap hand-made (no GitWarden label)"
+        f"  → exit {made.code}"
+    )
     step.expect(made.code == 0, f"could not create the unlabelled ConfigMap: {made.stderr}")
     d.repo.remove(FLAGS_FILE)
     sha = d.commit(step, f"shop: remove {FLAGS_FILE}", "carol")
@@ -271,8 +295,16 @@ def removed_file_pruned(d: Demo, step: report.Step) -> str:
 
 
 def opa_down_fails_closed(d: Demo, step: report.Step) -> str:
-    patch = ["-n", APP_NS, "patch", "configmap", "settings", "--type=merge",
-             "-p", '{"data":{"mode":"hotfix"}}']  # fmt: skip
+    patch = [
+        "-n",
+        APP_NS,
+        "patch",
+        "configmap",
+        "settings",
+        "--type=merge",
+        "-p",
+        '{"data":{"mode":"hotfix"}}',
+    ]
     d.stack.opa.stop()
     step.say("OPA stopped")
     try:
@@ -281,11 +313,13 @@ def opa_down_fails_closed(d: Demo, step: report.Step) -> str:
         line = _first(denied.stderr, "policy engine unavailable")
         step.expect(denied.code != 0 and bool(line), "the change was not denied for want of OPA")
         if line:
-            step.say(f"denial: {line[line.find('GitWarden') :][:150]}")
+            step.say(f"denial: {line[line.find('GitWarden') :]}")
         _controllers_allowed(d, step)
         d.repo.write(APP_FILE, repository.shop("during-outage"))
         sha = d.commit(step, "shop: mode=during-outage (GitOps keeps working)", "alice")
-        step.expect(d.converge(step, sha).applied, "the reconciler could not apply during the outage")
+        step.expect(
+            d.converge(step, sha).applied, "the reconciler could not apply during the outage"
+        )
         step.expect(d.mode() == "during-outage", f"mode is {d.mode()}")
     finally:
         d.stack.opa.start()
@@ -293,11 +327,15 @@ def opa_down_fails_closed(d: Demo, step: report.Step) -> str:
     ready = driver.wait_url_tls(f"{d.stack.webhook.url}/readyz", d.stack.webhook.tls_context())
     step.expect(ready, "the webhook is not ready again after OPA came back")
     again = d.stack.kubectl(stack.DEVELOPER, *patch)
-    step.expect(again.code != 0 and "managed by GitOps" in again.stderr,
-                "after OPA came back the change is not denied by the policy")  # fmt: skip
-    step.say(f"{stack.DEVELOPER} again: denied by the policy (\"is managed by GitOps\")")
-    return ("OPA down: the person denied (fail closed), deployment-controller, HPA and GitOps"
-            " allowed; OPA back: the policy decides again")
+    step.expect(
+        again.code != 0 and "managed by GitOps" in again.stderr,
+        "after OPA came back the change is not denied by the policy",
+    )
+    step.say(f'{stack.DEVELOPER} again: denied by the policy ("is managed by GitOps")')
+    return (
+        "OPA down: the person denied (fail closed), deployment-controller, HPA and GitOps"
+        " allowed; OPA back: the policy decides again"
+    )
 
 
 def _controllers_allowed(d: Demo, step: report.Step) -> None:
@@ -320,26 +358,43 @@ def _controllers_allowed(d: Demo, step: report.Step) -> None:
 
 
 STEPS: tuple[tuple[str, str, Callable[[Demo, report.Step], str]], ...] = (
-    ("a signed commit is applied",
-     "namespaces, a Deployment, ConfigMaps and a SealedSecret sealed against the served"
-     " certificate, in one commit signed with alice's SSH key", signed_commit_applied),
-    ("a person's kubectl scale and edit are denied",
-     "alice (RBAC allows her everything on Deployments) scales and edits the managed Deployment",
-     human_edits_denied),
-    ("a break-glass edit is allowed, warned, reverted",
-     "oncall, in the break-glass group, edits the Deployment; GitWarden must take it back within"
-     " seconds and record who changed it", break_glass_reverted),
-    ("an unsigned commit is refused, a signed fix applied",
-     "an unsigned commit reaches main; then main is reset and the change made again, signed",
-     unsigned_commit_refused),
-    ("a policies/ change needs two admins",
-     "a change under policies/ signed by one policy admin, then merged by a second",
-     policy_change_needs_two_admins),
-    ("a file removed from Git is pruned",
-     "a file leaves Git; an object nobody labelled stays", removed_file_pruned),
-    ("OPA down: fail closed for people, open for controllers",
-     "OPA is stopped; a person, two controllers' identities and GitOps each make a change",
-     opa_down_fails_closed),
+    (
+        "a signed commit is applied",
+        "namespaces, a Deployment, ConfigMaps and a SealedSecret sealed against the served"
+        " certificate, in one commit signed with alice's SSH key",
+        signed_commit_applied,
+    ),
+    (
+        "a person's kubectl scale and edit are denied",
+        "alice (RBAC allows her everything on Deployments) scales and edits the managed Deployment",
+        human_edits_denied,
+    ),
+    (
+        "a break-glass edit is allowed, warned, reverted",
+        "oncall, in the break-glass group, edits the Deployment; GitWarden must take it back within"
+        " seconds and record who changed it",
+        break_glass_reverted,
+    ),
+    (
+        "an unsigned commit is refused, a signed fix applied",
+        "an unsigned commit reaches main; then main is reset and the change made again, signed",
+        unsigned_commit_refused,
+    ),
+    (
+        "a policies/ change needs two admins",
+        "a change under policies/ signed by one policy admin, then merged by a second",
+        policy_change_needs_two_admins,
+    ),
+    (
+        "a file removed from Git is pruned",
+        "a file leaves Git; an object nobody labelled stays",
+        removed_file_pruned,
+    ),
+    (
+        "OPA down: fail closed for people, open for controllers",
+        "OPA is stopped; a person, two controllers' identities and GitOps each make a change",
+        opa_down_fails_closed,
+    ),
 )
 
 
