@@ -29,6 +29,7 @@ from tests.harness import controlplane
 
 STATE_DIR = controlplane.REPO_ROOT / ".demo"
 STATE_FILE = STATE_DIR / "state.json"
+SUPERVISOR_LOG = STATE_DIR / "supervisor.log"
 READY = "@@gitwarden-demo-ready@@"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -137,23 +138,21 @@ def _keep(demo: steps.Demo | None, out: report.Report, passed: bool) -> None:
             }
         )
     )
-    repo = demo.repo.path
     out.line()
     out.line("The demo keeps running (KEEP=1). In another shell:")
-    out.line(f"  export KUBECONFIG={kubeconfig}")
-    out.line("  kubectl get syncs; kubectl -n shop get deploy,cm")
-    out.line("  kubectl --context alice -n shop scale deployment/web --replicas=3   # denied")
-    out.line("  kubectl --context oncall -n shop scale deployment/web --replicas=3  # break-glass")
-    out.line(f"  .venv/bin/gitwarden status --kubeconfig {kubeconfig} --name {stack.SYNC_NAME}")
-    out.line(f"  the repository: {repo} (trust files and keys: {running.keys.root})")
-    out.line(
-        f"  .venv/bin/gitwarden reconcile --config {running.workdir / 'reconciler.yaml'} --once"
-    )
+    out.line(f"  export DEMO={running.workdir}")
+    out.line("  export KUBECONFIG=$DEMO/demo.kubeconfig   # contexts: admin, alice, oncall, gitops")
+    out.line("  kubectl get syncs")
+    out.line("  kubectl --context alice -n shop scale deployment/web --replicas=3    # denied")
+    out.line("  kubectl --context oncall -n shop scale deployment/web --replicas=3   # break-glass")
+    out.line("  .venv/bin/gitwarden status --name demo")
+    out.line("  .venv/bin/gitwarden reconcile --config $DEMO/reconciler.yaml --once")
+    out.line("  git -C $DEMO/repo log --oneline      # the demo repository")
     out.line("Stop it with:  make demo-stop   (or: .venv/bin/python -m demo stop)")
-    out.line(f"  by hand: kill -TERM {os.getpid()}   (the supervisor; processes: {pids})")
+    out.line(f"  by hand: kill -TERM {os.getpid()}   (the supervisor; it stops {pids})")
     out.line(f"{READY} {EXIT_OK if passed else EXIT_FAILED}")
     # The launcher stops reading now: later output goes to a log in the work directory.
-    log = os.open(running.workdir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    log = os.open(SUPERVISOR_LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
     threading.Event().wait()  # until SIGTERM raises KeyboardInterrupt
@@ -205,6 +204,11 @@ def stop(timeout: float = 60) -> int:
         STATE_FILE.unlink()
     left = [p for p in state.get("pids", {}).values() if procs.alive(int(p))]
     print(f"stopped the demo (pid {pid})" + (f"; still alive: {left}" if left else ""))
+    with contextlib.suppress(OSError):
+        # The supervisor's own final check, written after its teardown.
+        for line in SUPERVISOR_LOG.read_text().splitlines():
+            if line.startswith("teardown:"):
+                print(line)
     return EXIT_OK if not left else EXIT_FAILED
 
 
