@@ -14,7 +14,7 @@ export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools lint typecheck imports policy chart pytest test demo demo-stop lock clean
+.PHONY: help venv tools lint typecheck imports policy chart pytest test demo demo-stop docs lock clean
 
 help:
 	@echo "make test    run every check and test (installs what it needs)"
@@ -64,6 +64,10 @@ test: lint typecheck imports policy chart pytest
 # KEEP=1 leaves the cluster, OPA, the webhook and the reconciler running; `make demo-stop` ends it.
 demo: venv tools
 	$(BIN)/python -m demo $(if $(KEEP),--keep,)
+
+# Rewrites the generated sections of docs/ from the code (tests/unit/test_docs.py checks them).
+docs: venv
+	$(BIN)/python -m tests.docs_sections
 
 demo-stop: venv
 	$(BIN)/python -m demo stop
