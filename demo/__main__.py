@@ -62,10 +62,13 @@ def run(out: TextIO, *, keep: bool) -> int:
     setup: list[tuple[str, bool, float, str]] = []
     interrupted = False
     started = time.monotonic()
+    teardown: list[float] = []
     try:
         with contextlib.ExitStack() as exits:
             exits.callback(shutil.rmtree, workdir, ignore_errors=True)
             demo, setup_ok = _set_up(exits, workdir, out_report, ports)
+            # Registered last, so it runs first when the stack unwinds, however it unwinds.
+            exits.callback(lambda: teardown.append(time.monotonic()))
             setup.append(("setup", setup_ok, time.monotonic() - started, ""))
             if demo is not None:
                 steps.run_all(demo, out_report)
@@ -74,17 +77,16 @@ def run(out: TextIO, *, keep: bool) -> int:
                 _keep(demo, out_report, all(s.passed for s in out_report.steps) and setup_ok)
             out_report.line()
             out_report.line("tearing down (every process this demo started)")
-            teardown = time.monotonic()
     except KeyboardInterrupt:
         interrupted = True
         out_report.line("\ninterrupted: everything this demo started was stopped")
-        teardown = time.monotonic()
     left, still = procs.leftovers(ports)
     clean = not left and not still
     if not clean:
         procs.kill_descendants()
     note = "" if clean else f"left: {[p.cmdline[:60] for p in left]} ports {still}"
-    after = [("teardown: no process or port left", clean, time.monotonic() - teardown, note)]
+    took = time.monotonic() - (teardown[0] if teardown else time.monotonic())
+    after = [("teardown: no process or port left", clean, took, note)]
     with contextlib.suppress(OSError):
         if keep:
             STATE_FILE.unlink()
@@ -142,6 +144,7 @@ def _keep(demo: steps.Demo | None, out: report.Report, passed: bool) -> None:
     out.line("The demo keeps running (KEEP=1). In another shell:")
     out.line(f"  export DEMO={running.workdir}")
     out.line("  export KUBECONFIG=$DEMO/demo.kubeconfig   # contexts: admin, alice, oncall, gitops")
+    out.line(f"  export WEBHOOK={running.webhook.url}")
     out.line("  kubectl get syncs")
     out.line("  kubectl --context alice -n shop scale deployment/web --replicas=3    # denied")
     out.line("  kubectl --context oncall -n shop scale deployment/web --replicas=3   # break-glass")
