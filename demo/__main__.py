@@ -145,6 +145,7 @@ def _keep(demo: steps.Demo | None, out: report.Report, passed: bool) -> None:
     out.line(f"  export DEMO={running.workdir}")
     out.line("  export KUBECONFIG=$DEMO/demo.kubeconfig   # contexts: admin, alice, oncall, gitops")
     out.line(f"  export WEBHOOK={running.webhook.url}")
+    out.line(f"  export SEALING_CERT={demo.reconciler.certificate_url()}")
     out.line("  kubectl get syncs")
     out.line("  kubectl --context alice -n shop scale deployment/web --replicas=3    # denied")
     out.line("  kubectl --context oncall -n shop scale deployment/web --replicas=3   # break-glass")

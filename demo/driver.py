@@ -44,6 +44,7 @@ class Reconciler(Protocol):
     description: str
 
     def start(self) -> None: ...
+    def certificate_url(self) -> str: ...
     def certificate(self) -> Path: ...
     def converge(self, commit: str, timeout: float = 60) -> Converged: ...
     def stop(self) -> None: ...
@@ -119,10 +120,11 @@ class OnePass:
         self._keys.start()
         _wait_for(f"http://127.0.0.1:{self._port}{CERT_PATH}", self._keys)
 
+    def certificate_url(self) -> str:
+        return f"http://127.0.0.1:{self._port}{CERT_PATH}"
+
     def certificate(self) -> Path:
-        return _download(
-            f"http://127.0.0.1:{self._port}{CERT_PATH}", self._stack.workdir / "sealing.crt"
-        )
+        return _download(self.certificate_url(), self._stack.workdir / "sealing.crt")
 
     def converge(self, commit: str, timeout: float = 60) -> Converged:
         done = commands.gitwarden(
@@ -168,11 +170,11 @@ class Loop:
         self._proc.start()
         _wait_for(f"http://127.0.0.1:{self._ports['keys']}{CERT_PATH}", self._proc)
 
+    def certificate_url(self) -> str:
+        return f"http://127.0.0.1:{self._ports['keys']}{CERT_PATH}"
+
     def certificate(self) -> Path:
-        return _download(
-            f"http://127.0.0.1:{self._ports['keys']}{CERT_PATH}",
-            self._stack.workdir / "sealing.crt",
-        )
+        return _download(self.certificate_url(), self._stack.workdir / "sealing.crt")
 
     def converge(self, commit: str, timeout: float = 60) -> Converged:
         deadline = time.monotonic() + timeout
