@@ -53,6 +53,21 @@ def main(argv: list[str] | None = None) -> int:
     return run(sys.stdout, keep=args.supervise)
 
 
+class _TimedExitStack(contextlib.ExitStack):
+    """An ExitStack that notes when it began unwinding (the teardown's start, however reached)."""
+
+    unwound_at: float | None = None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> bool:
+        self.unwound_at = time.monotonic()
+        return bool(super().__exit__(exc_type, exc, tb))
+
+
 def run(out: TextIO, *, keep: bool) -> int:
     """Set up, run the steps, tear down, check nothing is left; the exit code."""
     procs.become_subreaper()
@@ -62,13 +77,11 @@ def run(out: TextIO, *, keep: bool) -> int:
     setup: list[tuple[str, bool, float, str]] = []
     interrupted = False
     started = time.monotonic()
-    teardown: list[float] = []
+    exits = _TimedExitStack()
     try:
-        with contextlib.ExitStack() as exits:
+        with exits:
             exits.callback(shutil.rmtree, workdir, ignore_errors=True)
             demo, setup_ok = _set_up(exits, workdir, out_report, ports)
-            # Registered last, so it runs first when the stack unwinds, however it unwinds.
-            exits.callback(lambda: teardown.append(time.monotonic()))
             setup.append(("setup", setup_ok, time.monotonic() - started, ""))
             if demo is not None:
                 steps.run_all(demo, out_report)
@@ -85,7 +98,7 @@ def run(out: TextIO, *, keep: bool) -> int:
     if not clean:
         procs.kill_descendants()
     note = "" if clean else f"left: {[p.cmdline[:60] for p in left]} ports {still}"
-    took = time.monotonic() - (teardown[0] if teardown else time.monotonic())
+    took = time.monotonic() - (exits.unwound_at or time.monotonic())
     after = [("teardown: no process or port left", clean, took, note)]
     with contextlib.suppress(OSError):
         if keep:
