@@ -91,7 +91,10 @@ class Report:
         self, before: list[tuple[str, bool, float, str]], after: list[tuple[str, bool, float, str]]
     ) -> bool:
         """Print the table: `before` rows, every step, `after` rows; True when all passed."""
-        rows = [*before, *((f"{s.number}. {s.title}", s.passed, s.seconds, "") for s in self.steps)]
+        rows = [
+            *before,
+            *((f"{s.number}. {s.title}", s.passed, s.seconds, _note(s)) for s in self.steps),
+        ]
         rows += after
         width = max(len(r[0]) for r in rows)
         self.line()
@@ -102,6 +105,14 @@ class Report:
             suffix = f"  {note}" if note else ""
             self.line(f"{title:<{width}}  {verdict:<6}  {seconds:6.1f}s{suffix}")
         return all(r[1] for r in rows)
+
+
+def _note(step: Step) -> str:
+    """A failed step's first reason, short enough for the summary table."""
+    if step.passed:
+        return ""
+    reason = step.failures[0]
+    return reason if len(reason) <= 60 else reason[:57].rstrip() + "..."
 
 
 def _first_line(text: str) -> str:
