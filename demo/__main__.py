@@ -119,7 +119,7 @@ def _set_up(
         running = stack.start(exits, workdir, (workdir / "repo").as_uri(), say)
         ports.extend(running.ports)
         repo = repository.create(workdir, running.keys)
-        reconciler_ports = {"keys": controlplane.free_port(), "server": controlplane.free_port()}
+        reconciler_ports = {p: controlplane.free_port() for p in ("keys", "server", "push")}
         ports.extend(reconciler_ports.values())
         config = repository.write_config(
             workdir / "reconciler.yaml", repo, running, reconciler_ports

@@ -9,6 +9,7 @@ the cluster: the steps and the driver do.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,10 @@ APP_FILE = f"{MANIFESTS}/shop.yaml"
 SECRET_FILE = f"{MANIFESTS}/billing.yaml"
 FLAGS_FILE = f"{MANIFESTS}/feature-flags.yaml"
 SECRET_NAME, SECRET_KEY = "db-credentials", "password"
-LOOP_INTERVAL = 2.0  # seconds: the demo's commits are picked up quickly
+# Seconds between the loop's passes. Each commit is also announced to the push receiver, so a
+# pass starts at once; the interval is long enough that a break-glass edit is taken back by
+# drift repair from the watches (which records who changed it), not by the next pass.
+LOOP_INTERVAL = 30.0
 
 
 def namespaces() -> list[dict[str, Any]]:
@@ -97,6 +101,9 @@ def write_config(
         namespace=stack.GITOPS_NS,
         paths=(MANIFESTS,),
     )
+    secret = running.workdir / "push-secret"
+    secret.touch(mode=0o600)
+    secret.write_text(secrets.token_hex(32))
     document = yaml.safe_load(path.read_text())
     document.update(
         {
@@ -109,6 +116,7 @@ def write_config(
             "leader": {"enabled": True},
             "server": {"listen": f"127.0.0.1:{ports['server']}"},
             "keys": {"serve": True, "listen": f"127.0.0.1:{ports['keys']}"},
+            "push": {"listen": f"127.0.0.1:{ports['push']}", "hmac_secret_file": str(secret)},
             "log": {"format": "text"},
         }
     )

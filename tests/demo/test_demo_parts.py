@@ -147,6 +147,6 @@ def test_refusals_are_shown_with_short_commit_ids(message: str, short: str) -> N
 
 
 def test_the_one_switch_picks_one_pass_until_the_loop_is_on() -> None:
-    chosen = driver.build(None, None, {"keys": 1, "server": 2})
+    chosen = driver.build(None, None, {"keys": 1, "server": 2, "push": 3})
     assert isinstance(chosen, driver.Loop if driver.USE_LOOP else driver.OnePass)
     assert chosen.process_ids() == {}  # choosing starts nothing
