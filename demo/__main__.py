@@ -24,7 +24,7 @@ import types
 from pathlib import Path
 from typing import TextIO
 
-from demo import driver, procs, report, repository, stack, steps
+from demo import context, driver, procs, report, repository, stack, steps
 from tests.harness import controlplane
 
 STATE_DIR = controlplane.REPO_ROOT / ".demo"
@@ -111,7 +111,7 @@ def run(out: TextIO, *, keep: bool) -> int:
 
 def _set_up(
     exits: contextlib.ExitStack, workdir: Path, out: report.Report, ports: list[int]
-) -> tuple[steps.Demo | None, bool]:
+) -> tuple[context.Demo | None, bool]:
     """Start the stack and the reconciler; (None, False) with the reason printed on failure."""
     out.line("[setup] a local cluster, OPA, the webhook and the reconciler on 127.0.0.1")
     say = report.Step(0, "setup", out.out).say
@@ -132,10 +132,10 @@ def _set_up(
         out.line(f"      FAIL  setup: {exc}")
         return None, False
     say(f"GitOps repository {repo.path} (trust anchor {repo.anchor[:12]}, signed by alice)")
-    return steps.Demo(running, repo, reconciler), True
+    return context.Demo(running, repo, reconciler), True
 
 
-def _keep(demo: steps.Demo | None, out: report.Report, passed: bool) -> None:
+def _keep(demo: context.Demo | None, out: report.Report, passed: bool) -> None:
     """Print how to use and stop the running demo, signal the launcher, wait for SIGTERM."""
     if demo is None:
         return

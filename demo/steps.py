@@ -12,13 +12,10 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from kubernetes import client as k8s
 
-from demo import commands, driver, report, repository, stack
-from demo.repository import APP_FILE, APP_NS, DATA_NS, FLAGS_FILE, SECRET_FILE
+from demo import commands, context, driver, report, repository, stack
 from tests.harness import gitopsrepo
 
 PASSWORD = "correct-horse-battery-staple"  # noqa: S105 - a throwaway value sealed for this run
@@ -27,107 +24,36 @@ REPLICAS_SED = "sed -i s/replicas:\\ 1/replicas:\\ {n}/"
 REVERT_WITHIN = 20.0  # seconds the loop has to take a break-glass edit back
 
 
-@dataclass
-class Demo:
-    """What the steps share."""
-
-    stack: stack.Stack
-    repo: gitopsrepo.GitOpsRepo
-    reconciler: driver.Reconciler
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def apps(self) -> k8s.AppsV1Api:
-        return k8s.AppsV1Api(self.stack.admin)
-
-    @property
-    def core(self) -> k8s.CoreV1Api:
-        return k8s.CoreV1Api(self.stack.admin)
-
-    def replicas(self) -> int:
-        return int(self.apps.read_namespaced_deployment("web", APP_NS).spec.replicas)
-
-    def mode(self) -> str:
-        return str(self.core.read_namespaced_config_map("settings", APP_NS).data["mode"])
-
-    def commit(self, step: report.Step, message: str, signer: str | None) -> str:
-        sha = self.repo.commit(message, signer)
-        how = "UNSIGNED" if signer is None else f"signed by {gitopsrepo.email(signer)}"
-        kind = (
-            ""
-            if signer is None
-            else (" (SSH)" if signer in gitopsrepo.SSH_SIGNERS else " (OpenPGP)")
-        )
-        step.say(f"commit {sha[:12]} {how}{kind}: {message}")
-        return sha
-
-    def converge(self, step: report.Step, commit: str) -> driver.Converged:
-        outcome = self.reconciler.converge(commit)
-        if outcome.applied:
-            step.say(f"reconciler: applied {commit[:12]} ({outcome.message})")
-        elif outcome.stalled:
-            step.say(f"reconciler: Stalled ({outcome.reason}): {_short(outcome.message)}")
-        else:
-            step.say(f"reconciler: no outcome ({outcome.reason}): {outcome.message}")
-        return outcome
-
-
-def _short(message: str) -> str:
-    """A refusal without the repeated full commit ids (the first 12 characters name one)."""
-    words = [
-        w[:12] + (":" if w.endswith(":") else "") if len(w.rstrip(":")) == 40 else w
-        for w in message.split()
-    ]
-    return " ".join(words)
-
-
-def _first(text: str, needle: str) -> str:
-    """The first line of `text` containing `needle` (for showing one message, not a log)."""
-    return next((line.strip() for line in text.splitlines() if needle in line), "")
-
-
-def _gone(read: Callable[[], object]) -> bool:
-    try:
-        read()
-    except k8s.ApiException as exc:
-        return bool(exc.status == 404)
-    return False
-
-
-def _labels(obj: Any) -> tuple[str | None, str | None]:
-    meta = obj.metadata
-    return (
-        (meta.labels or {}).get("gitwarden.dev/managed"),
-        (meta.annotations or {}).get("gitwarden.dev/source-path"),
-    )
-
-
 # ------------------------------------------------------------------------------------ 1
 
 
-def signed_commit_applied(d: Demo, step: report.Step) -> str:
+def signed_commit_applied(d: context.Demo, step: report.Step) -> str:
     cert = d.reconciler.certificate()
     step.say(f"fetched the served sealing certificate ({driver.CERT_PATH}) to {cert.name}")
     d.repo.write(f"{repository.MANIFESTS}/namespaces.yaml", repository.namespaces())
-    d.repo.write(APP_FILE, repository.shop("blue"))
-    d.repo.write(SECRET_FILE, repository.seal(cert, PASSWORD))
-    d.repo.write(FLAGS_FILE, [repository.configmap("feature-flags", {"checkout-v2": "off"})])
+    d.repo.write(repository.APP_FILE, repository.shop("blue"))
+    d.repo.write(repository.SECRET_FILE, repository.seal(cert, PASSWORD))
+    d.repo.write(
+        repository.FLAGS_FILE, [repository.configmap("feature-flags", {"checkout-v2": "off"})]
+    )
     step.say(f"sealed billing/{repository.SECRET_NAME} with `gitwarden seal --cert {cert.name}`")
     in_git = any(PASSWORD in p.read_text() for p in (d.repo.path / "clusters").rglob("*.yaml"))
     step.expect(not in_git, "the Secret's plaintext is in the repository")
     sha = d.commit(step, "shop: namespaces, web Deployment, settings, sealed DB password", "alice")
     if not step.expect(d.converge(step, sha).applied, f"{sha[:12]} was not applied"):
         return ""
-    web = d.apps.read_namespaced_deployment("web", APP_NS)
-    labels = _labels(web)
-    step.expect(labels == ("true", APP_FILE), f"shop/web lacks the label or its file: {labels}")
+    web = d.apps.read_namespaced_deployment("web", repository.APP_NS)
+    labels = context.labels(web)
+    step.expect(
+        labels == ("true", repository.APP_FILE), f"shop/web lacks the label or its file: {labels}"
+    )
     step.expect(d.mode() == "blue", "ConfigMap shop/settings does not hold mode=blue")
     value = stack.secret_value(
-        d.stack.admin, DATA_NS, repository.SECRET_NAME, repository.SECRET_KEY
+        d.stack.admin, repository.DATA_NS, repository.SECRET_NAME, repository.SECRET_KEY
     )
     step.expect(value == PASSWORD, "Secret billing/db-credentials does not hold the sealed value")
     step.say(
-        f"live: Namespaces {APP_NS}, {DATA_NS}; Deployment shop/web (from {APP_FILE});"
+        f"live: Namespaces {repository.APP_NS}, {repository.DATA_NS}; Deployment shop/web (from {repository.APP_FILE});"
         " ConfigMaps shop/settings, shop/feature-flags; Secret billing/db-credentials"
     )
     d.notes["applied"] = sha
@@ -140,41 +66,50 @@ def signed_commit_applied(d: Demo, step: report.Step) -> str:
 # ------------------------------------------------------------------------------------ 2
 
 
-def human_edits_denied(d: Demo, step: report.Step) -> str:
+def human_edits_denied(d: context.Demo, step: report.Step) -> str:
     who = stack.DEVELOPER
-    scaled = d.stack.kubectl(who, "-n", APP_NS, "scale", "deployment/web", "--replicas=3")
-    step.say(f"{who}: kubectl -n {APP_NS} scale deployment/web --replicas=3  → exit {scaled.code}")
-    step.expect(scaled.code != 0 and "denied" in scaled.stderr, "kubectl scale was not denied")
-    step.expect(APP_FILE in scaled.stderr, f"the scale denial does not name {APP_FILE}")
-    edited = d.stack.kubectl(
-        who, "-n", APP_NS, "edit", "deployment/web", editor=REPLICAS_SED.format(n=5)
+    scaled = d.stack.kubectl(
+        who, "-n", repository.APP_NS, "scale", "deployment/web", "--replicas=3"
     )
     step.say(
-        f"{who}: kubectl -n {APP_NS} edit deployment/web (replicas 1 → 5)  → exit {edited.code}"
+        f"{who}: kubectl -n {repository.APP_NS} scale deployment/web --replicas=3  → exit {scaled.code}"
+    )
+    step.expect(scaled.code != 0 and "denied" in scaled.stderr, "kubectl scale was not denied")
+    step.expect(
+        repository.APP_FILE in scaled.stderr,
+        f"the scale denial does not name {repository.APP_FILE}",
+    )
+    edited = d.stack.kubectl(
+        who, "-n", repository.APP_NS, "edit", "deployment/web", editor=REPLICAS_SED.format(n=5)
+    )
+    step.say(
+        f"{who}: kubectl -n {repository.APP_NS} edit deployment/web (replicas 1 → 5)  → exit {edited.code}"
     )
     step.expect(edited.code != 0 and DENIED in edited.stderr, "kubectl edit was not denied")
-    step.expect(APP_FILE in edited.stderr, f"the edit denial does not name {APP_FILE}")
-    message = _first(edited.stderr, "Make the change in Git")
+    step.expect(
+        repository.APP_FILE in edited.stderr, f"the edit denial does not name {repository.APP_FILE}"
+    )
+    message = context.first(edited.stderr, "Make the change in Git")
     if message:
         step.say(f"denial: {message[message.find('Deployment') :]}")
     step.expect(d.replicas() == 1, f"replicas changed to {d.replicas()}")
-    return f"both denied, naming {APP_FILE}; the Deployment still has 1 replica"
+    return f"both denied, naming {repository.APP_FILE}; the Deployment still has 1 replica"
 
 
 # ------------------------------------------------------------------------------------ 3
 
 
-def break_glass_reverted(d: Demo, step: report.Step) -> str:
+def break_glass_reverted(d: context.Demo, step: report.Step) -> str:
     who = stack.ONCALL
     since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     edited = d.stack.kubectl(
-        who, "-n", APP_NS, "edit", "deployment/web", editor=REPLICAS_SED.format(n=4)
+        who, "-n", repository.APP_NS, "edit", "deployment/web", editor=REPLICAS_SED.format(n=4)
     )
     step.say(
         f"{who} ({stack.BREAK_GLASS}): kubectl edit deployment/web (replicas 1 → 4)"
         f"  → exit {edited.code}"
     )
-    warning = _first(edited.stderr, "break-glass")
+    warning = context.first(edited.stderr, "break-glass")
     step.expect(edited.code == 0, f"the break-glass edit was refused: {edited.stderr.strip()}")
     step.expect(bool(warning), "kubectl printed no break-glass warning")
     if warning:
@@ -204,7 +139,7 @@ def break_glass_reverted(d: Demo, step: report.Step) -> str:
     return f"allowed with a warning, reverted in {took:.1f} s, the Event names kubectl-edit"
 
 
-def _drift_event(d: Demo, since: dt.datetime, manager: str = "kubectl-edit") -> str | None:
+def _drift_event(d: context.Demo, since: dt.datetime, manager: str = "kubectl-edit") -> str | None:
     """An Event since `since` about shop/web whose message names the field manager."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -220,9 +155,9 @@ def _drift_event(d: Demo, since: dt.datetime, manager: str = "kubectl-edit") -> 
 # ------------------------------------------------------------------------------------ 4
 
 
-def unsigned_commit_refused(d: Demo, step: report.Step) -> str:
+def unsigned_commit_refused(d: context.Demo, step: report.Step) -> str:
     last_good = d.repo.head()
-    d.repo.write(APP_FILE, repository.shop("unsigned"))
+    d.repo.write(repository.APP_FILE, repository.shop("unsigned"))
     bad = d.commit(step, "shop: switch settings to mode=unsigned", None)
     outcome = d.converge(step, bad)
     step.expect(outcome.stalled, "the unsigned commit did not stall the Sync")
@@ -231,14 +166,14 @@ def unsigned_commit_refused(d: Demo, step: report.Step) -> str:
     shown = commands.gitwarden(
         "status", "--kubeconfig", str(d.stack.kubeconfigs["admin"]), "--name", stack.SYNC_NAME
     )
-    step.say(f"gitwarden status → exit {shown.code}: {_first(shown.stdout, 'Ready=')}")
+    step.say(f"gitwarden status → exit {shown.code}: {context.first(shown.stdout, 'Ready=')}")
     step.expect(shown.code == 1, "gitwarden status did not exit 1 for a Stalled Sync")
     step.say(
         f"recovery: reset main to {last_good[:12]} (never applied: not a force-push over"
         " applied history) and make the change again, signed"
     )
     d.repo.reset(last_good)
-    d.repo.write(APP_FILE, repository.shop("green"))
+    d.repo.write(repository.APP_FILE, repository.shop("green"))
     fixed = d.commit(step, "shop: switch settings to mode=green", "gus")
     step.expect(d.converge(step, fixed).applied, f"the signed fix {fixed[:12]} was not applied")
     step.expect(d.mode() == "green", f"mode is {d.mode()}, not green")
@@ -248,11 +183,11 @@ def unsigned_commit_refused(d: Demo, step: report.Step) -> str:
 # ------------------------------------------------------------------------------------ 5
 
 
-def policy_change_needs_two_admins(d: Demo, step: report.Step) -> str:
+def policy_change_needs_two_admins(d: context.Demo, step: report.Step) -> str:
     base = d.repo.head()
     d.repo.checkout("policy-change", new_at="main")
     d.repo.write("policies/commits/shop.rego", "package shop\n\nmax_replicas := 3\n")
-    d.repo.write(APP_FILE, repository.shop("policy-v2"))
+    d.repo.write(repository.APP_FILE, repository.shop("policy-v2"))
     alone = d.commit(step, "policies: shop limits (alice alone, fast-forwarded to main)", "alice")
     d.repo.checkout("main")
     d.repo.git("merge", "-q", "--ff-only", "policy-change")
@@ -272,32 +207,45 @@ def policy_change_needs_two_admins(d: Demo, step: report.Step) -> str:
 # ------------------------------------------------------------------------------------ 6
 
 
-def removed_file_pruned(d: Demo, step: report.Step) -> str:
+def removed_file_pruned(d: context.Demo, step: report.Step) -> str:
     made = d.stack.kubectl(
-        "admin", "-n", APP_NS, "create", "configmap", "hand-made", "--from-literal=owner=ops"
+        "admin",
+        "-n",
+        repository.APP_NS,
+        "create",
+        "configmap",
+        "hand-made",
+        "--from-literal=owner=ops",
     )
     step.say(
-        f"admin: kubectl -n {APP_NS} create configmap hand-made (no GitWarden label)"
+        f"admin: kubectl -n {repository.APP_NS} create configmap hand-made (no GitWarden label)"
         f"  → exit {made.code}"
     )
     step.expect(made.code == 0, f"could not create the unlabelled ConfigMap: {made.stderr}")
-    d.repo.remove(FLAGS_FILE)
-    sha = d.commit(step, f"shop: remove {FLAGS_FILE}", "carol")
+    d.repo.remove(repository.FLAGS_FILE)
+    sha = d.commit(step, f"shop: remove {repository.FLAGS_FILE}", "carol")
     step.expect(d.converge(step, sha).applied, f"{sha[:12]} was not applied")
     read = d.core.read_namespaced_config_map
-    step.expect(_gone(lambda: read("feature-flags", APP_NS)), "shop/feature-flags is still there")
-    step.expect(not _gone(lambda: read("hand-made", APP_NS)), "shop/hand-made was deleted")
-    step.expect(not _gone(lambda: read("settings", APP_NS)), "shop/settings was deleted")
+    step.expect(
+        context.gone(lambda: read("feature-flags", repository.APP_NS)),
+        "shop/feature-flags is still there",
+    )
+    step.expect(
+        not context.gone(lambda: read("hand-made", repository.APP_NS)), "shop/hand-made was deleted"
+    )
+    step.expect(
+        not context.gone(lambda: read("settings", repository.APP_NS)), "shop/settings was deleted"
+    )
     return "shop/feature-flags deleted with its file; the unlabelled shop/hand-made left alone"
 
 
 # ------------------------------------------------------------------------------------ 7
 
 
-def opa_down_fails_closed(d: Demo, step: report.Step) -> str:
+def opa_down_fails_closed(d: context.Demo, step: report.Step) -> str:
     patch = [
         "-n",
-        APP_NS,
+        repository.APP_NS,
         "patch",
         "configmap",
         "settings",
@@ -310,12 +258,12 @@ def opa_down_fails_closed(d: Demo, step: report.Step) -> str:
     try:
         denied = d.stack.kubectl(stack.DEVELOPER, *patch)
         step.say(f"{stack.DEVELOPER}: kubectl patch configmap settings  → exit {denied.code}")
-        line = _first(denied.stderr, "policy engine unavailable")
+        line = context.first(denied.stderr, "policy engine unavailable")
         step.expect(denied.code != 0 and bool(line), "the change was not denied for want of OPA")
         if line:
             step.say(f"denial: {line[line.find('GitWarden') :]}")
         _controllers_allowed(d, step)
-        d.repo.write(APP_FILE, repository.shop("during-outage"))
+        d.repo.write(repository.APP_FILE, repository.shop("during-outage"))
         sha = d.commit(step, "shop: mode=during-outage (GitOps keeps working)", "alice")
         step.expect(
             d.converge(step, sha).applied, "the reconciler could not apply during the outage"
@@ -338,26 +286,26 @@ def opa_down_fails_closed(d: Demo, step: report.Step) -> str:
     )
 
 
-def _controllers_allowed(d: Demo, step: report.Step) -> None:
+def _controllers_allowed(d: context.Demo, step: report.Step) -> None:
     apps_dc = k8s.AppsV1Api(d.stack.client("deployment-controller"))
-    generation = d.apps.read_namespaced_deployment("web", APP_NS).metadata.generation
+    generation = d.apps.read_namespaced_deployment("web", repository.APP_NS).metadata.generation
     try:
         apps_dc.patch_namespaced_deployment_status(
-            "web", APP_NS, {"status": {"observedGeneration": generation}}
+            "web", repository.APP_NS, {"status": {"observedGeneration": generation}}
         )
         step.say("kube-system:deployment-controller: status write of shop/web  → allowed")
     except k8s.ApiException as exc:
         step.expect(False, f"deployment-controller's status write refused: HTTP {exc.status}")
     hpa = k8s.AppsV1Api(d.stack.client("horizontal-pod-autoscaler"))
     try:
-        hpa.patch_namespaced_deployment_scale("web", APP_NS, {"spec": {"replicas": 1}})
+        hpa.patch_namespaced_deployment_scale("web", repository.APP_NS, {"spec": {"replicas": 1}})
         step.say("kube-system:horizontal-pod-autoscaler: scale of shop/web  → allowed")
     except k8s.ApiException as exc:
         message = json.loads(exc.body or "{}").get("message", "")
         step.expect(False, f"the HPA's scale refused: HTTP {exc.status} {message[:80]}")
 
 
-STEPS: tuple[tuple[str, str, Callable[[Demo, report.Step], str]], ...] = (
+STEPS: tuple[tuple[str, str, Callable[[context.Demo, report.Step], str]], ...] = (
     (
         "a signed commit is applied",
         "namespaces, a Deployment, ConfigMaps and a SealedSecret sealed against the served"
@@ -398,6 +346,6 @@ STEPS: tuple[tuple[str, str, Callable[[Demo, report.Step], str]], ...] = (
 )
 
 
-def run_all(d: Demo, out: report.Report) -> None:
+def run_all(d: context.Demo, out: report.Report) -> None:
     for number, (title, what, body) in enumerate(STEPS, start=1):
         out.run(number, title, what, lambda step, body=body: body(d, step))  # type: ignore[misc]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from demo import driver, procs, report, steps
+from demo import context, driver, procs, report
 
 
 def test_a_child_is_seen_until_it_has_exited_and_been_reaped() -> None:
@@ -143,7 +143,7 @@ def test_an_outcome_counts_only_for_the_commit_it_names() -> None:
     ],
 )  # fmt: skip
 def test_refusals_are_shown_with_short_commit_ids(message: str, short: str) -> None:
-    assert steps._short(message) == short
+    assert context.short(message) == short
 
 
 def test_the_one_switch_picks_one_pass_until_the_loop_is_on() -> None:
