@@ -53,8 +53,9 @@ def signed_commit_applied(d: context.Demo, step: report.Step) -> str:
     )
     step.expect(value == PASSWORD, "Secret billing/db-credentials does not hold the sealed value")
     step.say(
-        f"live: Namespaces {repository.APP_NS}, {repository.DATA_NS}; Deployment shop/web (from {repository.APP_FILE});"
-        " ConfigMaps shop/settings, shop/feature-flags; Secret billing/db-credentials"
+        f"live: Namespaces {repository.APP_NS}, {repository.DATA_NS}; Deployment shop/web"
+        f" (from {repository.APP_FILE}); ConfigMaps shop/settings, shop/feature-flags;"
+        " Secret billing/db-credentials"
     )
     d.notes["applied"] = sha
     return (
@@ -72,7 +73,8 @@ def human_edits_denied(d: context.Demo, step: report.Step) -> str:
         who, "-n", repository.APP_NS, "scale", "deployment/web", "--replicas=3"
     )
     step.say(
-        f"{who}: kubectl -n {repository.APP_NS} scale deployment/web --replicas=3  → exit {scaled.code}"
+        f"{who}: kubectl -n {repository.APP_NS} scale deployment/web --replicas=3"
+        f"  → exit {scaled.code}"
     )
     step.expect(scaled.code != 0 and "denied" in scaled.stderr, "kubectl scale was not denied")
     step.expect(
@@ -83,7 +85,8 @@ def human_edits_denied(d: context.Demo, step: report.Step) -> str:
         who, "-n", repository.APP_NS, "edit", "deployment/web", editor=REPLICAS_SED.format(n=5)
     )
     step.say(
-        f"{who}: kubectl -n {repository.APP_NS} edit deployment/web (replicas 1 → 5)  → exit {edited.code}"
+        f"{who}: kubectl -n {repository.APP_NS} edit deployment/web (replicas 1 → 5)"
+        f"  → exit {edited.code}"
     )
     step.expect(edited.code != 0 and DENIED in edited.stderr, "kubectl edit was not denied")
     step.expect(
