@@ -115,7 +115,10 @@ def write_config(
             },
             "leader": {"enabled": True},
             "server": {"listen": f"127.0.0.1:{ports['server']}"},
-            "keys": {"serve": True, "listen": f"127.0.0.1:{ports['keys']}"},
+            # check_every: the leader makes the first sealing key within seconds of winning the
+            # Lease (a leader elected between the key service's first look and its wait would
+            # otherwise wait the default hour: reported to the lead).
+            "keys": {"serve": True, "listen": f"127.0.0.1:{ports['keys']}", "check_every": 2.0},
             "push": {"listen": f"127.0.0.1:{ports['push']}", "hmac_secret_file": str(secret)},
             "log": {"format": "text"},
         }
