@@ -61,9 +61,9 @@ def test_the_chart_values_table_reads_values_and_their_comments() -> None:
 
 def test_every_environment_variable_the_code_reads_is_documented() -> None:
     used: set[str] = set()
-    for top in ("webhook", "reconciler", "gitwarden_cli", "tests/harness", "tools", "demo"):
+    for top in ("webhook", "reconciler", "gitwarden_cli", "tests", "bench", "tools", "demo"):
         for path in (ROOT / top).rglob("*"):
-            if path.is_file() and path.suffix in (".py", ".sh"):
+            if path.is_file() and path.suffix in (".py", ".sh") and path.name != "test_docs.py":
                 used |= set(re.findall(r"GITWARDEN_[A-Z0-9_]*[A-Z0-9]", path.read_text()))
     documented = (ROOT / "docs" / "configuration.md").read_text()
     assert used, "found no variable: the scan is broken"
