@@ -2,8 +2,8 @@
 
 Owns starting, in order, everything the seven steps need on 127.0.0.1 and registering its
 teardown on an `ExitStack` at once, so a failure half way through (or Ctrl-C) stops what did
-start: etcd and kube-apiserver (`tests/harness/controlplane.py`), OPA and the webhook under
-gunicorn over TLS (`tests/harness/services.py`), the RBAC of the GitOps identity, of two human
+start: etcd, kube-apiserver and kube-controller-manager (`tests/harness/controlplane.py`), OPA
+and the webhook under gunicorn over TLS (`tests/harness/services.py`), the RBAC of the GitOps identity, of two human
 users and of two controllers, the registration made by `gitwarden webhook configuration`, the
 Sync CRD, and the signers' throwaway keys (`tests/harness/gitopsrepo.py`). Must not run a step
 or the reconciler: `demo.steps` and `demo.driver` do.
@@ -116,7 +116,9 @@ class Stack:
     def process_ids(self) -> dict[str, int]:
         """Name → pid of every long-running process the stack started."""
         found = {}
-        for proc in (self.plane.etcd, self.plane.apiserver, self.opa.process, self.webhook.process):
+        plane = self.plane
+        for proc in (plane.etcd, plane.apiserver, plane.controller_manager, self.opa.process,
+                     self.webhook.process):  # fmt: skip
             if proc is not None and proc.popen is not None and proc.running():
                 found[proc.name] = proc.popen.pid
         return found
@@ -140,7 +142,7 @@ def start(stack: contextlib.ExitStack, workdir: Path, repository_url: str, say: 
     plane = controlplane.ControlPlane(workdir=workdir / "cluster")
     plane.workdir.mkdir(parents=True)
     stack.callback(plane.stop)
-    say("etcd and kube-apiserver on 127.0.0.1 (a fresh PKI, RBAC, the webhook plugins)")
+    say("etcd, kube-apiserver and kube-controller-manager on 127.0.0.1 (a fresh PKI, RBAC)")
     plane.start()
     admin = plane.admin()
     core = k8s.CoreV1Api(admin)
@@ -231,9 +233,13 @@ def start(stack: contextlib.ExitStack, workdir: Path, repository_url: str, say: 
 
 
 def _etcd_ports(plane: controlplane.ControlPlane) -> list[int]:
-    if plane.etcd is None:
-        return []
-    return [int(a.rsplit(":", 1)[1]) for a in plane.etcd.argv if a.startswith("--listen-")]
+    """etcd's client and peer ports and kube-controller-manager's, from their command lines."""
+    found = []
+    for proc in (plane.etcd, plane.controller_manager):
+        for arg in proc.argv if proc is not None else ():
+            if arg.startswith(("--listen-client-urls=", "--listen-peer-urls=", "--secure-port=")):
+                found.append(int(arg.rsplit(":", 1)[-1].rsplit("=", 1)[-1]))
+    return found
 
 
 def _check(done: commands.Result, what: str) -> None:
