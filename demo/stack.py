@@ -3,10 +3,11 @@
 Owns starting, in order, everything the seven steps need on 127.0.0.1 and registering its
 teardown on an `ExitStack` at once, so a failure half way through (or Ctrl-C) stops what did
 start: etcd, kube-apiserver and kube-controller-manager (`tests/harness/controlplane.py`), OPA
-and the webhook under gunicorn over TLS (`tests/harness/services.py`), the RBAC of the GitOps identity, of two human
-users and of two controllers, the registration made by `gitwarden webhook configuration`, the
-Sync CRD, and the signers' throwaway keys (`tests/harness/gitopsrepo.py`). Must not run a step
-or the reconciler: `demo.steps` and `demo.driver` do.
+and the webhook under gunicorn over TLS (`tests/harness/services.py`), the RBAC of the GitOps
+identity, of two human users and of two controllers, the registration made by `gitwarden
+webhook configuration`, the Sync CRD, and the signers' throwaway keys
+(`tests/harness/gitopsrepo.py`). Must not run a step or the reconciler: `demo.steps` and
+`demo.driver` do.
 """
 
 from __future__ import annotations
