@@ -1,7 +1,7 @@
 # GitWarden's one entry point for developers and CI.
 #   make test   - venv + pinned Python deps + pinned Go-built tools, then every check and test
 #   make test-long - the long profiles (GITWARDEN_FUZZ=long: 100,000 fuzzed AdmissionReviews, ...)
-#   make demo   - (filled in by the demo issue)
+#   make demo   - the whole trust chain on one machine, seven steps (KEEP=1 keeps it running)
 #   make tools  - only build/reuse the pinned tools (kube-apiserver, kube-controller-manager, etcd, opa, helm, kubeconform, kubeseal)
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -15,12 +15,12 @@ export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools lint typecheck imports policy chart pytest test test-long demo lock clean
+.PHONY: help venv tools lint typecheck imports policy chart pytest test test-long demo demo-stop docs lock clean
 
 help:
 	@echo "make test    run every check and test (installs what it needs)"
 	@echo "make test-long  the long profiles: fuzzing at full size (tens of minutes)"
-	@echo "make demo    run the end-to-end demo"
+	@echo "make demo    run the end-to-end demo (KEEP=1 keeps it running; make demo-stop)"
 	@echo "make tools   build or reuse the pinned Go tools into $(TOOLS)"
 	@echo "make lock    refresh constraints.txt from a fresh resolve"
 
@@ -79,8 +79,16 @@ test: lint typecheck imports policy chart pytest
 test-long: venv tools
 	GITWARDEN_FUZZ=long $(BIN)/python -m pytest tests/fuzz --timeout=0 --hypothesis-show-statistics $(PYTEST_ARGS)
 
+# KEEP=1 leaves the cluster, OPA, the webhook and the reconciler running; `make demo-stop` ends it.
 demo: venv tools
-	@echo "make demo: the end-to-end demo arrives with the demo issue"; exit 1
+	$(BIN)/python -m demo $(if $(KEEP),--keep,)
+
+# Rewrites the generated sections of docs/ from the code (tests/unit/test_docs.py checks them).
+docs: venv
+	$(BIN)/python -m tests.docs_sections
+
+demo-stop: venv
+	$(BIN)/python -m demo stop
 
 lock:
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
@@ -90,4 +98,4 @@ lock:
 	rm -rf .lockvenv
 
 clean:
-	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .demo .mypy_cache .ruff_cache .pytest_cache
