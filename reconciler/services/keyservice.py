@@ -67,12 +67,16 @@ class KeyService:
         self._factory = factory
         self._ring = keys.KeyRing()
         self._lock = threading.Lock()
+        self._refreshed_as_leader = False
 
     def refresh(self) -> keys.KeyRing:
         """One pass: make a key if due (leader only), then remember the ring. Raises on failure."""
         before = {k.fingerprint for k in self._ring.keys}
         namespace = self._settings.namespace
-        if self._leading():
+        # Remembered for the wait after it: leadership won after this look must not make the
+        # new leader sleep a whole check_every before it makes a due key.
+        self._refreshed_as_leader = led = self._leading()
+        if led:
             ring = kube_keys.ensure_current(
                 self._api, namespace, self._settings.policy, self._clock, self._factory
             )
@@ -126,7 +130,7 @@ class KeyService:
         The leader waits `check_every`; a standby at most STANDBY_CHECK. Either wakes early
         when it becomes the leader, so a new leader makes a due key at once.
         """
-        led = self._leading()
+        led = self._refreshed_as_leader
         span = self._settings.check_every if led else min(self._settings.check_every, STANDBY_CHECK)
         until = time.monotonic() + span
         while (left := until - time.monotonic()) > 0:
