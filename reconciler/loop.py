@@ -32,7 +32,7 @@ from reconciler import controlconfig, errors
 class Action(enum.Enum):
     """What the worker does when the wait is over."""
 
-    PASS = "pass"  # fetch → verify → ... → apply
+    PASS = "full-pass"  # fetch → verify → ... → apply
     CHECK_TIP = "check-tip"  # stalled: ask the remote for the tip, compare the stall key
 
 

@@ -1,4 +1,4 @@
-"""The loop's schedule with a fake clock and a fixed random source: interval, backoff, stalls, pushes."""
+"""The loop's schedule on a fake clock with a fixed random source: backoff, stalls, pushes."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_transient_failures_back_off_doubling_to_the_cap_and_a_success_resets() 
         delays.append(step.delay)
     assert delays == [2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300, 300]
     assert state.failures == 12
-    # Jitter rides on top of each wait, the capped one too (at most jitter × the wait).
+    # Jitter rides on top of each wait, the capped one too (at most jitter times the wait).
     _, jittered = schedule(0.999).after_pass(state, BUSY, KEY)
     assert 300.0 < jittered.delay <= 330.0
     state, step = plan.after_pass(state, loop.Succeeded(), KEY)
