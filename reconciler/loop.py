@@ -32,7 +32,7 @@ from reconciler import controlconfig, errors
 class Action(enum.Enum):
     """What the worker does when the wait is over."""
 
-    PASS = "full-pass"  # fetch → verify → ... → apply
+    RECONCILE = "reconcile"  # fetch → verify → ... → apply
     CHECK_TIP = "check-tip"  # stalled: ask the remote for the tip, compare the stall key
 
 
@@ -81,18 +81,18 @@ class Schedule:
 
     def first(self) -> Step:
         """A process starts with a pass at once."""
-        return Step(Action.PASS, 0.0)
+        return Step(Action.RECONCILE, 0.0)
 
     def after_pass(self, state: State, outcome: Outcome, key: StallKey) -> tuple[State, Step]:
         """The state and step after a pass; `key` is what the pass saw (used when it stalled)."""
         match outcome:
             case Succeeded():
-                return State(), Step(Action.PASS, self._jittered(self._settings.interval))
+                return State(), Step(Action.RECONCILE, self._jittered(self._settings.interval))
             case errors.Transient():
                 failures = state.failures + 1
                 base = self._settings.retry_base * 2.0 ** min(failures - 1, 62)
                 delay = self._jittered(min(base, self._settings.retry_max))
-                return State(failures=failures), Step(Action.PASS, delay)
+                return State(failures=failures), Step(Action.RECONCILE, delay)
             case errors.Stalled():
                 return State(stalled=key), self._recheck()
             case _:  # a ReconcileError that is neither: the hierarchy test forbids it
@@ -101,12 +101,12 @@ class Schedule:
     def after_check(self, state: State, seen: StallKey | None) -> tuple[State, Step]:
         """After a cheap check while stalled: `seen` is the current key (None: check failed)."""
         if state.stalled is None or (seen is not None and seen != state.stalled):
-            return state, Step(Action.PASS, 0.0)
+            return state, Step(Action.RECONCILE, 0.0)
         return state, self._recheck()
 
     def on_push(self, state: State) -> Step:
         """A verified push: at once, but while stalled only the cheap check (no retry storm)."""
-        return Step(Action.CHECK_TIP if state.stalled is not None else Action.PASS, 0.0)
+        return Step(Action.CHECK_TIP if state.stalled is not None else Action.RECONCILE, 0.0)
 
     def _recheck(self) -> Step:
         return Step(Action.CHECK_TIP, self._jittered(self._settings.interval))

@@ -23,7 +23,7 @@ def test_a_success_runs_the_next_pass_after_the_interval_plus_jitter() -> None:
     for random, expected in ((0.0, 60.0), (0.5, 63.0), (0.999, 65.994)):
         state, step = schedule(random).after_pass(loop.State(failures=3), loop.Succeeded(), KEY)
         assert state == loop.State()
-        assert step.action is loop.Action.PASS
+        assert step.action is loop.Action.RECONCILE
         assert step.delay == pytest.approx(expected)
 
 
@@ -32,7 +32,7 @@ def test_transient_failures_back_off_doubling_to_the_cap_and_a_success_resets() 
     state, delays = loop.State(), []
     for _ in range(12):
         state, step = plan.after_pass(state, BUSY, KEY)
-        assert step.action is loop.Action.PASS
+        assert step.action is loop.Action.RECONCILE
         delays.append(step.delay)
     assert delays == [2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300, 300]
     assert state.failures == 12
@@ -64,7 +64,7 @@ def test_a_stalled_pass_is_not_retried_until_the_tip_or_the_configuration_change
     # A new tip, or new configuration or trust files: a full pass at once.
     for seen in (loop.StallKey("b" * 40, "d1"), loop.StallKey("a" * 40, "d2")):
         _, step = plan.after_check(state, seen)
-        assert step == loop.Step(loop.Action.PASS, 0.0)
+        assert step == loop.Step(loop.Action.RECONCILE, 0.0)
 
 
 def test_one_hour_of_a_stalled_tip_costs_no_pass_only_cheap_checks() -> None:
@@ -83,14 +83,14 @@ def test_one_hour_of_a_stalled_tip_costs_no_pass_only_cheap_checks() -> None:
         now += step.delay
         runs.append(step.action)
         state, step = plan.after_check(state, KEY)  # the remote still shows the refused tip
-    assert loop.Action.PASS not in runs
+    assert loop.Action.RECONCILE not in runs
     assert 55 <= runs.count(loop.Action.CHECK_TIP) <= 65  # ~one a minute, plus the pushes
 
 
 def test_a_push_runs_a_pass_at_once_unless_stalled() -> None:
     plan = schedule()
-    assert plan.on_push(loop.State()) == loop.Step(loop.Action.PASS, 0.0)
-    assert plan.on_push(loop.State(failures=4)) == loop.Step(loop.Action.PASS, 0.0)
+    assert plan.on_push(loop.State()) == loop.Step(loop.Action.RECONCILE, 0.0)
+    assert plan.on_push(loop.State(failures=4)) == loop.Step(loop.Action.RECONCILE, 0.0)
     assert plan.on_push(loop.State(stalled=KEY)) == loop.Step(loop.Action.CHECK_TIP, 0.0)
 
 
