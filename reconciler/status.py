@@ -202,7 +202,7 @@ def render(
         reconciling = ("False", "Applied", "")
         stalled = ("False", "Applied", "")
     else:
-        reason = _reason(outcome.error)
+        reason = reason_of(outcome.error)
         text = _clip(
             f"{outcome.error}" + (f" (before it: {summary})" if outcome.changes.changes else "")
         )
@@ -306,7 +306,8 @@ def _condition(
     }
 
 
-def _reason(error: BaseException | None) -> str:
+def reason_of(error: BaseException | None) -> str:
+    """The CamelCase reason conditions, Events and metrics show for `error`."""
     reason = getattr(error, "reason", None)
     text = reason if isinstance(reason, str) and reason.isidentifier() else type(error).__name__
     return text[:1].upper() + text[1:]
