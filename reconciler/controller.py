@@ -130,6 +130,11 @@ class Controller:
         return elector is None or elector.leading.is_set()
 
     @property
+    def busy(self) -> bool:
+        """The worker is still running (after `run` returned: it did not stop in time)."""
+        return self._worker is not None and self._worker.is_alive()
+
+    @property
     def alive(self) -> bool:
         return self._worker is None or self._worker.is_alive() or self._stop.is_set()
 

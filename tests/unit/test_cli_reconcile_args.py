@@ -1,4 +1,4 @@
-"""`gitwarden reconcile` arguments that need no cluster: help, the missing loop, bad config."""
+"""`gitwarden reconcile` arguments that need no cluster: help, the loop's arguments, bad config."""
 
 from __future__ import annotations
 
@@ -17,11 +17,27 @@ def test_help_includes_the_generated_settings(capsys: pytest.CaptureFixture[str]
     assert configdoc.help_text() in capsys.readouterr().out
 
 
-def test_without_once_it_exits_2_saying_the_loop_comes_later(
+def test_help_says_it_runs_until_stopped_and_lists_both_modes_exit_codes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main.main(["reconcile", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Without --once it runs until stopped" in out
+    assert "without --once: 0 stopped by SIGTERM/SIGINT, 1 could not start or lost the Lease" in out
+    assert "with --once: 0 applied (or dry run), 1 refused or failed" in out
+
+
+def test_the_loop_refuses_a_dry_run_and_a_missing_config_without_a_traceback(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main.main(["reconcile", "--config", str(tmp_path / "x.yaml")]) == main.EXIT_USAGE
-    assert "run one pass with --once" in capsys.readouterr().err
+    missing = str(tmp_path / "x.yaml")
+    assert main.main(["reconcile", "--config", missing, "--dry-run"]) == main.EXIT_USAGE
+    assert "--dry-run needs --once" in capsys.readouterr().err
+    assert main.main(["reconcile", "--config", missing]) == main.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "x.yaml: cannot read" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(
