@@ -85,6 +85,11 @@ RECONCILER_RULES: list[dict[str, Any]] = [
     },
 ]
 
+EVENTS_NAMESPACE = "default"
+EVENT_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+]
+
 
 @dataclass
 class Env:
@@ -278,9 +283,17 @@ def reconciler_role(admin: k8s.ApiClient) -> Iterator[None]:
     }
     rbac.create_cluster_role(role)
     rbac.create_cluster_role_binding(binding)
+    # The loop's Events about the cluster-scoped Sync object go to `default` (the only
+    # namespace the API server accepts for them): create there, and nothing else.
+    events_role = {"metadata": {"name": ROLE}, "rules": EVENT_RULES}
+    events_binding = {**binding, "roleRef": {**binding["roleRef"], "kind": "Role"}}
+    rbac.create_namespaced_role(EVENTS_NAMESPACE, events_role)
+    rbac.create_namespaced_role_binding(EVENTS_NAMESPACE, events_binding)
     try:
         yield
     finally:
+        rbac.delete_namespaced_role_binding(ROLE, EVENTS_NAMESPACE)
+        rbac.delete_namespaced_role(ROLE, EVENTS_NAMESPACE)
         rbac.delete_cluster_role_binding(ROLE)
         rbac.delete_cluster_role(ROLE)
 
