@@ -94,8 +94,10 @@ class Runner:
             planned = pipeline.prepare(self._process.ports, self.settings, last, now)
             if may_change(planned.plan):
                 self._write(status.progressing(planned.plan), now)
+                commit = planned.verified.commit
+                log.info(f"applying {commit[:12]}", extra={"revision": commit, "stage": "apply"})
             applied = pipeline.execute(planned, self._process.ports, dry_run=False)
-            self._succeeded(applied, now)
+            self._succeeded(applied, now, started)
         except errors.ReconcileError as exc:
             return self._failed(exc, planned, started, now)
         except Exception as exc:  # the process must outlive a bug in one pass
@@ -105,7 +107,7 @@ class Runner:
         self._metrics.pass_finished(seconds, "applied")
         return Result(loop.Succeeded(), applied, applied.commit, seconds)
 
-    def _succeeded(self, applied: pipeline.Applied, now: datetime.datetime) -> None:
+    def _succeeded(self, applied: pipeline.Applied, now: datetime.datetime, started: float) -> None:
         done = status.succeeded(applied.plan, applied.changes)
         outcome = status.Outcome(
             attempted=done.attempted,
@@ -122,13 +124,18 @@ class Runner:
             if change.action is not changeset.Action.UNCHANGED:
                 log.info(str(change), extra={"revision": applied.commit, "object": str(change.ref)})
         summary = applied.changes.summary()
-        log.info(
-            f"applied {applied.commit[:12]}: {summary}",
-            extra={"revision": applied.commit, "summary": summary, "result": "applied"},
-        )
         # The status write is part of the pass: if it fails, the pass is retried (Transient),
         # and the next pass finds every object unchanged.
         self._write(outcome, now)
+        log.info(
+            f"applied {applied.commit[:12]}: {summary}",
+            extra={
+                "revision": applied.commit,
+                "summary": summary,
+                "result": "applied",
+                "seconds": round(self._clock() - started, 3),
+            },
+        )
         if applied.changes.changed:
             self._event(events.applied(applied.commit, summary), now)
 
@@ -147,15 +154,20 @@ class Runner:
         self._metrics.pass_finished(seconds, kind)
         if isinstance(exc, pipeline.RevisionRefused):
             self._metrics.verification_failed(reason)
-        log.warning(
-            f"pass {kind}: {exc}",
-            extra={"revision": tip or "", "reason": reason, "result": kind},
-        )
         plan = planned.plan if planned is not None else None
         try:
             self._write(status.failed(exc, plan, attempted=refused), now)
         except errors.ReconcileError as write_error:
             log.error(f"the Sync status was not written: {write_error}")  # noqa: TRY400
+        log.warning(
+            f"pass {kind}: {exc}",
+            extra={
+                "revision": tip or "",
+                "reason": reason,
+                "result": kind,
+                "seconds": round(seconds, 3),
+            },
+        )
         if kind == "stalled":
             self._event(events.stalled(reason, str(exc)), now)
         return Result(exc, None, tip, seconds)
