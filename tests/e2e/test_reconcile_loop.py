@@ -19,7 +19,7 @@ from kubernetes import client as k8s
 
 from tests.e2e import loop_process, reconcile_stack
 from tests.e2e import reconcile_manifests as m
-from tests.e2e.loop_process import Loop, conditions, wait_for
+from tests.e2e.loop_process import conditions, wait_for
 from tests.e2e.reconcile_stack import Env, unique
 
 pytestmark = pytest.mark.cluster

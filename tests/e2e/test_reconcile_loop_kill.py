@@ -77,8 +77,8 @@ def test_five_sigkills_during_a_500_object_apply_then_a_killed_b_superseded_by_c
     env: Env, loops: loop_process.Running
 ) -> None:
     seed = int(os.environ.get("GITWARDEN_KILL_SEED", time.time_ns() % 100_000))
-    print(f"GITWARDEN_KILL_SEED={seed}")  # noqa: T201  # to rerun the same moments
-    chance = random.Random(seed)
+    print(f"GITWARDEN_KILL_SEED={seed}")  # to rerun the same moments
+    chance = random.Random(seed)  # noqa: S311  # moments to kill at, not secrets
     ns, name = unique("kill"), unique("sync")
     repo = env.repo()
     repo.write(FILE, objects(ns, "a"))
@@ -138,4 +138,4 @@ def test_five_sigkills_during_a_500_object_apply_then_a_killed_b_superseded_by_c
     }
     assert pruned == {f"b-{i:03}" for i in range(50)}  # those B created and those it planned
     assert loop.terminate() == 0
-    print(f"kill test: {time.monotonic() - began:.1f}s")  # noqa: T201
+    print(f"kill test: {time.monotonic() - began:.1f}s")
