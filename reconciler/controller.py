@@ -30,13 +30,32 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from reconciler import config, errors, events, logs, loop, passes, pipeline, trustfiles, wiring
+from reconciler import (
+    changeset,
+    config,
+    errors,
+    events,
+    logs,
+    loop,
+    passes,
+    pipeline,
+    trustfiles,
+    wiring,
+)
 
 log = logs.get("controller")
 
 EXIT_STOPPED = 0
 EXIT_LOST = 1
 POLL = 0.1  # how often the main thread looks at the Lease; losing it is acted on this fast
+
+
+class PassRunner(Protocol):
+    """`reconciler.passes.Runner`: one pass with its reporting."""
+
+    def run(self, last: pipeline.Applied | None) -> passes.Result: ...
+
+    def reload(self, settings: config.ReconcilerConfig, process: wiring.Process) -> None: ...
 
 
 class Elector(Protocol):
@@ -58,11 +77,13 @@ class Repair(Protocol):
 class Repairer(Protocol):
     def track(self, applied: pipeline.Applied) -> None: ...
 
+    def forget(self, changes: changeset.ChangeSet) -> None: ...
+
     def handle(self, event: Any) -> Repair | None: ...
 
 
 class Watches(Protocol):
-    def follow(self, kinds: Iterable[tuple[str, str]]) -> None: ...
+    def follow(self, kinds: Iterable[Any]) -> None: ...
 
     def stop(self) -> None: ...
 
@@ -83,7 +104,7 @@ class Metrics(passes.Metrics, Protocol):
 class Parts:
     """What the controller runs, built by `reconciler.controlwiring` (real) or tests (fakes)."""
 
-    runner: passes.Runner
+    runner: PassRunner
     recorder: events.Recorder
     metrics: Metrics
     tip: Callable[[], str]
@@ -92,7 +113,7 @@ class Parts:
     elector: Elector | None = None
     repairer: Repairer | None = None
     watches: Callable[[Callable[[Any], None]], Watches] | None = None
-    watched_kinds: Callable[[pipeline.Applied], Iterable[tuple[str, str]]] | None = None
+    watched_kinds: Callable[[], Iterable[Any]] | None = None
     event_key: Callable[[Any], Hashable] = id
     leader_services: tuple[Service, ...] = ()
     random: Callable[[], float] = field(default=random.random)
@@ -229,6 +250,9 @@ class Controller:
                 if result.applied is not None:
                     last = result.applied
                     self._track(last)
+                elif self._parts.repairer is not None and result.partial.changes:
+                    # What the failed pass wrote is a newer revision's: not repaired back.
+                    self._parts.repairer.forget(result.partial)
                 key = loop.StallKey(result.tip, self._parts.digest())
                 state, step = self._schedule.after_pass(state, result.outcome, key)
             else:
@@ -265,7 +289,7 @@ class Controller:
         if self._parts.watches is not None and self._parts.watched_kinds is not None:
             if self._watches is None:
                 self._watches = self._parts.watches(self._enqueue)
-            self._watches.follow(self._parts.watched_kinds(applied))
+            self._watches.follow(self._parts.watched_kinds())
 
     def _enqueue(self, event: Any) -> None:
         self._inbox.event(self._parts.event_key(event), event)

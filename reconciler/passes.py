@@ -13,10 +13,10 @@ process keeps running, backing off). Must not import the kubernetes client.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from reconciler import (
@@ -51,7 +51,7 @@ class Unexpected(errors.Transient):
     """An error that is not a ReconcileError: a bug or a library failure, by its type only."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Result:
     """What the loop needs from a pass: the outcome, the new `last`, the tip it saw."""
 
@@ -59,6 +59,8 @@ class Result:
     applied: pipeline.Applied | None
     tip: str | None
     seconds: float
+    partial: changeset.ChangeSet = dataclasses.field(default_factory=changeset.ChangeSet)
+    """What a failed pass did before it stopped (drift repair must not undo it)."""
 
 
 class Runner:
@@ -170,7 +172,10 @@ class Runner:
         )
         if kind == "stalled":
             self._event(events.stalled(reason, str(exc)), now)
-        return Result(exc, None, tip, seconds)
+        partial = getattr(exc, "changes", None)
+        if not isinstance(partial, changeset.ChangeSet):
+            partial = changeset.ChangeSet()
+        return Result(exc, None, tip, seconds, partial)
 
     def _write(self, outcome: status.Outcome, now: datetime.datetime) -> None:
         self._process.target.write_status(self.settings.identity.name, outcome, now)

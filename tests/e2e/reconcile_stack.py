@@ -286,7 +286,11 @@ def reconciler_role(admin: k8s.ApiClient) -> Iterator[None]:
     # The loop's Events about the cluster-scoped Sync object go to `default` (the only
     # namespace the API server accepts for them): create there, and nothing else.
     events_role = {"metadata": {"name": ROLE}, "rules": EVENT_RULES}
-    events_binding = {**binding, "roleRef": {**binding["roleRef"], "kind": "Role"}}
+    events_binding = {
+        "metadata": binding["metadata"],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE},
+        "subjects": binding["subjects"],
+    }
     rbac.create_namespaced_role(EVENTS_NAMESPACE, events_role)
     rbac.create_namespaced_role_binding(EVENTS_NAMESPACE, events_binding)
     try:

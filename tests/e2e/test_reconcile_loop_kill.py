@@ -52,7 +52,7 @@ def live_names(env: Env, ns: str) -> set[str]:
         .list_namespaced_config_map(ns, label_selector="gitwarden.dev/managed=true")
         .items
     )
-    return {cm.metadata.name for cm in items}
+    return {str(cm.metadata.name) for cm in items}
 
 
 def stored(env: Env, name: str) -> dict[str, str]:
