@@ -55,6 +55,12 @@ def live_names(env: Env, ns: str) -> set[str]:
     return {str(cm.metadata.name) for cm in items}
 
 
+def count(env: Env, ns: str) -> int:
+    """How many ConfigMaps `ns` holds, from one cheap request (the list's remaining count)."""
+    listed = k8s.CoreV1Api(env.admin).list_namespaced_config_map(ns, limit=1)
+    return len(listed.items) + int(listed.metadata.remaining_item_count or 0)
+
+
 def stored(env: Env, name: str) -> dict[str, str]:
     """Inventory entries of ConfigMaps in the Sync status: name → resourceVersion."""
     inventory = status_mod.decode_inventory(env.sync(name)["status"])
@@ -63,6 +69,10 @@ def stored(env: Env, name: str) -> dict[str, str]:
         for ref, entry in inventory.entries.items()
         if ref.kind == "ConfigMap"
     }
+
+
+def noops(loop: loop_process.Loop) -> list[dict[str, Any]]:
+    return [ln for ln in loop.lines() if ln.get("summary") == f"{COUNT + 1} unchanged"]
 
 
 def applying(loop: loop_process.Loop, commit: str) -> None:
@@ -83,22 +93,33 @@ def test_five_sigkills_during_a_500_object_apply_then_a_killed_b_superseded_by_c
     repo = env.repo()
     repo.write(FILE, objects(ns, "a"))
     first = repo.commit("five hundred", "alice")
-    # 1,000 requests a full pass (a dry-run check and an apply per object) at 150 a second:
-    # about 7 s, so a kill within 3 s of the write-ahead lands in the middle of the apply.
-    config = env.config(repo, name, qps=150, burst=150)
+    # 1,000 requests a full pass (a dry-run check and an apply per object), at most 400 a
+    # second: the dry-run checks, then the writes.
+    config = env.config(repo, name, qps=400, burst=400)
     began = time.monotonic()
 
+    partial: list[int] = []  # managed ConfigMaps in the cluster after each kill
+    # The first kill at a random moment of the dry-run checks (nothing written yet); the
+    # others when a random, growing number of ConfigMaps has been written.
+    targets = sorted(chance.sample(range(1, COUNT - 20), KILLS - 1))
     for kill in range(KILLS):
         loop = loops.start(env, config)
         applying(loop, first)
-        time.sleep(chance.uniform(0.0, 3.0))
+        if kill == 0:
+            time.sleep(chance.uniform(0.0, 1.5))
+        else:
+            target = targets[kill - 1]
+            wait_for(lambda: count(env, ns) >= target, 60, "writes", every=0.02)  # noqa: B023
         loop.kill()
         assert loop.proc.returncode == -9
         # Whatever it created is on record: a later revision without it can prune it.
         live, recorded = live_names(env, ns), stored(env, name)
         assert live <= set(recorded), (kill, sorted(live - set(recorded))[:5])
-        assert env.sync(name)["status"].get("lastAppliedCommit") != first or kill > 0
+        partial.append(len(live))
+        assert env.sync(name)["status"].get("lastAppliedCommit") != first
 
+    print(f"ConfigMaps there after each kill: {partial}")
+    assert any(0 < n < COUNT for n in partial), "no kill landed among the writes"
     loop = loops.start(env, config)
     loop.applied(first, timeout=90)
     recorded = stored(env, name)
@@ -108,6 +129,11 @@ def test_five_sigkills_during_a_500_object_apply_then_a_killed_b_superseded_by_c
     assert env.sync(name)["status"]["lastAppliedCommit"] == first
     deleted = [ln for ln in loop.lines() if ln.get("object") and " deleted" in ln["message"]]
     assert deleted == []  # nothing pruned by mistake
+    # The next passes (every 2 s) are no-ops: one list per kind, no write-ahead, no writes.
+    wait_for(lambda: len(noops(loop)) >= 3, 30, "three no-op passes")
+    assert [ln["summary"] for ln in noops(loop)][:3] == [f"{COUNT + 1} unchanged"] * 3
+    assert len([ln for ln in loop.lines() if ln.get("stage") == "apply"]) <= 1  # the converge
+    print(f"no-op pass of {COUNT + 1} objects: {[ln['seconds'] for ln in noops(loop)]} s")
     assert loop.terminate() == 0
 
     # B adds b-000..b-049 (applied first) and changes every cm-; it is killed mid-apply.
