@@ -1,11 +1,11 @@
 """What the reconcile end-to-end tests share: the GitOps identity, the webhook, keys, the runner.
 
 Owns the GitOps service account's RBAC (a ClusterRole of exactly what `gitwarden reconcile`
-needs for the test kinds: apply, prune, its status object and the sealing keys; the chart's role
-will start from it), its kubeconfig (a TokenRequest token, so the reconciler runs *as*
-`system:serviceaccount:gitwarden:reconciler`), the admission stack with the Sync status kind
-guarded, a sealing key Secret in GitWarden's namespace, and running the real CLI as a child
-process. Nothing here is faked.
+needs for the test kinds: apply, prune, its status object and the sealing keys, plus a Role for
+its Lease in GitWarden's namespace; the chart's roles will start from them), its kubeconfig (a
+TokenRequest token, so the reconciler runs *as* `system:serviceaccount:gitwarden:reconciler`),
+the admission stack with the Sync status kind guarded, a sealing key Secret in GitWarden's
+namespace, and running the real CLI as a child process. Nothing here is faked.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import yaml
 from cryptography import x509
 from kubernetes import client as k8s
 
-from reconciler import status
+from reconciler import controlconfig, status
 from reconciler.sealed import objects
 from reconciler.services import kube_keys
 from tests import sealed_keys
@@ -88,6 +88,22 @@ RECONCILER_RULES: list[dict[str, Any]] = [
 EVENTS_NAMESPACE = "default"
 EVENT_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+]
+
+
+# Leader election, in GitWarden's namespace only (a Role, not the ClusterRole): read and renew
+# exactly the one Lease by name. `create` cannot be limited by resourceNames (the name of an
+# object that does not exist yet is not known to the authorizer), so it is allowed for any
+# Lease in that namespace: the worst it allows is an extra Lease there. No list, watch, patch
+# or delete.
+LEASE_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": [controlconfig.DEFAULT_LEASE],
+        "verbs": ["get", "update"],
+    },
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
 ]
 
 
@@ -267,7 +283,7 @@ def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
 
 @contextlib.contextmanager
 def reconciler_role(admin: k8s.ApiClient) -> Iterator[None]:
-    """The ClusterRole above, bound to the GitOps service account only, while inside."""
+    """The ClusterRole above and the Lease Role, bound to the GitOps service account only."""
     rbac = k8s.RbacAuthorizationV1Api(admin)
     role = {"metadata": {"name": ROLE}, "rules": RECONCILER_RULES}
     binding = {
@@ -293,9 +309,16 @@ def reconciler_role(admin: k8s.ApiClient) -> Iterator[None]:
     }
     rbac.create_namespaced_role(EVENTS_NAMESPACE, events_role)
     rbac.create_namespaced_role_binding(EVENTS_NAMESPACE, events_binding)
+    namespace = webhook_stack.GITOPS_NS
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": ROLE}, "rules": LEASE_RULES})
+    role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE}
+    lease_binding = {**binding, "roleRef": role_ref}
+    rbac.create_namespaced_role_binding(namespace, lease_binding)
     try:
         yield
     finally:
+        rbac.delete_namespaced_role_binding(ROLE, namespace)
+        rbac.delete_namespaced_role(ROLE, namespace)
         rbac.delete_namespaced_role_binding(ROLE, EVENTS_NAMESPACE)
         rbac.delete_namespaced_role(ROLE, EVENTS_NAMESPACE)
         rbac.delete_cluster_role_binding(ROLE)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -13,8 +15,8 @@ import yaml
 from kubernetes import client as k8s
 
 from reconciler import manifests
-from reconciler.sealed import objects
-from reconciler.services import kube_keys
+from reconciler.sealed import keys, objects
+from reconciler.services import certserver, keyservice, kube_keys
 from tests.harness.controlplane import LOOPBACK, ControlPlane, Credentials, Process, free_port
 from tests.integration import kubeseal_tool
 
@@ -127,3 +129,51 @@ def test_key_service_makes_serves_and_renews_keys(
     log = service.log_path.read_text()
     assert "is now served" in log
     assert "BEGIN" not in log
+
+
+def test_a_standby_only_reads_keys_and_makes_one_as_soon_as_it_leads(
+    admin: k8s.ApiClient, namespace: str
+) -> None:
+    """Every replica serves the certificate; only the leader makes keys, and a new leader
+    makes a due key at once rather than after check_every."""
+    leading = threading.Event()
+    port = free_port()
+    url = f"http://{LOOPBACK}:{port}/v1/cert.pem"
+    settings = keyservice.Settings(
+        namespace=namespace,
+        listen=certserver.Settings(LOOPBACK, port),
+        check_every=3600,  # only the standby's shorter look and the leadership wake-up remain
+        policy=keys.KeyPolicy(renew_period=dt.timedelta(days=30)),
+    )
+    service = keyservice.KeyService(admin, settings, leading=leading.is_set)
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop, ready), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(30)
+        time.sleep(1.0)  # more than one leadership poll: still a standby, still nothing made
+        assert _key_secrets(admin, namespace) == []
+        assert _fetch(url) is None  # 503: no certificate yet, and the standby will not make one
+
+        # Another replica leads and makes the key: the standby reads it back, never writes.
+        made = keyservice.KeyService(admin, settings).refresh()
+        assert len(_key_secrets(admin, namespace)) == 1
+        assert service.refresh().newest().fingerprint == made.newest().fingerprint
+        assert _fetch(url) == made.newest().certificate_pem()
+        assert len(_key_secrets(admin, namespace)) == 1
+
+        # The key Secrets vanish (a new cluster, say) and this replica becomes the leader.
+        for name in _key_secrets(admin, namespace):
+            k8s.CoreV1Api(admin).delete_namespaced_secret(name, namespace)
+        leading.set()
+        _wait_for(lambda: len(_key_secrets(admin, namespace)) == 1, "the new leader's key", 10)
+        fresh = _wait_for(
+            lambda: (cert := _fetch(url)) not in (None, made.newest().certificate_pem()) and cert,
+            "the new leader's certificate",
+            10,
+        )
+        assert fresh.startswith(b"-----BEGIN CERTIFICATE-----")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
