@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import pathlib
 import sys
 import textwrap
 from typing import Any
 
-from gitwarden_cli import loopmode, main
+from gitwarden_cli import main
 from reconciler import (
     changeset,
     config,
@@ -85,7 +86,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.once:
         if args.dry_run:
             raise main.UsageError("--dry-run needs --once")
-        return loopmode.run(args.config, args.kubeconfig)
+        # Imported here, not at the top: the loop brings prometheus_client, and `gitwarden
+        # webhook serve` (whose parser is built in the same process) must set its
+        # multiprocess directory before prometheus_client is first imported.
+        loopmode = importlib.import_module("gitwarden_cli.loopmode")
+        code: int = loopmode.run(args.config, args.kubeconfig)
+        return code
     try:
         settings = config.load(args.config)
         process = wiring.build(settings, args.kubeconfig)

@@ -94,6 +94,20 @@ class Service(Protocol):
     def run(self, stop: threading.Event) -> None: ...
 
 
+class Endpoints(Protocol):
+    """`reconciler.endpoints.Endpoints`: /healthz, /readyz, /metrics and the push receiver."""
+
+    def start(self) -> Endpoints: ...
+
+    def stop(self) -> None: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def push_port(self) -> int | None: ...
+
+
 class Metrics(passes.Metrics, Protocol):
     def drift_repaired(self, kind: str) -> None: ...
 
@@ -116,6 +130,9 @@ class Parts:
     watched_kinds: Callable[[], Iterable[Any]] | None = None
     event_key: Callable[[Any], Hashable] = id
     leader_services: tuple[Service, ...] = ()
+    services: tuple[Service, ...] = ()
+    """Run on every replica from the start (the certificate endpoint)."""
+    endpoints: Callable[[Controller], Endpoints] | None = None
     random: Callable[[], float] = field(default=random.random)
     clock: Callable[[], float] = time.monotonic
 
@@ -132,6 +149,7 @@ class Controller:
         self._loaded_digest = parts.digest()
         self._worker: threading.Thread | None = None
         self._watches: Watches | None = None
+        self._endpoints: Endpoints | None = None
         self.passes = 0  # for /readyz detail and tests
 
     # ------------------------------------------------------------------------ outside calls
@@ -162,9 +180,18 @@ class Controller:
     # ------------------------------------------------------------------------ the main thread
 
     def run(self) -> int:
-        """Campaign, lead, stop; EXIT_LOST when the Lease is lost while leading."""
+        """Campaign, lead, stop; EXIT_LOST when the Lease is lost while leading.
+
+        Raises OSError when an endpoint's port cannot be bound (before anything else runs).
+        """
         elector = self._parts.elector
         campaign = None
+        if self._parts.endpoints is not None:
+            self._endpoints = self._parts.endpoints(self).start()
+            ports = {"port": self._endpoints.port, "push_port": self._endpoints.push_port}
+            log.info("serving /healthz /readyz /metrics", extra=ports)
+        for service in self._parts.services:
+            self._spawn(service, "service")
         if elector is not None:
             campaign = threading.Thread(target=elector.run, args=(self._stop,), name="lease")
             campaign.daemon = True
@@ -186,11 +213,14 @@ class Controller:
                 return EXIT_LOST
         return self._shutdown(campaign)
 
+    def _spawn(self, service: Service, name: str) -> None:
+        thread = threading.Thread(target=service.run, args=(self._stop,), name=name)
+        thread.daemon = True
+        thread.start()
+
     def _lead(self) -> None:
         for service in self._parts.leader_services:
-            thread = threading.Thread(target=service.run, args=(self._stop,), name="service")
-            thread.daemon = True
-            thread.start()
+            self._spawn(service, "leader-service")
         self._worker = threading.Thread(target=self._work, name="worker")
         # Daemon: a Lease lost mid-apply must not wait for the worker on the way out.
         self._worker.daemon = True
@@ -210,6 +240,8 @@ class Controller:
             self._parts.metrics.leading(False)
         if campaign is not None:
             campaign.join(5.0)
+        if self._endpoints is not None:
+            self._endpoints.stop()
         log.info("stopped")
         return EXIT_STOPPED
 

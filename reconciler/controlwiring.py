@@ -11,13 +11,29 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import pathlib
-import secrets
-import socket
 import threading
+import time
+from collections.abc import Callable
 
-from reconciler import config, controlconfig, controller, events, kube_client, passes, wiring
+from reconciler import (
+    cluster,
+    config,
+    controlconfig,
+    controller,
+    endpoints,
+    errors,
+    events,
+    kube_client,
+    leader,
+    metrics,
+    passes,
+    pushauth,
+    wiring,
+)
 from reconciler.sealed import keys
 from reconciler.services import certserver, keyservice
+
+READY_CACHE = 5.0  # seconds a standby's "the API server answers" is trusted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,31 +44,39 @@ class Built:
     process: wiring.Process
 
 
-class _NoMetrics:
-    """Until the metrics module is wired: every report is dropped."""
-
-    def pass_finished(self, seconds: float, result: str) -> None: ...
-    def applied(self, changes: object) -> None: ...
-    def verification_failed(self, reason: str) -> None: ...
-    def revision(self, commit: str) -> None: ...
-    def drift_repaired(self, kind: str) -> None: ...
-    def leading(self, is_leader: bool) -> None: ...
-
-
-def holder_identity() -> str:
-    """This replica's name in the Lease and on its Events: host name and a random suffix."""
-    return f"{socket.gethostname()}_{secrets.token_hex(4)}"
-
-
 @dataclasses.dataclass(frozen=True)
 class _KeyService:
-    """The sealing-key service as a leader service (it makes keys, so one replica only)."""
+    """The sealing-key service: every replica serves the certificate, the leader makes keys."""
 
     kubeconfig: pathlib.Path | None
     settings: keyservice.Settings
+    leading: Callable[[], bool]
 
     def run(self, stop: threading.Event) -> None:
-        keyservice.KeyService(kube_client.api_client(self.kubeconfig), self.settings).run(stop)
+        api = kube_client.api_client(self.kubeconfig)
+        keyservice.KeyService(api, self.settings, leading=self.leading).run(stop)
+
+
+class _Reachable:
+    """Whether the API server answers (a standby's readiness), asked at most every few seconds."""
+
+    def __init__(self, target: cluster.Cluster) -> None:
+        self._target = target
+        self._checked = -READY_CACHE
+        self._ok = False
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        with self._lock:
+            if time.monotonic() - self._checked < READY_CACHE:
+                return self._ok
+            try:
+                self._target.request("GET", "/version", what="read the API server version")
+                self._ok = True
+            except errors.ReconcileError:
+                self._ok = False
+            self._checked = time.monotonic()
+            return self._ok
 
 
 def build(
@@ -62,37 +86,71 @@ def build(
 ) -> Built:
     """Every part for `settings`; configuration errors raise here, before anything runs."""
     stop = threading.Event()
+    # Read before anything connects: a missing push secret file is a configuration error.
+    secrets = pushauth.load_secrets(settings.push) if settings.push.listen else None
     process = wiring.build(settings, kubeconfig, stop)
-    holder = holder_identity()
+    holder = leader.holder_identity()
     recorder = events.Recorder(process.target, settings.identity.name, holder)
-    metrics = _NoMetrics()
-    runner = passes.Runner(process, settings, recorder, metrics)
+    gauges = metrics.Metrics()
+    runner = passes.Runner(process, settings, recorder, gauges)
+    elector = None
+    if settings.leader.enabled:
+        elector = leader.Elector(
+            leader.KubeLeases(process.target),
+            settings.identity.namespace,
+            settings.leader.lease_name,
+            holder,
+            settings.leader,
+        )
+    leads = elector.leading.is_set if elector is not None else keyservice.always
     services: list[controller.Service] = []
     if settings.keys.serve:
-        host, port = _address(settings.keys.listen)
-        services.append(
-            _KeyService(
-                kubeconfig or settings.identity.kubeconfig,
-                keyservice.Settings(
-                    namespace=settings.identity.namespace,
-                    listen=certserver.Settings(host=host, port=port),
-                    check_every=settings.keys.check_every,
-                    policy=keys.KeyPolicy(
-                        renew_period=datetime.timedelta(days=settings.keys.renew_days)
-                    ),
-                ),
-            )
+        services.append(_key_service(settings, kubeconfig, leads))
+    reachable = _Reachable(process.target)
+
+    def serve(running: controller.Controller) -> controller.Endpoints:
+        def health() -> endpoints.Health:
+            if not running.alive:
+                return endpoints.Health(live=False, ready=False, detail="the worker stopped")
+            if running.leading:
+                return endpoints.Health(live=True, ready=True, detail="leading")
+            ok = reachable()
+            detail = "standby" if ok else "standby: the API server does not answer"
+            return endpoints.Health(live=True, ready=ok, detail=detail)
+
+        return endpoints.Endpoints(
+            settings.server, settings.push, secrets, gauges, health, running.push
         )
+
     parts = controller.Parts(
         runner=runner,
         recorder=recorder,
-        metrics=metrics,
+        metrics=gauges,
         tip=runner.tip,
         digest=lambda: controller.files_digest(config_path, runner.settings),
         reload=controller.reloader(config_path, process),
-        leader_services=tuple(services),
+        elector=elector,
+        # Drift repair (reconciler.drift, reconciler.watches) is wired when it lands.
+        services=tuple(services),
+        endpoints=serve,
     )
     return Built(controller.Controller(settings, parts, stop), process)
+
+
+def _key_service(
+    settings: config.ReconcilerConfig, kubeconfig: pathlib.Path | None, leads: Callable[[], bool]
+) -> _KeyService:
+    host, port = _address(settings.keys.listen)
+    return _KeyService(
+        kubeconfig or settings.identity.kubeconfig,
+        keyservice.Settings(
+            namespace=settings.identity.namespace,
+            listen=certserver.Settings(host=host, port=port),
+            check_every=settings.keys.check_every,
+            policy=keys.KeyPolicy(renew_period=datetime.timedelta(days=settings.keys.renew_days)),
+        ),
+        leads,
+    )
 
 
 def _address(listen: str) -> tuple[str, int]:

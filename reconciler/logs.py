@@ -35,6 +35,8 @@ FIELDS = (
     "holder",
     "kind",
     "error",
+    "port",
+    "push_port",
 )
 _LEVELS = {
     "debug": logging.DEBUG,

@@ -29,6 +29,7 @@ from reconciler import (
     loop,
     pipeline,
     status,
+    verify,
     wiring,
 )
 
@@ -154,8 +155,10 @@ class Runner:
         reason = status.reason_of(exc)
         seconds = self._clock() - started
         self._metrics.pass_finished(seconds, kind)
-        if isinstance(exc, pipeline.RevisionRefused):
-            self._metrics.verification_failed(reason)
+        if isinstance(exc, verify.VerificationFailed):
+            # One count per distinct reason (the metric maps the text onto its codes).
+            for why in dict.fromkeys(why for _, why in exc.failures) or (str(exc),):
+                self._metrics.verification_failed(why)
         plan = planned.plan if planned is not None else None
         try:
             self._write(status.failed(exc, plan, attempted=refused), now)

@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +29,7 @@ from tests.e2e.reconcile_stack import Env
 
 FAST_LOOP: dict[str, Any] = {
     "loop": {"interval": 2.0, "jitter": 0.0, "retry_base": 0.5, "retry_max": 2.0},
-    "leader": {"enabled": False},
+    "leader": {"lease_duration": 3.0, "renew_deadline": 2.0, "retry_period": 0.5},
     "server": {"listen": "127.0.0.1:0"},
     "keys": {"serve": False},
     "log": {"format": "json", "level": "info"},
@@ -76,6 +78,20 @@ class Loop:
             timeout,
             f"applied {commit[:12]}",
         )
+
+    def ports(self) -> tuple[int, int | None]:
+        """The endpoints' port and the push receiver's (None without one), from the log."""
+        line = self.wait_log(lambda ln: "port" in ln, 30, "with the endpoints' port")
+        return int(line["port"]), line.get("push_port")
+
+    def get(self, path: str) -> tuple[int, str]:
+        """GET `path` from the endpoints (status and body)."""
+        port, _ = self.ports()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+                return int(answer.status), answer.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
 
     def terminate(self, timeout: float = 40.0) -> int:
         self.proc.send_signal(signal.SIGTERM)

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from tests.e2e import loop_process, reconcile_stack
+from reconciler import controlconfig
+from tests.e2e import loop_process, reconcile_stack, webhook_stack
 from tests.e2e import reconcile_manifests as m
 from tests.e2e.loop_process import conditions, wait_for
 from tests.e2e.reconcile_stack import Env, unique
@@ -151,7 +152,13 @@ def test_sigterm_during_a_pass_exits_0_without_a_traceback_and_keeps_the_record(
     stopped_in = time.monotonic() - began
     assert stopped_in < 10.0
     assert "Traceback" not in loop.text()
-    loop.wait_log(lambda line: line["message"] == "stopped", 1.0, "stopped")
+    lines = loop.lines()
+    assert lines[-1]["message"] == "stopped"
+    assert any(str(ln["message"]).startswith("released Lease") for ln in lines)
+    lease = k8s.CoordinationV1Api(env.admin).read_namespaced_lease(
+        controlconfig.DEFAULT_LEASE, webhook_stack.GITOPS_NS
+    )
+    assert not lease.spec.holder_identity  # handed back: a standby takes it at its next try
     status = env.sync(name)["status"]
     assert status.get("lastAppliedCommit") != commit  # it did not finish
     # Everything it may have created is on record (the write-ahead: all 401 planned).
@@ -181,8 +188,12 @@ def test_secret_plaintext_is_never_in_logs_events_or_status(
     loop.applied(second)
     live = k8s.CoreV1Api(env.admin).read_namespaced_secret("creds", ns)
     assert {k: base64.b64decode(v).decode() for k, v in live.data.items()} == second_values
+    status_code, exposed = loop.get("/metrics")
+    assert status_code == 200
+    assert f'gitwarden_revision_info{{commit="{second}"}} 1.0' in exposed, exposed
     assert loop.terminate() == 0
     texts = {
+        "metrics": exposed,
         "log": loop.text(),
         "events": json.dumps([e.to_dict() for e in sync_events(env, name)], default=str),
         "status": json.dumps(env.sync(name), default=str),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -75,3 +77,15 @@ def test_no_cluster_credentials_is_a_configuration_error(
     err = capsys.readouterr().err
     assert "cannot load cluster credentials from in-cluster service account" in err
     assert "Traceback" not in err
+
+
+def test_building_the_parser_does_not_import_prometheus_client() -> None:
+    """`gitwarden webhook serve` sets prometheus_client's multiprocess directory first."""
+    probe = (
+        "import sys; from gitwarden_cli import main; main.build_parser();"
+        " print('prometheus_client' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False", done.stdout + done.stderr
