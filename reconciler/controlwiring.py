@@ -18,6 +18,7 @@ from collections.abc import Callable
 from reconciler import (
     cluster,
     config,
+    configfiles,
     controlconfig,
     controller,
     endpoints,
@@ -127,8 +128,8 @@ def build(
         recorder=recorder,
         metrics=gauges,
         tip=runner.tip,
-        digest=lambda: controller.files_digest(config_path, runner.settings),
-        reload=controller.reloader(config_path, process),
+        digest=lambda: configfiles.digest(config_path, runner.settings),
+        reload=configfiles.reloader(config_path, process),
         elector=elector,
         # Drift repair (reconciler.drift, reconciler.watches) is wired when it lands.
         services=tuple(services),
