@@ -24,7 +24,7 @@ def test_the_digest_changes_with_any_trust_file_and_only_then(tmp_path: pathlib.
     for change in (
         lambda: (tmp_path / "allowed_signers").write_text("bob ssh-ed25519 BBBB"),
         lambda: (keys / "carol.asc").write_text("carol"),
-        lambda: (keys / "alice.asc").unlink(),
+        (keys / "alice.asc").unlink,
         lambda: path.write_text(path.read_text() + "# a comment\n"),
     ):
         change()
