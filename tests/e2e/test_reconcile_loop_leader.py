@@ -16,7 +16,8 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client as k8s
 
-from tests.e2e import loop_process, reconcile_stack
+from reconciler import controlconfig
+from tests.e2e import loop_process, reconcile_stack, webhook_stack
 from tests.e2e import reconcile_manifests as m
 from tests.e2e.loop_process import Loop, wait_for
 from tests.e2e.reconcile_stack import Env, unique
@@ -108,6 +109,32 @@ def test_only_the_leader_applies_and_repairs_and_the_standby_takes_over_after_si
     led_at = next(i for i, ln in enumerate(before) if ln["message"].startswith("leading: start"))
     assert not [ln for ln in before[:led_at] if ln.get("result") or ln.get("managers")]
     assert standby.terminate() == 0
+
+
+def test_a_leader_that_sees_its_lease_taken_exits_1_at_once_without_a_traceback(
+    env: Env, loops: loop_process.Running
+) -> None:
+    ns, name = unique("lost"), unique("sync")
+    repo = env.repo()
+    repo.write(FILE, [m.namespace(ns), m.configmap(ns, "settings", {"k": "git"})])
+    commit = repo.commit("initial", "alice")
+    loop = loops.start(env, env.config(repo, name))
+    loop.applied(commit)
+    coordination = k8s.CoordinationV1Api(env.admin)
+    lease_name, namespace = controlconfig.DEFAULT_LEASE, webhook_stack.GITOPS_NS
+    lease = coordination.read_namespaced_lease(lease_name, namespace)
+    assert lease.spec.holder_identity  # ours
+    # Another holder, as after a partition in which a standby took over: stop leading now.
+    lease.spec.holder_identity = "intruder"
+    lease.spec.renew_time = dt.datetime.now(dt.UTC)
+    coordination.replace_namespaced_lease(lease_name, namespace, lease)
+    taken = time.monotonic()
+    assert loop.proc.wait(10) == 1
+    print(f"exited {time.monotonic() - taken:.2f}s after the Lease was taken")
+    assert time.monotonic() - taken < 3.0  # a retry period (0.5 s) and the main thread's poll
+    assert "Traceback" not in loop.text()
+    assert any("lost the Lease while leading" in str(ln["message"]) for ln in loop.lines())
+    coordination.delete_namespaced_lease(lease_name, namespace)  # the next test starts afresh
 
 
 def test_the_replicas_requests_are_never_denied(env: Env, started: dt.datetime) -> None:
