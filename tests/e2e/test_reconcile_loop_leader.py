@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -34,6 +35,14 @@ def loops() -> Iterator[loop_process.Running]:
 
 def leads(loop: Loop) -> bool:
     return any(ln["message"] == "leading: starting the worker" for ln in loop.lines())
+
+
+def cert_served(loop: Loop) -> str:
+    """What the replica's certificate endpoint serves (its port from the log)."""
+    line = loop.wait_log(lambda ln: "cert.pem on" in str(ln["message"]), 30, "cert endpoint")
+    port = int(str(line["message"]).rsplit(":", 1)[-1])
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/cert.pem", timeout=10) as answer:
+        return str(answer.read().decode())
 
 
 def break_glass(env: Env, ns: str, value: str) -> float:
@@ -74,8 +83,12 @@ def test_only_the_leader_applies_and_repairs_and_the_standby_takes_over_after_si
     repo.write(FILE, [m.namespace(ns), m.configmap(ns, "settings", {"k": "git"})])
     commit = repo.commit("initial", "alice")
     config = env.config(repo, name)
-    slow = {"loop": {"interval": 300.0}}  # only drift repair can revert within the test
-    first, second = loops.start(env, config, **slow), loops.start(env, config, **slow)
+    sections = {
+        "loop": {"interval": 300.0},  # only drift repair can revert within the test
+        # Every replica serves the sealing certificate; renew_days 0: no new key is made.
+        "keys": {"serve": True, "listen": "127.0.0.1:0", "renew_days": 0},
+    }
+    first, second = loops.start(env, config, **sections), loops.start(env, config, **sections)
     wait_for(lambda: leads(first) or leads(second), 30, "a leader")
     leader, standby = (first, second) if leads(first) else (second, first)
     leader.applied(commit)
@@ -85,6 +98,8 @@ def test_only_the_leader_applies_and_repairs_and_the_standby_takes_over_after_si
     assert standby.get("/healthz")[0] == 200
     assert "gitwarden_leader 0.0" in standby.get("/metrics")[1]
     assert "gitwarden_leader 1.0" in leader.get("/metrics")[1]
+    for replica in (leader, standby):
+        assert cert_served(replica) == env.cert.read_text()
 
     took = reverted_within(env, ns, break_glass(env, ns, "glass-1"), 2.0)
     print(f"break-glass edit reverted by the leader in {took:.2f}s")
