@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
@@ -38,11 +39,22 @@ def leads(loop: Loop) -> bool:
 
 
 def cert_served(loop: Loop) -> str:
-    """What the replica's certificate endpoint serves (its port from the log)."""
+    """What the replica's certificate endpoint serves once it has read the keys (503 before)."""
     line = loop.wait_log(lambda ln: "cert.pem on" in str(ln["message"]), 30, "cert endpoint")
-    port = int(str(line["message"]).rsplit(":", 1)[-1])
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/cert.pem", timeout=10) as answer:
-        return str(answer.read().decode())
+    url = f"http://127.0.0.1:{int(str(line['message']).rsplit(':', 1)[-1])}/v1/cert.pem"
+    served: list[str] = []
+
+    def fetched() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                served.append(answer.read().decode())
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503, exc.code  # no key read yet
+            return False
+        return True
+
+    wait_for(fetched, 20, "the certificate served", every=0.2)
+    return served[-1]
 
 
 def break_glass(env: Env, ns: str, value: str) -> float:
