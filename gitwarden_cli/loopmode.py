@@ -48,6 +48,12 @@ def run(config_path: pathlib.Path, kubeconfig: pathlib.Path | None) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         code = built.controller.run()
+    except OSError as exc:  # an endpoint's port cannot be bound
+        log.error(f"cannot listen: {exc.strerror}")  # noqa: TRY400
+        code = main.EXIT_FAILED
+    except errors.ReconcileError as exc:
+        log.error(f"cannot start: {exc}")  # noqa: TRY400
+        code = main.EXIT_FAILED
     except Exception as exc:  # the command's promise: never a traceback
         log.error("stopped: internal error", extra={"error": type(exc).__name__})  # noqa: TRY400
         code = main.EXIT_FAILED

@@ -146,6 +146,7 @@ class Controller:
         self._worker: threading.Thread | None = None
         self._watches: Watches | None = None
         self._endpoints: Endpoints | None = None
+        self._campaign = threading.Event()
         self.passes = 0  # for /readyz detail and tests
 
     # ------------------------------------------------------------------------ outside calls
@@ -189,7 +190,8 @@ class Controller:
         for service in self._parts.services:
             self._spawn(service, "service")
         if elector is not None:
-            campaign = threading.Thread(target=elector.run, args=(self._stop,), name="lease")
+            # Its own stop: the Lease is renewed until the worker has stopped, then released.
+            campaign = threading.Thread(target=elector.run, args=(self._campaign,), name="lease")
             campaign.daemon = True
             campaign.start()
             log.info("standby: campaigning for the Lease")
@@ -224,16 +226,24 @@ class Controller:
 
     def _shutdown(self, campaign: threading.Thread | None) -> int:
         self._inbox.stop()
+        elector = self._parts.elector
         if self._worker is not None:
-            # Requests in flight finish within the request timeout; no new one starts.
-            self._worker.join(self._settings.apply.request_timeout + 5.0)
+            # Requests in flight finish within the request timeout; no new one starts. The
+            # Lease is still renewed meanwhile; should it be lost, leave at once.
+            deadline = time.monotonic() + self._settings.apply.request_timeout + 5.0
+            while self._worker.is_alive() and time.monotonic() < deadline:
+                self._worker.join(POLL)
+                if elector is not None and elector.lost.is_set():
+                    log.error("lost the Lease while stopping: exiting so nothing outlives it")
+                    return EXIT_LOST
             if self._worker.is_alive():
                 log.warning("the current pass did not stop in time; its record is write-ahead")
         if self._watches is not None:
             self._watches.stop()
-        if self._parts.elector is not None:
-            self._parts.elector.release()
+        if elector is not None:
+            elector.release()
             self._parts.metrics.leading(False)
+        self._campaign.set()
         if campaign is not None:
             campaign.join(5.0)
         if self._endpoints is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -89,3 +90,38 @@ def test_building_the_parser_does_not_import_prometheus_client() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "False", done.stdout + done.stderr
+
+
+def test_the_loop_exits_1_naming_a_port_that_is_taken(tmp_path: pathlib.Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    (tmp_path / "allowed_signers").write_text("")
+    (tmp_path / "kubeconfig").write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    path = tmp_path / "gitwarden.yaml"
+    path.write_text(
+        f"source: {{url: x, cache_dir: {tmp_path / 'cache'}}}\n"
+        f"trust: {{anchor: {'a' * 40}, allowed_signers: allowed_signers}}\n"
+        "identity: {kubeconfig: kubeconfig}\n"
+        f"server: {{listen: '127.0.0.1:{port}'}}\n"
+        "keys: {serve: false}\nlog: {format: text}\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "gitwarden_cli.main", "reconcile", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    finally:
+        taken.close()
+    assert done.returncode == main.EXIT_FAILED, done.stderr
+    assert "cannot listen: Address already in use" in done.stderr
+    assert "Traceback" not in done.stderr
