@@ -104,6 +104,11 @@ def test_kubectl_shows_progressing_then_applied_then_stalled_by_a_bad_signature(
     assert ("Warning", "RevisionRefused") in reasons
     described = kubectl_ok(env, "describe", "sync", name)
     assert "RevisionRefused" in described  # kubectl finds the Events of a cluster-scoped object
+    exposed = loop.get("/metrics")[1]
+    assert 'gitwarden_verification_failures_total{reason="unsigned"} 1.0' in exposed, exposed
+    assert 'gitwarden_reconcile_passes_total{result="stalled"} 1.0' in exposed
+    assert 'gitwarden_objects_applied_total{action="created"} 401.0' in exposed  # 21 + 380
+    assert 'gitwarden_objects_applied_total{action="configured"} 20.0' in exposed
 
 
 def test_a_stalled_tip_is_only_checked_until_a_signed_commit_moves_it(
