@@ -51,10 +51,21 @@ policy: tools
 	@# --threshold fails the run below 90% line coverage; the JSON report itself is not needed.
 	opa test policies --coverage --threshold 90 >/dev/null
 
-chart: tools
-	@if [ -d charts ] && ls charts/*/Chart.yaml >/dev/null 2>&1; then \
-	  for c in charts/*/; do helm lint --strict "$$c" && helm template gitwarden "$$c" | kubeconform -strict -summary; done; \
-	else echo "chart: no Helm chart yet"; fi
+# The chart: its copies in step with their sources, `helm lint --strict`, and every value set
+# (the defaults and each ci/*.yaml) rendered and checked by kubeconform -strict against schemas
+# made from the test cluster's own kube-apiserver (tests/chart/kubeschemas.py; no download).
+KUBE_VERSION := 1.35.4
+CHART_DIR    := charts/gitwarden
+chart: venv tools
+	$(BIN)/python -m tests.chart.chartfiles --check
+	@schemas=$$($(BIN)/python -m tests.chart.kubeschemas); \
+	for values in default $(CHART_DIR)/ci/*.yaml; do \
+	  args=(--kube-version $(KUBE_VERSION)); [ "$$values" = default ] || args+=(--values "$$values"); \
+	  echo "chart: $$values"; \
+	  helm lint --strict --namespace gitwarden "$${args[@]}" $(CHART_DIR); \
+	  helm template gitwarden $(CHART_DIR) --namespace gitwarden "$${args[@]}" \
+	    | kubeconform -strict -summary -schema-location "$$schemas/{{ .ResourceKind }}-{{ .Group }}-{{ .ResourceAPIVersion }}.json"; \
+	done
 
 pytest: venv tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

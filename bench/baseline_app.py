@@ -1,7 +1,9 @@
-"""The baseline of bench_webhook: a WSGI app that answers every request with a fixed allow.
+"""The floor of bench_webhook: a WSGI app that parses the AdmissionReview and answers allow.
 
-It does no parsing and no policy call, so gunicorn, TLS and the loopback network are all it
-measures; bench_webhook serves it with the same worker settings as the webhook.
+It reads the body, decodes the JSON, and answers `allowed: true` for the request's uid: no
+validation, no policy call, no logging, no metrics. So gunicorn, TLS, JSON and the loopback
+network are all it measures; bench_webhook serves it with the same worker settings as the
+webhook.
 """
 
 from __future__ import annotations
@@ -10,21 +12,26 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-_ALLOW = json.dumps(
-    {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "response": {"uid": "fixed", "allowed": True},
-    }
-).encode()
-
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    """Drain the body, answer the fixed allow."""
-    stream = environ["wsgi.input"]
-    while stream.read(65536):
-        pass
+    """Parse the body, answer allow for its uid (GET: ok, for the bench's readiness wait)."""
+    if environ["REQUEST_METHOD"] == "GET":
+        start_response("200 OK", [("Content-Length", "3")])
+        return [b"ok\n"]
+    body = environ["wsgi.input"].read()
+    try:
+        uid = json.loads(body)["request"]["uid"]
+    except (ValueError, KeyError, TypeError):
+        start_response("400 Bad Request", [("Content-Length", "0")])
+        return [b""]
+    answer = json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "response": {"uid": uid, "allowed": True},
+        }
+    ).encode()
     start_response(
-        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(_ALLOW)))]
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(answer)))]
     )
-    return [_ALLOW]
+    return [answer]

@@ -1,18 +1,31 @@
-"""Load benchmark of the admission webhook over TLS on loopback, against a fixed-allow baseline.
+"""Load benchmark of the admission webhook: alone next to its floor, then through kube-apiserver.
 
-Starts a real OPA server with policies/admission, the webhook under `gitwarden webhook serve`
-(gunicorn, TLS, 2 workers x 4 threads by default), and a minimal gunicorn TLS app that answers
-a fixed allow with the same worker settings. The same client load (persistent TLS connections,
-one realistic AdmissionReview: a user's update of a managed Deployment, which the policy
-denies) is sent to each in turn, bounded in count and time. It prints p50/p95/p99 latency and
-throughput for both and their ratios.
+Starts the harness's kube-apiserver and etcd, a real OPA server with policies/admission, and
+the webhook under `gitwarden webhook serve` (gunicorn, TLS, 2 workers x 4 threads, log level
+info as in production), registered in the API server, plus the floor: a minimal WSGI app that
+parses the JSON and answers allow, under gunicorn with the same workers, threads and
+keep-alive (plain gthread). Then:
 
-    python -m bench.bench_webhook [--requests 3000] [--clients 8] [--seconds 60]
+1. wrk (keep-alive TLS) sends a varied mix of 1,200 distinct reviews (bench/webhook_mix.py:
+   5 KB Deployments with managedFields, ConfigMaps, status writes, scale through the parent
+   route, controllers' writes; 24 users, 9 namespaces) to the floor and the webhook in turn, at
+   8 and 32 connections, `--repeats` times interleaved; req/s, p50/p99 and the ratios, with
+   the spread over the repeats.
+2. Through the API server: the latency the webhook adds to people's in-scope UPDATEs at 8
+   concurrent clients (the API server's own admission histogram), and the webhook calls that
+   the GitOps identity's writes and the deployment controller's status writes cause (zero).
+
+Every body is first posted once to both servers and must be answered 200 for its uid. Bounded
+in time; 127.0.0.1 only. Targets are printed, not asserted (a 2-core machine shared with other
+work is noisy).
+
+    python -m bench.bench_webhook [--seconds 8] [--repeats 3] [--profile DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import http.client
 import json
 import os
@@ -20,211 +33,299 @@ import ssl
 import statistics
 import sys
 import tempfile
-import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from kubernetes import client as k8s
+
+from bench import pyspy, webhook_apiserver, webhook_mix, wrk
+from tests.e2e import webhook_stack
 from tests.harness import pki
-from tests.harness.controlplane import LOOPBACK, Process, free_port, wait_http
-from tests.harness.services import OpaServer, WebhookServer
-from tests.webhook import reviews
+from tests.harness.controlplane import (
+    LOOPBACK,
+    Process,
+    free_port,
+    running_control_plane,
+    wait_http,
+)
 from webhook import config as config_mod
 
-
-@dataclass(frozen=True)
-class Result:
-    """Latencies (seconds) and wall time of one run."""
-
-    name: str
-    latencies: list[float]
-    wall: float
-    errors: int
-
-    def percentile(self, p: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
-    @property
-    def throughput(self) -> float:
-        return len(self.latencies) / self.wall
-
-    def line(self) -> str:
-        ms = [self.percentile(p) * 1000 for p in (50, 95, 99)]
-        return (
-            f"{self.name:<10} n={len(self.latencies):<6} errors={self.errors:<3} "
-            f"p50={ms[0]:6.2f} ms  p95={ms[1]:6.2f} ms  p99={ms[2]:6.2f} ms  "
-            f"throughput={self.throughput:7.1f} req/s  "
-            f"mean={statistics.fmean(self.latencies) * 1000:.2f} ms"
-        )
+CONFIG = config_mod.AdmissionConfig(
+    namespace=webhook_stack.GITOPS_NS,
+    gitops_service_account=webhook_stack.GITOPS_SA,
+    repository_url=webhook_stack.REPO,
+    break_glass_groups=(webhook_stack.BREAK_GLASS,),
+    namespace_modes={ns: "warn" for ns in webhook_mix.WARNED},
+)
 
 
-def load(
-    name: str,
+def _floor(work: Path, serving: pki.KeyPair, workers: int, threads: int) -> tuple[Process, int]:
+    crt, key = serving.write(work, "floor")
+    port = free_port()
+    argv = [sys.executable, "-m", "gunicorn", f"--bind={LOOPBACK}:{port}", f"--workers={workers}"]
+    argv += [f"--threads={threads}", "--worker-class=gthread", f"--certfile={crt}"]
+    argv += [f"--keyfile={key}", "--keep-alive=30", "--log-level=warning"]
+    argv += ["bench.baseline_app:app"]
+    return Process("floor", argv, work / "floor.log", env={**os.environ}), port
+
+
+def _answer_every_body(
+    port: int, context: ssl.SSLContext, bodies: list[webhook_mix.Body]
+) -> collections.Counter[str]:
+    """Post each body once on one kept-alive connection; each must be a 200 for its uid."""
+    verdicts: collections.Counter[str] = collections.Counter()
+    conn = http.client.HTTPSConnection(LOOPBACK, port, context=context, timeout=10)
+    try:
+        for b in bodies:
+            conn.request("POST", b.path, b.body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            raw = resp.read()
+            if resp.status != 200:
+                raise SystemExit(f"{b.kind}: HTTP {resp.status}: {raw[:300]!r}")
+            answer = json.loads(raw)["response"]
+            if answer["uid"] != json.loads(b.body)["request"]["uid"]:
+                raise SystemExit(f"{b.kind}: answered for another uid")
+            warned = " (warned)" if answer.get("warnings") else ""
+            verdicts[f"{b.kind}: {'allowed' if answer['allowed'] else 'denied'}{warned}"] += 1
+    finally:
+        conn.close()
+    return verdicts
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    """gunicorn's workers: the children of its arbiter."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _median(runs: list[wrk.Run], field: str) -> float:
+    return float(statistics.median(getattr(r, field) for r in runs))
+
+
+def _spread(runs: list[wrk.Run]) -> str:
+    rates = [r.rate for r in runs]
+    p99s = [r.p99_ms for r in runs]
+    return (
+        f"median {statistics.median(rates):7.1f} req/s (spread {min(rates):.0f}-{max(rates):.0f}), "
+        f"p50 median {statistics.median(r.p50_ms for r in runs):.2f} ms, "
+        f"p99 median {statistics.median(p99s):.2f} ms (spread {min(p99s):.2f}-{max(p99s):.2f}), "
+        f"errors {sum(r.errors for r in runs)}"
+    )
+
+
+def _measured(
+    target: str,
     port: int,
-    ca: ssl.SSLContext,
-    body: bytes,
     *,
-    requests: int,
-    clients: int,
-    seconds: float,
-) -> Result:
-    """`clients` threads with one keep-alive TLS connection each share `requests` POSTs."""
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    remaining = [requests]
-    deadline = time.monotonic() + seconds
-
-    def worker() -> None:
-        conn = http.client.HTTPSConnection(LOOPBACK, port, context=ca, timeout=10)
-        mine: list[float] = []
-        try:
-            while time.monotonic() < deadline:
-                with lock:
-                    if remaining[0] <= 0:
-                        break
-                    remaining[0] -= 1
-                started = time.perf_counter()
-                try:
-                    conn.request(
-                        "POST", "/validate?timeout=3s", body, {"Content-Type": "application/json"}
-                    )
-                    resp = conn.getresponse()
-                    ok = resp.status == 200 and b'"response"' in resp.read()
-                except (OSError, http.client.HTTPException):
-                    ok = False
-                if not ok:
-                    with lock:
-                        errors[0] += 1
-                    conn.close()
-                    conn = http.client.HTTPSConnection(LOOPBACK, port, context=ca, timeout=10)
-                    continue
-                mine.append(time.perf_counter() - started)
-        finally:
-            conn.close()
-            with lock:
-                latencies.extend(mine)
-
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return Result(name, latencies, time.perf_counter() - started, errors[0])
+    inputs: tuple[Path, Path],
+    connections: int,
+    seconds: int,
+    processes: dict[str, list[int]],
+    cpu: dict[str, list[float]],
+) -> wrk.Run:
+    """One wrk run, and the CPU milliseconds per request each process group spent on it."""
+    before = {name: sum(_cpu_seconds(p) for p in pids) for name, pids in processes.items()}
+    run = wrk.run(target, port, inputs, connections=connections, seconds=seconds)
+    for name, pids in processes.items():
+        spent = sum(_cpu_seconds(p) for p in pids) - before[name]
+        cpu[f"{name} c={connections}"].append(1000 * spent / max(run.requests, 1))
+    return run
 
 
-def _check_denies(port: int, context: ssl.SSLContext, body: bytes) -> None:
-    """The webhook must really decide (a deny with our message) before it is timed."""
-    conn = http.client.HTTPSConnection(LOOPBACK, port, context=context)
-    conn.request("POST", "/validate", body, {"Content-Type": "application/json"})
-    answer = json.loads(conn.getresponse().read())["response"]
-    conn.close()
-    if answer["allowed"] or "Make the change in Git" not in answer["status"]["message"]:
-        raise SystemExit(f"webhook did not deny as expected: {answer}")
+def _part_one(
+    args: argparse.Namespace,
+    stack: webhook_stack.Stack,
+    floor_pid: int,
+    floor_port: int,
+    inputs: tuple[Path, Path],
+) -> list[str]:
+    verdicts: list[str] = []
+    results: dict[tuple[str, int], list[wrk.Run]] = collections.defaultdict(list)
+    cpu: dict[str, list[float]] = collections.defaultdict(list)
+    groups = {
+        "floor": {"floor workers": _children(floor_pid)},
+        "webhook": {
+            "webhook workers": _children(stack.webhook.process.popen.pid),  # type: ignore[union-attr]
+            "OPA": [stack.opa.process.popen.pid],  # type: ignore[union-attr]
+        },
+    }
+    for connections in (8, 32):
+        for _ in range(args.repeats):
+            for target, port in (("floor", floor_port), ("webhook", stack.webhook.port)):
+                run = _measured(
+                    target,
+                    port,
+                    inputs=inputs,
+                    connections=connections,
+                    seconds=args.seconds,
+                    processes=groups[target],
+                    cpu=cpu,
+                )
+                print("  " + run.line(), flush=True)
+                results[(target, connections)].append(run)
+    print("CPU milliseconds per request (median over the runs; all processes of each kind):")
+    for name, values in cpu.items():
+        print(f"  {name:<22} {statistics.median(values):.2f} ms")
+    print()
+    for connections in (8, 32):
+        floor, hook = results[("floor", connections)], results[("webhook", connections)]
+        print(f"{connections} connections, {args.repeats} runs of {args.seconds} s each:")
+        print(f"  floor    {_spread(floor)}")
+        print(f"  webhook  {_spread(hook)}")
+        ratios = [h.rate / f.rate for h, f in zip(hook, floor, strict=True)]
+        ratio = statistics.median(r.rate for r in hook) / statistics.median(r.rate for r in floor)
+        p99 = statistics.median(r.p99_ms for r in hook)
+        print(
+            f"  ratio webhook/floor: req/s {ratio:.2f}x "
+            f"(per run {', '.join(f'{r:.2f}' for r in ratios)}), "
+            f"p50 {_median(hook, 'p50_ms') / _median(floor, 'p50_ms'):.1f}x, "
+            f"p99 {p99 / _median(floor, 'p99_ms'):.1f}x"
+        )
+        if connections == 8:
+            verdicts.append(
+                _target("8 connections: >= 0.25x the floor", ratio >= 0.25, f"{ratio:.2f}x")
+            )
+            verdicts.append(_target("8 connections: p99 <= 10 ms", p99 <= 10, f"{p99:.2f} ms"))
+        else:
+            errors = sum(r.errors for r in hook)
+            verdicts.append(_target("32 connections: 0 errors", errors == 0, str(errors)))
+            verdicts.append(_target("32 connections: p99 <= 50 ms", p99 <= 50, f"{p99:.2f} ms"))
+    return verdicts
+
+
+def _part_two(stack: webhook_stack.Stack, clients: int, each: int) -> list[str]:
+    enforced, warned = webhook_mix.ENFORCED[5], webhook_mix.WARNED[0]
+    added = webhook_apiserver.human_updates(stack, (enforced, warned), clients, each)
+    h, w = added.api_server, added.webhook
+    print(
+        f"{added.requests} people's UPDATEs of managed Deployments ({clients} clients, half "
+        f"denied, half warned) in {added.seconds:.1f} s: {added.requests / added.seconds:.1f} req/s"
+    )
+    print(
+        f"  API server's webhook admission histogram: n={h.count:.0f}, "
+        f"p50 ~{h.quantile(0.5) * 1000:.2f} ms, "
+        f"p99 ~{h.quantile(0.99) * 1000:.2f} ms (interpolated in its 5/25/100 ms buckets), "
+        f"{100 * h.share_within(0.005):.1f}% within 5 ms"
+    )
+    print(
+        f"  the webhook's own histogram meanwhile: n={w.count:.0f}, "
+        f"p50 ~{w.quantile(0.5) * 1000:.2f} ms, "
+        f"p99 ~{w.quantile(0.99) * 1000:.2f} ms, {100 * w.share_within(0.005):.1f}% within 5 ms"
+    )
+    verdicts = [
+        _target(
+            "API server: p99 added <= 5 ms at 8 clients",
+            h.share_within(0.005) >= 0.99,
+            f"{100 * h.share_within(0.005):.1f}% within 5 ms",
+        )
+    ]
+    namespace, name = webhook_mix.SCALED[0]
+    for skipped in (
+        webhook_apiserver.gitops_writes(stack, namespace, 200),
+        webhook_apiserver.controller_status_writes(stack, namespace, name, 200),
+    ):
+        print(
+            f"  {skipped.who}: {skipped.writes} writes, "
+            f"webhook decisions {skipped.webhook_decisions:.0f}, "
+            f"API server calls to the webhook {skipped.api_server_calls:.0f}, "
+            f"excluded by matchConditions {skipped.api_server_exclusions:.0f}"
+        )
+        calls = skipped.webhook_decisions + skipped.api_server_calls
+        verdicts.append(_target(f"zero webhook calls: {skipped.who}", calls == 0, f"{calls:.0f}"))
+    return verdicts
+
+
+def _target(what: str, met: bool, value: str) -> str:
+    return f"{'MET   ' if met else 'MISSED'} {what}: {value}"
+
+
+def _setup_cluster(stack: webhook_stack.Stack) -> None:
+    core, apps = k8s.CoreV1Api(stack.plane.admin()), k8s.AppsV1Api(stack.gitops)
+    for ns in webhook_mix.ENFORCED + webhook_mix.WARNED:
+        core.create_namespace({"metadata": {"name": ns}})  # type: ignore[arg-type]  # a manifest
+    for ns, name in webhook_mix.SCALED:
+        apps.create_namespaced_deployment(ns, webhook_stack.deployment(name))  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--seconds", type=int, default=8, help="seconds per wrk run (default 8)")
     parser.add_argument(
-        "--requests", type=int, default=3000, help="requests per target (default 3000)"
-    )
-    parser.add_argument("--clients", type=int, default=8, help="concurrent connections (default 8)")
-    parser.add_argument(
-        "--seconds", type=float, default=60, help="time bound per target (default 60)"
+        "--repeats", type=int, default=3, help="runs per target and load (default 3)"
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=8, help="API server clients (default 8)")
+    parser.add_argument("--updates", type=int, default=150, help="UPDATEs per API server client")
+    parser.add_argument("--profile", type=Path, help="also sample the webhook with py-spy into DIR")
     args = parser.parse_args(argv)
-
-    ca = pki.CertificateAuthority("bench-ca")
-    serving = ca.serving([LOOPBACK, "localhost"])
-    context = ssl.create_default_context(cadata=ca.cert_pem.decode())
-    case = reviews.golden()["cases"]["user_update_deployment_denied"]["input"]
-    body = reviews.body(reviews.review_from_input(case))
-    config = config_mod.AdmissionConfig(
-        repository_url="https://git.example.com/platform/cluster.git"
+    wrk.binary()
+    if args.profile:
+        pyspy.binary()
+    bodies = webhook_mix.build()
+    print(
+        f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+        f"{len(bodies)} distinct reviews, "
+        f"{sum(len(b.body) for b in bodies) // len(bodies)} bytes on average; "
+        f"{args.workers} workers x {args.threads} threads",
+        flush=True,
     )
-
-    with tempfile.TemporaryDirectory(prefix="gitwarden-bench-") as tmp:
+    env = {
+        "GITWARDEN_WEBHOOK_WORKERS": str(args.workers),
+        "GITWARDEN_WEBHOOK_THREADS": str(args.threads),
+        "GITWARDEN_WEBHOOK_LOG_LEVEL": "info",
+    }
+    with (
+        running_control_plane() as plane,
+        tempfile.TemporaryDirectory(prefix="gitwarden-bench-") as tmp,
+        webhook_stack.running_stack(plane, plane.admin(), Path(tmp), CONFIG, env) as stack,
+    ):
         work = Path(tmp)
-        opa = OpaServer(work, {"gitwarden": {"admission": config.to_opa_data()}})
-        webhook = WebhookServer(
-            work,
-            serving,
-            ca.cert_pem,
-            env={
-                "GITWARDEN_WEBHOOK_OPA_URL": "",
-                "GITWARDEN_WEBHOOK_WORKERS": str(args.workers),
-                "GITWARDEN_WEBHOOK_THREADS": str(args.threads),
-                "GITWARDEN_WEBHOOK_LOG_LEVEL": "warning",
-            },
-        )
-        crt, key = serving.write(work, "baseline")
-        baseline_port = free_port()
-        baseline = Process(
-            "baseline",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"{LOOPBACK}:{baseline_port}",
-                "--workers",
-                str(args.workers),
-                "--threads",
-                str(args.threads),
-                "--worker-class",
-                "gthread",
-                "--certfile",
-                str(crt),
-                "--keyfile",
-                str(key),
-                "--keep-alive",
-                "30",
-                "--log-level",
-                "warning",
-                "bench.baseline_app:app",
-            ],
-            work / "baseline.log",
-            env={**os.environ},
-        )
+        _setup_cluster(stack)
+        floor, floor_port = _floor(work, stack.webhook.serving, args.workers, args.threads)
+        floor.start()
         try:
-            opa.start()
-            webhook.env["GITWARDEN_WEBHOOK_OPA_URL"] = opa.url
-            webhook.start()
-            baseline.start()
-            wait_http(baseline, f"https://{LOOPBACK}:{baseline_port}/", context=context)
-            _check_denies(webhook.port, context, body)
-            warmup = {"requests": 200, "clients": args.clients, "seconds": 10.0}
-            load("warmup", webhook.port, context, body, **warmup)
-            load("warmup", baseline_port, context, body, **warmup)
-            bounds = {"requests": args.requests, "clients": args.clients, "seconds": args.seconds}
-            results = [
-                load("webhook", webhook.port, context, body, **bounds),
-                load("baseline", baseline_port, context, body, **bounds),
-            ]
+            context = stack.webhook.tls_context()
+            wait_http(floor, f"https://{LOOPBACK}:{floor_port}/", context=context)
+            print("answers of the webhook to the mix (each body once):")
+            for verdict, n in sorted(
+                _answer_every_body(stack.webhook.port, context, bodies).items()
+            ):
+                print(f"  {n:5d}  {verdict}")
+            _answer_every_body(floor_port, context, bodies)
+            inputs = wrk.write_inputs(work, bodies)
+            if args.profile:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                out = args.profile / "webhook-c8.txt"
+                spy = pyspy.start(stack.webhook.process.popen.pid, args.seconds, out)  # type: ignore[union-attr]
+                print(
+                    "  (profiled) "
+                    + wrk.run(
+                        "webhook", stack.webhook.port, inputs, connections=8, seconds=args.seconds
+                    ).line()
+                )
+                spy.wait(timeout=args.seconds + 60)
+                print(pyspy.summary(out))
+            print("\n1. the webhook alone, next to the floor (wrk, keep-alive TLS):", flush=True)
+            verdicts = _part_one(args, stack, floor.popen.pid, floor_port, inputs)  # type: ignore[union-attr]
         finally:
-            baseline.stop()
-            webhook.stop()
-            opa.stop()
-
-    hook, base = results
-    print(
-        f"{len(body)}-byte AdmissionReview, {args.clients} keep-alive TLS clients, "
-        f"{args.workers} workers x {args.threads} threads, loopback, {os.cpu_count()} CPUs"
-    )
-    for r in results:
-        print(r.line())
-    print(
-        f"ratio webhook/baseline: throughput {hook.throughput / base.throughput:.2f}x, "
-        f"p50 {hook.percentile(50) / base.percentile(50):.2f}x, "
-        f"p99 {hook.percentile(99) / base.percentile(99):.2f}x"
-    )
-    return 1 if hook.errors or base.errors else 0
+            floor.stop()
+        print("\n2. through the API server:", flush=True)
+        verdicts += _part_two(stack, args.clients, args.updates)
+    print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("targets:")
+    for v in verdicts:
+        print(f"  {v}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from gunicorn.app.base import BaseApplication
 from prometheus_client import multiprocess
 
 from webhook import app as app_mod
+from webhook import logbuffer, worker
 from webhook import settings as settings_mod
-from webhook import worker
 
 log = logging.getLogger("gitwarden.webhook.tls")
 
@@ -106,6 +106,7 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
             ) from None
         self._settings = settings
         self._tls: ReloadingTLS | None = None
+        self._log_writers: list[logbuffer.LineWriter] = []
         # Read by `worker.GuardedThreadWorker` through its `TLSServing` port.
         self.handshake_timeout = settings.handshake_timeout
         self.request_timeout = settings.request_timeout
@@ -132,6 +133,10 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
             "loglevel": s.log_level,
             "accesslog": None,
             "child_exit": self._child_exit,
+            # Each worker writes its log lines in batches from one thread (webhook.logbuffer),
+            # and writes what is still queued when it exits.
+            "post_fork": self._post_fork,
+            "worker_exit": self._worker_exit,
             "proc_name": "gitwarden-webhook",
             "limit_request_line": 8190,
             # gunicorn >= 25 opens a control socket (resize, reload, stop) in $HOME by default;
@@ -153,6 +158,13 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
                 raise settings_mod.SettingsError("TLS certificate and key are required")
             self._tls = ReloadingTLS(s.tls_cert, s.tls_key, s.cert_reload_seconds, s.client_ca)
         return self._tls.context()
+
+    def _post_fork(self, server: Any, worker: Any) -> None:
+        logbuffer.spare_caller_lookups()
+        self._log_writers = logbuffer.install()
+
+    def _worker_exit(self, server: Any, worker: Any) -> None:
+        logbuffer.close(self._log_writers)
 
     def _child_exit(self, server: Any, worker: Any) -> None:
         if self._settings.metrics_dir is not None:

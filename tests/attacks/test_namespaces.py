@@ -79,9 +79,10 @@ def test_alice_cannot_remove_the_protected_label_through_a_subresource(
 
 
 def test_alice_cannot_delete_a_protected_namespace(stack: Stack, admin: k8s.ApiClient) -> None:
-    """Deleting the namespace would delete everything GitOps put there."""
+    """Deleting the namespace would delete everything GitOps put there (both hooks deny it)."""
     ns = kit.protected_namespace(admin)
-    denied_message(lambda: k8s.CoreV1Api(stack.alice).delete_namespace(ns), OBJECTS_HOOK)
+    delete = lambda: k8s.CoreV1Api(stack.alice).delete_namespace(ns)  # noqa: E731
+    denied_message(delete, (OBJECTS_HOOK, DELETES_HOOK))
     assert k8s.CoreV1Api(admin).read_namespace(ns).metadata.deletion_timestamp is None
 
 

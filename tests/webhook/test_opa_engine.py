@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
 import time
+from pathlib import Path
 
 import pytest
+import requests
 
 from tests.harness.controlplane import LOOPBACK
 from tests.harness.services import OpaServer
@@ -98,3 +102,84 @@ def test_engine_recovers_when_opa_comes_back(opa_server: OpaServer) -> None:
         opa_server.start()
     assert engine.ready()
     assert engine.decide(case["input"]).reason == "not-gitops"
+
+
+def test_proxy_variables_in_the_environment_never_see_a_policy_input(
+    opa_server: OpaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP(S)_PROXY set in the webhook's environment: decisions still go straight to OPA."""
+    with socket.socket() as proxy:
+        proxy.bind((LOOPBACK, 0))
+        proxy.listen(8)
+        proxy.settimeout(0.2)
+        url = f"http://{LOOPBACK}:{proxy.getsockname()[1]}"
+        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+            monkeypatch.setenv(name, url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        case = GOLDEN["cases"]["user_update_deployment_denied"]
+        assert engine_for(opa_server).decide(case["input"]).reason == "not-gitops"
+        with pytest.raises(TimeoutError):
+            proxy.accept()  # nobody connected to the proxy
+
+
+def test_a_kept_alive_connection_opa_dropped_is_replaced_before_the_next_decision(
+    opa_server: OpaServer,
+) -> None:
+    """OPA restarts between two decisions: the second one is decided, not failed."""
+    engine = engine_for(opa_server)
+    case = GOLDEN["cases"]["user_update_deployment_denied"]
+    assert engine.decide(case["input"]).reason == "not-gitops"
+    opa_server.stop()
+    opa_server.start()
+    assert engine.decide(case["input"]).reason == "not-gitops"
+
+
+def test_a_connection_cut_mid_request_is_an_error_and_never_retried() -> None:
+    """A server that reads the request and hangs up: EngineError after exactly one request."""
+    requests_seen: list[bytes] = []
+    with socket.socket() as server:
+        server.bind((LOOPBACK, 0))
+        server.listen(8)
+        server.settimeout(5)
+
+        def hang_up() -> None:
+            for _ in range(2):  # a retry would be the second connection
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    return
+                with conn:
+                    requests_seen.append(conn.recv(65536))
+
+        thread = threading.Thread(target=hang_up)
+        thread.start()
+        engine = policy.OpaEngine(
+            f"http://{LOOPBACK}:{server.getsockname()[1]}", "admission/decision", 1.0
+        )
+        with pytest.raises(policy.EngineError) as excinfo:
+            engine.decide(GOLDEN["cases"]["gitops_update_secret"]["input"])
+        server.settimeout(0.5)
+        thread.join(timeout=10)
+        engine.close()
+    assert excinfo.value.kind == "unavailable"
+    assert len(requests_seen) == 1
+    assert requests_seen[0].startswith(b"POST /v1/data/admission/decision HTTP/1.1")
+
+
+def test_data_pushed_to_opa_changes_the_next_identical_decision(tmp_path: Path) -> None:
+    """The same input, decided again right after new data reaches OPA, gets the new verdict."""
+    server = OpaServer(tmp_path, {"gitwarden": {"admission": GOLDEN["config"]}})
+    server.start()
+    try:
+        engine = engine_for(server)
+        case = GOLDEN["cases"]["user_update_deployment_denied"]["input"]
+        assert engine.decide(case).reason == "not-gitops"
+        data = json.loads(json.dumps(GOLDEN["config"]))
+        data["exemptions"]["usernames"] = [case["userInfo"]["username"]]
+        answer = requests.put(f"{server.url}/v1/data/gitwarden/admission", json=data, timeout=5)
+        assert answer.status_code == 204
+        assert engine.decide(case).reason == "exempt"
+        engine.close()
+    finally:
+        server.stop()
