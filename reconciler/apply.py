@@ -3,7 +3,8 @@
 Owns the order (CRDs → wait Established and refresh discovery → Namespaces → other
 cluster-scoped kinds → namespaced objects → prune), the bounded parallelism inside a stage,
 the created / configured / unchanged decision, the recreate rule for immutable fields, the
-prune-time guard and the dry-run diff. Server-side apply always forces: GitWarden owns every
+prune-time guard, the dry-run diff, and `apply_object`, the same write for one object (drift
+repair). Server-side apply always forces: GitWarden owns every
 field it declares, so a field someone changed with `kubectl edit` is taken back.
 
 No-op passes cost a request per kind, not per object: each kind is listed once (metadata
@@ -49,6 +50,7 @@ from reconciler import (
 ESTABLISHED_TIMEOUT = 60.0
 RECREATE_TIMEOUT = 60.0
 PRUNE_STAGE = "prune"
+REPAIR_STAGE = "repair"
 Action = changeset.Action
 
 
@@ -341,6 +343,33 @@ def _apply_one(
         return changeset.Change(
             obj.ref, Action.UNCHANGED, stage, resource_version=current.resource_version
         )
+    return _write(obj, target, stage, current.resource_version if current is not None else None)
+
+
+def apply_object(
+    obj: applyplan.PlannedObject,
+    target: cluster.Cluster,
+    *,
+    previous_version: str | None,
+    stage: str = REPAIR_STAGE,
+) -> changeset.Change:
+    """Server-side apply one planned object with force, as a pass would (drift repair).
+
+    `previous_version` is the live resourceVersion the caller saw (None: the object is gone);
+    the Change says created, configured or unchanged against it. An immutable field is
+    recreated only when the object allows it, as in a pass. Errors are a pass's errors, with
+    every frame's locals cleared (a Secret's body is one of them).
+    """
+    try:
+        return _write(obj, target, stage, previous_version)
+    except BaseException as exc:
+        forget_locals(exc)
+        raise
+
+
+def _write(
+    obj: applyplan.PlannedObject, target: cluster.Cluster, stage: str, previous: str | None
+) -> changeset.Change:
     body = obj.body_for_apply()
     detail = ""
     try:
@@ -355,7 +384,7 @@ def _apply_one(
         del body  # a Secret's plaintext lives no longer than its request
     if applied.created and not detail:
         action = Action.CREATED
-    elif current is not None and current.resource_version == applied.resource_version:
+    elif previous is not None and previous == applied.resource_version:
         action = Action.UNCHANGED
     else:
         action = Action.CONFIGURED

@@ -2,7 +2,8 @@
 
 Owns the shared `ApiClient` (its urllib3 pool sized to the apply concurrency), the client-side
 token bucket taken before every request, request timeouts, discovery, server-side apply, lists
-by label selector (metadata only, paginated), deletes, the CRD Established wait, and the Sync
+by label selector (metadata only, or whole objects page by page for the watches), streaming
+watches (`watch`, read by `cluster_watch`), deletes, the CRD Established wait, and the Sync
 status object (inventory, stored commit, status writes). Requests go through
 `ApiClient.call_api` with raw JSON in and out: no model classes, so a Secret's values are never
 copied into a typed object, and lists and applies ask for `PartialObjectMetadata` where the
@@ -21,7 +22,7 @@ import json
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from kubernetes import client as k8s
 from reconciler import (
     applyplan,
     cluster_errors,
+    cluster_watch,
     config,
     discovery,
     kube_client,
@@ -47,6 +49,8 @@ APPLY_PATCH = "application/apply-patch+yaml"
 META_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 META_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 PAGE_SIZE = 500
+WATCH_CONNECTIONS = 32  # one per watched kind, kept open beside the apply workers
+WATCH_READ_SLACK = 30.0  # seconds a read may wait past the server's own watch timeout
 RETRY_AFTER_ATTEMPTS, RETRY_AFTER_MAX = 4, 1.0
 
 
@@ -66,6 +70,14 @@ class LiveObject:
     resource_version: str
     uid: str
     labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list of whole objects, and the list's resourceVersion (the snapshot's)."""
+
+    items: list[dict[str, Any]]
+    resource_version: str
 
 
 @dataclass(frozen=True)
@@ -102,7 +114,9 @@ class Cluster:
         configuration = _copied(configuration)
         # Every apply worker holds one connection; a smaller pool would make urllib3 open and
         # drop extra connections (and warn) on every stage.
+        # Each watch keeps one more for as long as it runs.
         configuration.connection_pool_maxsize = max(settings.concurrency, 1) + 1
+        configuration.connection_pool_maxsize += WATCH_CONNECTIONS
         # Retry only connection attempts: those requests never reached the server. A read
         # retry could repeat a write; the loop decides about those.
         configuration.retries = urllib3.Retry(
@@ -263,6 +277,20 @@ class Cluster:
             return None
         return _live(ref.group, ref.kind, answer.body)
 
+    def read_metadata(self, ref: objectref.ObjectRef) -> dict[str, Any] | None:
+        """One live object as PartialObjectMetadata (labels, managedFields; never data)."""
+        resource = self.resource(ref.group, ref.kind)
+        try:
+            answer = self.request(
+                "GET",
+                resource.path(ref.namespace, ref.name),
+                accept=META_ONLY,
+                what=f"read {ref.display()}",
+            )
+        except cluster_errors.NotFound:
+            return None
+        return answer.body if isinstance(answer.body, dict) else {}
+
     def list_labelled(
         self, resource: discovery.Resource, selector: str, namespaces: Sequence[str] = ()
     ) -> dict[objectref.ObjectRef, LiveObject]:
@@ -304,6 +332,60 @@ class Cluster:
             token = str(((page or {}).get("metadata") or {}).get("continue") or "")
             if not token:
                 return found
+
+    def list_objects(self, resource: discovery.Resource, selector: str) -> Iterator[Page]:
+        """Every object of a kind matching `selector` in all namespaces, whole, page by page.
+
+        The pages are one consistent snapshot (the continue token pins it); the last page's
+        resourceVersion is where a watch of the same selector starts. A page is dropped by
+        the caller before the next is read, so a list of 10,000 objects never sits whole.
+        """
+        token = ""
+        while True:
+            query = [("labelSelector", selector), ("limit", str(self._page_size))]
+            if token:
+                query.append(("continue", token))
+            page = self.request(
+                "GET", resource.path(), query=query, what=f"list {resource.kind}"
+            ).body
+            meta = (page or {}).get("metadata") or {}
+            items = (page or {}).get("items") or []
+            yield Page(
+                [i for i in items if isinstance(i, dict)], str(meta.get("resourceVersion") or "")
+            )
+            token = str(meta.get("continue") or "")
+            if not token:
+                return
+
+    def watch(
+        self, path: str, query: Sequence[tuple[str, str]], timeout: float
+    ) -> cluster_watch.WatchStream:
+        """Open a watch of the collection at `path`: its events as they come.
+
+        `timeout` becomes the server's `timeoutSeconds` (it then ends the stream cleanly);
+        a read waits at most WATCH_READ_SLACK longer, so a silent broken connection ends
+        too. An HTTP error maps as any request's does (410: `Expired`); an ERROR event and
+        read failures while iterating are mapped by `cluster_watch`. `close()` on the
+        stream, from any thread, ends it.
+        """
+        seconds = max(int(timeout), 1)
+        params = [*query, ("watch", "true"), ("timeoutSeconds", str(seconds))]
+        url = path + "?" + urllib.parse.urlencode(params)
+        what = f"watch {path}"
+        read_timeout = seconds + WATCH_READ_SLACK
+        answer = self._open(
+            "GET", url, {"Accept": JSON}, None, what, timeout=(self._timeout, read_timeout)
+        )
+        response = answer.response
+        if not 200 <= answer.status <= 299:
+            try:
+                raw = response.read(64 * 1024)
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise cluster_errors.unreachable(what, exc) from exc
+            finally:
+                response.release_conn()
+            raise cluster_errors.for_status(what, answer.status, answer.reason or "", raw)
+        return cluster_watch.WatchStream(response, what)
 
     def delete(self, ref: objectref.ObjectRef, live: LiveObject | None = None) -> bool:
         """Delete in the background; False when it was already gone.
@@ -379,6 +461,29 @@ class Cluster:
     def _send(
         self, method: str, url: str, headers: dict[str, str], payload: Any, what: str
     ) -> tuple[int, str, bytes, float | None]:
+        answer = self._open(method, url, headers, payload, what, timeout=self._timeout)
+        try:
+            raw = answer.read()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise cluster_errors.unreachable(what, exc) from exc
+        return (
+            answer.status,
+            answer.reason or "",
+            raw,
+            _retry_after(answer.getheader("Retry-After")),
+        )
+
+    def _open(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        payload: Any,
+        what: str,
+        *,
+        timeout: float | tuple[float, float],
+    ) -> Any:
+        """Send one request after taking a rate-limit token; the response, body unread."""
         self._bucket.acquire()
         with self._count_lock:
             self._requests += 1
@@ -387,23 +492,16 @@ class Cluster:
                 method, url, header_params=dict(headers), body=payload,
                 auth_settings=["BearerToken"],
             )  # fmt: skip
-            answer = self._api.call_api(
+            return self._api.call_api(
                 method, full_url, header_params=sent_headers, body=sent,
-                _request_timeout=self._timeout,
+                _request_timeout=timeout,
             )  # fmt: skip
-            raw = answer.read()  # type: ignore[no-untyped-call]  # untyped library
         except k8s.ApiException as exc:
             # The client turns TLS failures into ApiException(status=0) whose reason quotes
             # the library's text; the type is enough.
             raise cluster_errors.unreachable(what, exc) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise cluster_errors.unreachable(what, exc) from exc
-        return (
-            answer.status,
-            answer.reason or "",
-            raw,
-            _retry_after(answer.getheader("Retry-After")),  # type: ignore[no-untyped-call]
-        )
 
 
 def _retry_after(value: str | None) -> float | None:

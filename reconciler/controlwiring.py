@@ -21,6 +21,7 @@ from reconciler import (
     configfiles,
     controlconfig,
     controller,
+    drift,
     endpoints,
     errors,
     events,
@@ -29,6 +30,7 @@ from reconciler import (
     metrics,
     passes,
     pushauth,
+    watches,
     wiring,
 )
 from reconciler.sealed import keys
@@ -107,6 +109,7 @@ def build(
     services: list[controller.Service] = []
     if settings.keys.serve:
         services.append(_key_service(settings, kubeconfig, leads))
+    repairer = drift.Repairer(process.target, settings.apply, settings.identity.name)
     reachable = _Reachable(process.target)
 
     def serve(running: controller.Controller) -> controller.Endpoints:
@@ -131,7 +134,12 @@ def build(
         digest=lambda: configfiles.digest(config_path, runner.settings),
         reload=configfiles.reloader(config_path, process),
         elector=elector,
-        # Drift repair (reconciler.drift, reconciler.watches) is wired when it lands.
+        repairer=repairer if settings.loop.drift_repair else None,
+        watches=lambda sink: watches.Watches(
+            process.target, drift.selector(settings.apply), sink, gauges.watch_restarted
+        ),
+        watched_kinds=repairer.kinds,
+        event_key=lambda event: event.ref,
         services=tuple(services),
         endpoints=serve,
     )

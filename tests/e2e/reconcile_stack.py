@@ -55,11 +55,12 @@ ADMISSION = config_mod.AdmissionConfig(
     cluster_scoped_kinds=(config_mod.ClusterKind(SYNC_GROUP, SYNC_KIND, SYNC_PLURAL),),
 )
 
-_APPLY = ["get", "list", "create", "patch", "delete"]
-# Least privilege for what the tests' repositories hold and what one `--once` pass does (the
-# audit log shows it: GET, LIST, server-side apply as PATCH, which needs `create` for a new
-# object, and DELETE for prune; no update, no watch until the loop arrives). No `escalate` or
-# `bind`: the Roles in Git grant only what this role already holds, which RBAC then allows.
+_APPLY = ["get", "list", "watch", "create", "patch", "delete"]
+# Least privilege for what the tests' repositories hold and what a pass and drift repair do
+# (the audit log shows it: GET, LIST, WATCH of the managed kinds by label, server-side apply
+# as PATCH, which needs `create` for a new object, and DELETE for prune; no update). No
+# `escalate` or `bind`: the Roles in Git grant only what this role already holds, which
+# RBAC then allows.
 # Namespaces and CRDs get no `delete` (prune keeps them unless annotated, and these tests
 # never annotate one). Secrets are cluster-wide because SealedSecrets open into any namespace;
 # that also covers reading the key ring in GitWarden's namespace.
