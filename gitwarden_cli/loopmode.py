@@ -1,7 +1,8 @@
 """`gitwarden reconcile --config FILE` without `--once`: the long-running reconciler.
 
 Owns the process-level duties of the loop: the log format (before anything is logged), the
-signal handlers (SIGTERM and SIGINT stop the controller), the exit code, and the exit itself.
+signal handlers (SIGTERM and SIGINT stop the controller; SIGUSR1 logs the largest live
+allocations when tracemalloc runs), the exit code, and the exit itself.
 When the Lease is lost while leading the process leaves with `os._exit` at once: a worker in
 the middle of an apply must not run on (nor hold the exit up) past its lease. It never prints
 a traceback. Must not implement the loop (`reconciler.controller`).
@@ -14,6 +15,7 @@ import os
 import pathlib
 import signal
 import sys
+import tracemalloc
 from types import FrameType
 
 from gitwarden_cli import main
@@ -46,6 +48,8 @@ def run(config_path: pathlib.Path, kubeconfig: pathlib.Path | None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if tracemalloc.is_tracing():  # PYTHONTRACEMALLOC, as `bench.bench_memory --profile` sets
+        signal.signal(signal.SIGUSR1, _dump_allocations)
     try:
         code = built.controller.run()
     except OSError as exc:  # an endpoint's port cannot be bound
@@ -66,3 +70,11 @@ def run(config_path: pathlib.Path, kubeconfig: pathlib.Path | None) -> int:
         os._exit(code)
     built.process.close()
     return code
+
+
+def _dump_allocations(_signum: int, _frame: FrameType | None) -> None:
+    """The largest live allocations by source line (code locations only, never contents)."""
+    top = tracemalloc.take_snapshot().statistics("lineno")
+    log.info(f"tracemalloc: {sum(s.size for s in top) / 2**20:.1f} MiB live in Python objects")
+    for stat in top[:25]:
+        log.info(f"  {stat.size / 2**20:7.2f} MiB {stat.count:8d} {stat.traceback[0]}")
