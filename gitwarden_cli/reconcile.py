@@ -1,18 +1,28 @@
-"""`gitwarden reconcile --config FILE --once [--dry-run]`: one pass of the reconciler.
+"""`gitwarden reconcile --config FILE [--once [--dry-run]]`: the reconciler, or one pass of it.
 
-Owns the command's arguments, printing the ChangeSet (one line per changed object, then the
-summary) or, for a dry run, a unified diff per object (Secret values masked as `***`), writing
-the outcome to the Sync status (never for a dry run), and exit codes: 0 applied, 1 refused or
-failed (the reason names the commit or file), 2 usage or configuration. It never prints a
-traceback: a `ReconcileError` is reported by its message, anything else by its type only (its
-text could quote object contents). It must not implement a stage: it composes
-`reconciler.config`, `reconciler.wiring` and `reconciler.pipeline`.
+Without `--once` it runs the controller (`reconciler.controller`): passes on the interval and
+on pushes, drift repair, leader election, the endpoints, until SIGTERM/SIGINT. Exit codes of
+the loop: 0 stopped by a signal (the current stage finished or was abandoned between objects,
+the Lease released), 1 it could not start (cluster unreachable at start, a port taken) or it
+lost the Lease while leading (it exits at once; the Deployment restarts it as a standby),
+2 usage or configuration. Its output is the log (`log.format`, on stderr).
+
+With `--once`: the command's arguments, printing the ChangeSet (one line per changed object,
+then the summary) or, for a dry run, a unified diff per object (Secret values masked as
+`***`), writing the outcome to the Sync status (never for a dry run), and exit codes: 0
+applied, 1 refused or failed (the reason names the commit or file), 2 usage or configuration.
+
+It never prints a traceback: a `ReconcileError` is reported by its message, anything else by
+its type only (its text could quote object contents). It must not implement a stage: it
+composes `reconciler.config`, `reconciler.wiring` and `reconciler.pipeline` (one pass), or
+`reconciler.controlwiring` and `reconciler.controller` (the loop).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import pathlib
 import sys
 import textwrap
@@ -31,25 +41,33 @@ from reconciler import (
     wiring,
 )
 
-NO_LOOP = "the long-running reconcile loop arrives with the next release; run one pass with --once"
+EXIT_CODES = """exit codes:
+  without --once: 0 stopped by SIGTERM/SIGINT, 1 could not start or lost the Lease while
+  leading, 2 usage or configuration error
+  with --once: 0 applied (or dry run), 1 refused or failed, 2 usage or configuration error
+"""
 
 
 def register(subparsers: Any) -> None:
     """Add the `reconcile` subcommand."""
     parser = subparsers.add_parser(
         "reconcile",
-        help="apply the verified branch to the cluster (one pass with --once)",
+        help="run the reconciler (one pass with --once)",
         description=textwrap.fill(
             "Fetch the configured branch, verify every commit since the trust anchor, load,"
             " decrypt, plan and apply it with server-side apply, prune what left Git and"
-            " record the outcome in the Sync status.",
+            " record the outcome in the Sync status. Without --once it runs until stopped:"
+            " a pass every loop.interval and at once on a verified push, drift repaired from"
+            " watches, only the Lease holder applying, /healthz /readyz /metrics served.",
             78,
         ),
-        epilog=configdoc.help_text(),
+        epilog=EXIT_CODES + "\n" + configdoc.help_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=pathlib.Path, required=True, help="the YAML settings")
-    parser.add_argument("--once", action="store_true", help="run one pass and exit")
+    parser.add_argument(
+        "--once", action="store_true", help="run one pass and exit (default: run until stopped)"
+    )
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -64,9 +82,16 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """One pass; see the module docstring for what is printed and the exit codes."""
+    """The loop, or one pass; see the module docstring for the output and the exit codes."""
     if not args.once:
-        raise main.UsageError(NO_LOOP)
+        if args.dry_run:
+            raise main.UsageError("--dry-run needs --once")
+        # Imported here, not at the top: the loop brings prometheus_client, and `gitwarden
+        # webhook serve` (whose parser is built in the same process) must set its
+        # multiprocess directory before prometheus_client is first imported.
+        loopmode = importlib.import_module("gitwarden_cli.loopmode")
+        code: int = loopmode.run(args.config, args.kubeconfig)
+        return code
     try:
         settings = config.load(args.config)
         process = wiring.build(settings, args.kubeconfig)

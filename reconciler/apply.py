@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -71,6 +72,10 @@ class ApplyTransient(errors.Transient):
         self.reason = str(getattr(cause, "reason", "") or type(cause).__name__)
 
 
+class Stopped(errors.Transient):
+    """The process is shutting down: no new object was started after the stop request."""
+
+
 class ImmutableField(cluster_errors.Immutable):
     """An immutable field changed and the object is not marked to be recreated."""
 
@@ -81,8 +86,13 @@ def run(
     settings: config.ApplyConfig,
     *,
     dry_run: bool = False,
+    stop: threading.Event | None = None,
 ) -> changeset.ChangeSet:
     """Apply `plan` and return what happened to each object.
+
+    Once `stop` is set, no object is started (requests in flight finish): the pass ends with
+    `ApplyTransient` (cause `Stopped`) carrying what was done, so a shutdown leaves a clean
+    record between objects.
 
     A dry run applies nothing: it is the ChangeSet of `diff` (a dry-run apply answers with the
     live resourceVersion whether or not it would change the object, so only comparing the
@@ -95,6 +105,7 @@ def run(
     workers = concurrent.futures.ThreadPoolExecutor(max(settings.concurrency, 1))
     try:
         for stage in plan.stages:
+            _check_stop(stop)
             live.load(obj.ref for obj in stage.objects)
             pending = [o for o in stage.objects if not _unchanged(o, plan, live)]
             # Refused objects stop the pass before anything of this stage is written.
@@ -103,13 +114,15 @@ def run(
                 _apply_one, stage=stage.stage.value, plan=plan, target=target, live=live
             )  # fmt: skip
             results = _run_parallel(
-                workers, [functools.partial(one, o) for o in stage.objects], done
-            )
+                workers, [_unless_stopped(stop, functools.partial(one, o)) for o in stage.objects],
+                done,
+            )  # fmt: skip
             if stage.stage is applyplan.Stage.CRDS:
                 _await_crds(stage, results, target)
         if settings.prune:
             live.load(plan.prune)
             for ref in plan.prune:
+                _check_stop(stop)
                 done.append(_prune_one(ref, target, live, settings, plan.applyset_id))
     except errors.Stalled as exc:
         forget_locals(exc)
@@ -123,6 +136,23 @@ def run(
     finally:
         workers.shutdown(wait=True, cancel_futures=True)
     return changeset.ChangeSet(tuple(done))
+
+
+def _check_stop(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise Stopped("stopped before the next object: the process is shutting down")
+
+
+def _unless_stopped(
+    stop: threading.Event | None, task: Callable[[], changeset.Change]
+) -> Callable[[], changeset.Change]:
+    """`task`, refused once `stop` is set (checked when a worker picks it up, not when queued)."""
+
+    def guarded() -> changeset.Change:
+        _check_stop(stop)
+        return task()
+
+    return guarded
 
 
 def forget_locals(exc: BaseException) -> None:

@@ -134,6 +134,18 @@ def fetch(
         depth *= 4
 
 
+def remote_tip(source: Source, ref: str) -> str:
+    """The object id the remote lists for `ref` (`git ls-remote`, nothing fetched).
+
+    The loop's cheap check while a revision is stalled: one round trip, the same hardened
+    command and environment as `fetch`, so comparing tips costs no fetch, verify or apply.
+    """
+    _, listed = _remote_ref(source, ref)
+    if listed is None:
+        raise SourceError(f"revision {ref!r} is a commit id: it has no tip to follow")
+    return listed
+
+
 @contextlib.contextmanager
 def present(what: str) -> Iterator[None]:
     """Turn pygit2's missing-object errors into a `SourceError` naming what was being read."""

@@ -54,6 +54,8 @@ class Outcome:
     inventory: applyplan.Inventory | None
     error: errors.ReconcileError | None = None
     warnings: tuple[str, ...] = ()
+    progressing: bool = False
+    """A pass is applying `attempted` now (written before apply, with the write-ahead inventory)."""
 
 
 def succeeded(plan: applyplan.ApplyPlan, changes: changeset.ChangeSet) -> Outcome:
@@ -88,6 +90,22 @@ def failed(
     )
 
 
+def progressing(plan: applyplan.ApplyPlan) -> Outcome:
+    """A pass about to apply `plan`: Reconciling, and the write-ahead inventory.
+
+    Written before the first object is applied, so a process killed at any point of the apply
+    (SIGKILL, OOM, a node lost) has left on record every object it may have created: the next
+    pass prunes those that left Git meanwhile, instead of orphaning them.
+    """
+    return Outcome(
+        attempted=plan.revision.commit,
+        signer=signer_of(plan),
+        changes=changeset.ChangeSet(),
+        inventory=inventory_after(plan, changeset.ChangeSet(), complete=False),
+        progressing=True,
+    )
+
+
 def signer_of(plan: applyplan.ApplyPlan) -> str:
     """The principals that signed the revision, for the Signer column."""
     names = (s.principals[0] if s.principals else s.fingerprint for s in plan.revision.signers)
@@ -103,9 +121,21 @@ def inventory_after(
     longer ours (a prune skip); applied objects get their new digest and resourceVersion. So
     kept objects (protected kinds, the never-to-empty guard) stay on record for a later prune,
     and a pass that failed half way still knows everything it (and the last pass) applied.
+
+    A pass that did not complete (or has not started: the write-ahead) also keeps every
+    planned object on record, applied or not: a request in flight when it stopped may have
+    created the object without the answer arriving. Those entries have no digest and no
+    resourceVersion, so apply's no-op skip never trusts them (the object is applied again)
+    while prune knows them (a later revision without them deletes them, if they exist).
     """
     planned = {obj.ref: obj for obj in plan.objects()}
     entries = dict(plan.previous.entries)
+    if not complete:
+        for ref, unreached in planned.items():
+            if ref not in entries:
+                entries[ref] = applyplan.InventoryEntry(
+                    "", "", unreached.source, unreached.prune_allowed
+                )
     for change in changes.changes:
         if change.action is changeset.Action.DELETED or (
             change.action is changeset.Action.SKIPPED and change.stage == "prune"
@@ -160,14 +190,19 @@ def render(
     """The whole `status` of the Sync object for `outcome`."""
     before = previous or {}
     stamp = now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    ok = outcome.error is None
+    ok = outcome.error is None and not outcome.progressing
     summary = outcome.changes.summary()
-    if ok:
+    if outcome.progressing:
+        text = f"applying {_short(outcome.attempted)}"
+        ready = ("Unknown", "Progressing", text)
+        reconciling = ("True", "Progressing", text)
+        stalled = ("False", "Progressing", "")
+    elif ok:
         ready = ("True", "Applied", f"applied {_short(outcome.attempted)}: {summary}")
         reconciling = ("False", "Applied", "")
         stalled = ("False", "Applied", "")
     else:
-        reason = _reason(outcome.error)
+        reason = reason_of(outcome.error)
         text = _clip(
             f"{outcome.error}" + (f" (before it: {summary})" if outcome.changes.changes else "")
         )
@@ -194,6 +229,8 @@ def render(
     status["changeSet"] = {"summary": summary} | {
         action.value: n for action, n in outcome.changes.counts().items()
     }
+    if outcome.progressing and isinstance(before.get("changeSet"), Mapping):
+        status["changeSet"] = dict(before["changeSet"])  # the last pass's, until this one ends
     warnings = list(outcome.warnings[:MAX_WARNINGS])
     if len(outcome.warnings) > MAX_WARNINGS:
         warnings.append(f"and {len(outcome.warnings) - MAX_WARNINGS} more")
@@ -269,7 +306,8 @@ def _condition(
     }
 
 
-def _reason(error: BaseException | None) -> str:
+def reason_of(error: BaseException | None) -> str:
+    """The CamelCase reason conditions, Events and metrics show for `error`."""
     reason = getattr(error, "reason", None)
     text = reason if isinstance(reason, str) and reason.isidentifier() else type(error).__name__
     return text[:1].upper() + text[1:]

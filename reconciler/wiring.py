@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -37,7 +38,20 @@ class GitSource:
     settings: config.SourceConfig
 
     def fetch(self, since: str) -> gitsource.Checkout:
-        source = gitsource.Source(
+        return gitsource.fetch(
+            self._source(), self.settings.cache_dir, self._ref, since, full=False
+        )
+
+    def tip(self) -> str:
+        """The branch's tip commit on the remote (`git ls-remote`; nothing is fetched)."""
+        return gitsource.remote_tip(self._source(), self._ref)
+
+    @property
+    def _ref(self) -> str:
+        return f"refs/heads/{self.settings.branch}"
+
+    def _source(self) -> gitsource.Source:
+        return gitsource.Source(
             self.settings.url,
             known_hosts=self.settings.known_hosts,
             identity_file=self.settings.identity_file,
@@ -45,8 +59,6 @@ class GitSource:
             username_file=self.settings.username_file,
             password_file=self.settings.password_file,
         )
-        ref = f"refs/heads/{self.settings.branch}"
-        return gitsource.fetch(source, self.settings.cache_dir, ref, since, full=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,9 +98,11 @@ class BoundApply:
 
     target: cluster.Cluster
     settings: config.ApplyConfig
+    stop: threading.Event | None = None
+    """Set on shutdown: apply starts no further object (the loop's SIGTERM)."""
 
     def __call__(self, plan: applyplan.ApplyPlan, *, dry_run: bool) -> changeset.ChangeSet:
-        return apply.run(plan, self.target, self.settings, dry_run=dry_run)
+        return apply.run(plan, self.target, self.settings, dry_run=dry_run, stop=self.stop)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +136,15 @@ def json_getter(
     return get
 
 
-def build(settings: config.ReconcilerConfig, kubeconfig: pathlib.Path | None) -> Process:
-    """Every port for `settings`; configuration errors (files, credentials) raise here."""
+def build(
+    settings: config.ReconcilerConfig,
+    kubeconfig: pathlib.Path | None,
+    stop: threading.Event | None = None,
+) -> Process:
+    """Every port for `settings`; configuration errors (files, credentials) raise here.
+
+    `stop` (the long-running process) makes apply start no new object once it is set.
+    """
     trust = trustfiles.load(settings.trust)
     policy = trustfiles.commit_policy(settings.trust)
     chosen = kubeconfig or settings.identity.kubeconfig
@@ -135,7 +156,7 @@ def build(settings: config.ReconcilerConfig, kubeconfig: pathlib.Path | None) ->
         commit_policy=policy,
         keys=ClusterKeys(lambda: kube_keys.read_ring_json(json_getter(target), namespace)),
         cluster=ClusterPort(target),
-        apply=BoundApply(target, settings.apply),
+        apply=BoundApply(target, settings.apply, stop),
         secrets=decrypt.OpenedCache(),
     )
     return Process(built, target, settings.apply)

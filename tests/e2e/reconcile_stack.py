@@ -86,6 +86,11 @@ RECONCILER_RULES: list[dict[str, Any]] = [
     },
 ]
 
+EVENTS_NAMESPACE = "default"
+EVENT_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+]
+
 
 # Leader election, in GitWarden's namespace only (a Role, not the ClusterRole): read and renew
 # exactly the one Lease by name. `create` cannot be limited by resourceNames (the name of an
@@ -295,6 +300,16 @@ def reconciler_role(admin: k8s.ApiClient) -> Iterator[None]:
     }
     rbac.create_cluster_role(role)
     rbac.create_cluster_role_binding(binding)
+    # The loop's Events about the cluster-scoped Sync object go to `default` (the only
+    # namespace the API server accepts for them): create there, and nothing else.
+    events_role = {"metadata": {"name": ROLE}, "rules": EVENT_RULES}
+    events_binding = {
+        "metadata": binding["metadata"],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE},
+        "subjects": binding["subjects"],
+    }
+    rbac.create_namespaced_role(EVENTS_NAMESPACE, events_role)
+    rbac.create_namespaced_role_binding(EVENTS_NAMESPACE, events_binding)
     namespace = webhook_stack.GITOPS_NS
     rbac.create_namespaced_role(namespace, {"metadata": {"name": ROLE}, "rules": LEASE_RULES})
     role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE}
@@ -305,6 +320,8 @@ def reconciler_role(admin: k8s.ApiClient) -> Iterator[None]:
     finally:
         rbac.delete_namespaced_role_binding(ROLE, namespace)
         rbac.delete_namespaced_role(ROLE, namespace)
+        rbac.delete_namespaced_role_binding(ROLE, EVENTS_NAMESPACE)
+        rbac.delete_namespaced_role(ROLE, EVENTS_NAMESPACE)
         rbac.delete_cluster_role_binding(ROLE)
         rbac.delete_cluster_role(ROLE)
 

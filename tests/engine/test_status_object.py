@@ -130,9 +130,11 @@ def test_a_stalled_pass_keeps_the_last_applied_commit_and_what_it_applied(
     assert written["lastAttemptedCommit"] == "2" * 40
     waited = kubectl(kubeconfig, "wait", "--for=condition=Stalled", f"sync/{name}", "--timeout=20s")
     assert waited.returncode == 0, waited.stderr
-    # What the failed pass applied before it stopped is on record, next to what came before.
-    names = {ref.name for ref in target.inventory(name).entries}
-    assert names == {"a", f"a2-{namespace}"}
+    # What the failed pass applied before it stopped is on record, next to what came before,
+    # and so is what it planned but did not reach (without a version: never trusted as applied).
+    stored = target.inventory(name).entries
+    assert {ref.name for ref in stored} == {"a", f"a2-{namespace}", "b"}
+    assert [e.resource_version for r, e in stored.items() if r.name == "b"] == [""]
 
 
 def config_serial() -> config.ApplyConfig:

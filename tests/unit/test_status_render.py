@@ -122,6 +122,48 @@ def test_inventory_after_keeps_kept_and_unreached_entries_and_drops_deleted_and_
     assert status.inventory_after(plan, done, complete=True).commit == "1" * 40
 
 
+def test_the_write_ahead_records_every_planned_object_without_trusting_any() -> None:
+    previous = applyplan.Inventory("0" * 40, MappingProxyType({ref("old"): entry("5")}))
+    new, old = planned(configmap("ns", "new", {})), planned(configmap("ns", "old", {"k": "2"}))
+    plan = plan_of([new, old], previous=previous, commit="1" * 40)
+    ahead = status.progressing(plan).inventory
+    assert ahead is not None
+    assert ahead.commit == "0" * 40  # not applied yet
+    # The new object is on record for a later prune, with nothing the no-op skip could match.
+    assert ahead.entries[ref("new")] == applyplan.InventoryEntry("", "", new.source)
+    assert ahead.entries[ref("old")] == entry("5")  # what the last pass applied stays as it was
+    # A pass killed before it wrote anything, rendered and read back: the same entries.
+    stored = status.render(status.progressing(plan), None, T0)
+    assert dict(status.decode_inventory(stored).entries) == dict(ahead.entries)
+    # A pass that failed after the first object keeps the unreached one on record too.
+    done = changeset.ChangeSet(
+        (changeset.Change(ref("new"), Action.CREATED, "namespaced", resource_version="8"),)
+    )
+    failed = status.failed(cluster_errors.Unreachable("no answer"), plan, done).inventory
+    assert failed is not None
+    assert failed.entries[ref("new")] == applyplan.InventoryEntry(new.digest, "8", new.source)
+    assert failed.entries[ref("old")] == entry("5")
+
+
+def test_a_pass_in_progress_is_reconciling_with_ready_unknown_and_keeps_the_last_commit() -> None:
+    first = plan_of([planned(configmap("ns", "a", {}))], commit="1" * 40)
+    done = changeset.ChangeSet(
+        (changeset.Change(ref("a"), Action.CREATED, "namespaced", resource_version="7"),)
+    )
+    good = status.render(status.succeeded(first, done), None, T0)
+    second = plan_of([planned(configmap("ns", "a", {"k": "v"}))], commit="2" * 40)
+    rendered = status.render(status.progressing(second), good, T1)
+    assert conditions(rendered) == {
+        "Ready": ("Unknown", "Progressing"),
+        "Reconciling": ("True", "Progressing"),
+        "Stalled": ("False", "Progressing"),
+    }
+    assert rendered["lastAppliedCommit"] == "1" * 40
+    assert rendered["lastAttemptedCommit"] == "2" * 40
+    assert rendered["changeSet"] == good["changeSet"]
+    assert "applying " + "2" * 12 in str(rendered["conditions"])
+
+
 def test_the_inventory_round_trips_and_a_corrupt_one_is_an_error() -> None:
     inventory = applyplan.Inventory(
         "c" * 40,
