@@ -1,10 +1,9 @@
-"""How the demo runs the reconciler: one `--once` pass per change, or the long-running loop.
+"""How the demo runs the reconciler: the long-running loop, as the chart runs it.
 
-Owns the one switch between the two (`build`), the process(es) each needs (the sealing-key
-service, `gitwarden keys serve`, beside one-pass runs; the loop serves keys itself), fetching
-the served sealing certificate, and `converge`: wait until the Sync status reports the outcome
-for a given commit. Both ways report through the Sync status, so the steps never know which
-one ran. Must not judge an outcome: the steps do.
+Owns starting and stopping `gitwarden reconcile --config F` (drift repair, the push receiver
+and the sealing-key service run in it), fetching the served sealing certificate, and
+`converge`: wait until the Sync status reports the outcome for a given commit. Must not judge
+an outcome: the steps do.
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ from typing import Any, Protocol
 from demo import commands, stack
 from tests.harness import controlplane
 
-# Set when the long-running loop (`gitwarden reconcile --config F`, no --once) is on main.
-USE_LOOP = False
 CERT_PATH = "/v1/cert.pem"
 
 
@@ -37,13 +34,12 @@ class Converged:
     stalled: bool
     reason: str
     message: str
-    output: str  # what a one-pass run printed; empty for the loop
+    output: str  # what the reconciler printed about it (the loop: nothing)
 
 
 class Reconciler(Protocol):
     """The reconciler as the steps see it."""
 
-    loop: bool
     description: str
 
     def start(self) -> None: ...
@@ -55,10 +51,8 @@ class Reconciler(Protocol):
 
 
 def build(running: stack.Stack, config: Path, ports: dict[str, int]) -> Reconciler:
-    """The one switch: the loop process when it exists, else one pass per change."""
-    if USE_LOOP:
-        return Loop(running, config, ports)
-    return OnePass(running, config, ports)
+    """The reconciler the steps talk to (not started yet)."""
+    return Loop(running, config, ports)
 
 
 def _conditions(sync: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -98,67 +92,9 @@ def _download(url: str, target: Path) -> Path:
     return target
 
 
-class OnePass:
-    """`gitwarden reconcile --once` for every change, beside `gitwarden keys serve`."""
-
-    loop = False
-    description = "one pass per change: gitwarden reconcile --config reconciler.yaml --once"
-
-    def __init__(self, running: stack.Stack, config: Path, ports: dict[str, int]) -> None:
-        self._stack, self._config, self._port = running, config, ports["keys"]
-        self._keys: controlplane.Process | None = None
-
-    def start(self) -> None:
-        argv = commands.gitwarden_argv(
-            "keys",
-            "serve",
-            "--namespace",
-            stack.GITOPS_NS,
-            "--kubeconfig",
-            str(self._stack.kubeconfigs["gitops"]),
-            "--listen",
-            f"127.0.0.1:{self._port}",
-        )
-        self._keys = controlplane.Process("keys", argv, self._stack.workdir / "keys.log")
-        self._keys.start()
-        _wait_for(f"http://127.0.0.1:{self._port}{CERT_PATH}", self._keys)
-
-    def certificate_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}{CERT_PATH}"
-
-    def certificate(self) -> Path:
-        return _download(self.certificate_url(), self._stack.workdir / "sealing.crt")
-
-    def converge(self, commit: str, timeout: float = 60) -> Converged:
-        done = commands.gitwarden(
-            "reconcile", "--config", str(self._config), "--once", timeout=timeout
-        )
-        outcome = read_outcome(self._stack, commit, done.output)
-        if outcome is None:
-            return Converged(
-                commit,
-                False,
-                False,
-                f"exit {done.code}",
-                "the Sync status says nothing about this commit",
-                done.output,
-            )
-        return outcome
-
-    def stop(self) -> None:
-        if self._keys is not None:
-            self._keys.stop()
-
-    def process_ids(self) -> dict[str, int]:
-        if self._keys is None or self._keys.popen is None or not self._keys.running():
-            return {}
-        return {"keys serve": self._keys.popen.pid}
-
-
 class Loop:
     """`gitwarden reconcile --config F`: the long-running loop, drift repair and keys in it."""
 
-    loop = True
     description = "the reconciler loop: gitwarden reconcile --config reconciler.yaml"
 
     def __init__(self, running: stack.Stack, config: Path, ports: dict[str, int]) -> None:

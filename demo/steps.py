@@ -118,17 +118,6 @@ def break_glass_reverted(d: context.Demo, step: report.Step) -> str:
     step.expect(bool(warning), "kubectl printed no break-glass warning")
     if warning:
         step.say(f"warning: {warning[warning.find('break-glass') :]}")
-    if not d.reconciler.loop:
-        # Leave the cluster as Git says for the next steps, then say honestly what is missing.
-        sha = d.repo.head()
-        d.converge(step, sha)
-        step.say(f"a --once pass took it back: replicas {d.replicas()}")
-        step.expect(
-            False,
-            "needs the reconciler loop: no process repairs drift within seconds"
-            " or records an Event naming who changed it (one-pass mode)",
-        )
-        return ""
     while d.replicas() != 1 and time.monotonic() - sent_at < REVERT_WITHIN:
         time.sleep(0.1)
     took = time.monotonic() - sent_at

@@ -146,7 +146,7 @@ def test_refusals_are_shown_with_short_commit_ids(message: str, short: str) -> N
     assert context.short(message) == short
 
 
-def test_the_one_switch_picks_one_pass_until_the_loop_is_on() -> None:
+def test_the_demo_runs_the_reconciler_loop() -> None:
     chosen = driver.build(None, None, {"keys": 1, "server": 2, "push": 3})
-    assert isinstance(chosen, driver.Loop if driver.USE_LOOP else driver.OnePass)
+    assert isinstance(chosen, driver.Loop)
     assert chosen.process_ids() == {}  # choosing starts nothing
