@@ -249,6 +249,18 @@ DEFAULT_SYSTEM_ALLOWANCES: tuple[SystemAllowance, ...] = (
         resources=("pods",),
         object_terminating=True,
     ),
+    # The pod garbage collector deletes pods the kubelet never will: those bound to a node that
+    # no longer exists, terminated pods past the threshold, unscheduled pods being deleted. A
+    # managed Pod it removes is re-created from Git by the reconciler; denying it would leave
+    # the pod stuck for good (seen with the real controller in the test cluster).
+    SystemAllowance(
+        "pod-garbage-collector-delete",
+        usernames=_sa("pod-garbage-collector"),
+        operations=("DELETE",),
+        subresources=("",),
+        api_groups=("",),
+        resources=("pods",),
+    ),
     _children("replicaset-controller", ("pods",), "", "ReplicaSet"),
     _children("replication-controller", ("pods",), "", "ReplicationController"),
     _children("job-controller", ("pods",), "", "Job"),
