@@ -1,7 +1,8 @@
 # GitWarden's one entry point for developers and CI.
 #   make test   - venv + pinned Python deps + pinned Go-built tools, then every check and test
+#   make test-long - the long profiles (GITWARDEN_FUZZ=long: 100,000 fuzzed AdmissionReviews, ...)
 #   make demo   - (filled in by the demo issue)
-#   make tools  - only build/reuse the pinned tools (kube-apiserver, etcd, opa, helm, kubeconform, kubeseal)
+#   make tools  - only build/reuse the pinned tools (kube-apiserver, kube-controller-manager, etcd, opa, helm, kubeconform, kubeseal)
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
@@ -14,10 +15,11 @@ export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools lint typecheck imports policy chart pytest test demo lock clean
+.PHONY: help venv tools lint typecheck imports policy chart pytest test test-long demo lock clean
 
 help:
 	@echo "make test    run every check and test (installs what it needs)"
+	@echo "make test-long  the long profiles: fuzzing at full size (tens of minutes)"
 	@echo "make demo    run the end-to-end demo"
 	@echo "make tools   build or reuse the pinned Go tools into $(TOOLS)"
 	@echo "make lock    refresh constraints.txt from a fresh resolve"
@@ -71,6 +73,11 @@ pytest: venv tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck imports policy chart pytest
+
+# The long profiles: the fuzz targets at their long counts (tests/fuzz/budget.py), with no
+# per-test timeout. Other long-running tests join this target as they arrive.
+test-long: venv tools
+	GITWARDEN_FUZZ=long $(BIN)/python -m pytest tests/fuzz --timeout=0 --hypothesis-show-statistics $(PYTEST_ARGS)
 
 demo: venv tools
 	@echo "make demo: the end-to-end demo arrives with the demo issue"; exit 1

@@ -43,6 +43,33 @@ def thaw(value: Frozen) -> Any:
     return value
 
 
+MAX_DEPTH = 200  # Kubernetes objects, CRD schemas included, stay far below
+
+
+def json_problem(value: Any) -> str | None:
+    """Why `value` is not a plain JSON tree (what the API server accepts), or None.
+
+    Keys must be strings; values null, booleans, numbers, strings, lists and mappings only
+    (no YAML timestamps, binaries or sets); nesting at most MAX_DEPTH deep. Iterative, so a deep
+    document is refused rather than exhausting the stack. The answer names no value.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels"
+        if isinstance(node, Mapping):
+            for key, item in node.items():
+                if not isinstance(key, str):
+                    return f"a key of type {type(key).__name__} is not a string"
+                stack.append((item, depth + 1))
+        elif isinstance(node, list | tuple):
+            stack.extend((item, depth + 1) for item in node)
+        elif node is not None and not isinstance(node, bool | int | float | str):
+            return f"a value of type {type(node).__name__} has no JSON form"
+    return None
+
+
 def digest(value: Any) -> str:
     """sha256 of the canonical JSON of a (frozen or plain) tree: sorted keys, no spaces.
 

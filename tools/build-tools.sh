@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds the Go-based tools GitWarden's checks and tests need (kube-apiserver, etcd, opa, helm,
-# kubeconform, kubeseal) from the Go module proxy, at the versions pinned by the go.mod/go.sum
-# pairs under tools/go/. Each binary is cached outside the work tree, keyed by a hash of its
-# go.mod, go.sum, build flags and Go version, so a fresh clone on the same machine reuses it;
-# .tools/bin/ holds links to the cached binaries. Nothing here downloads a prebuilt binary.
+# Builds the Go-based tools GitWarden's checks and tests need (kube-apiserver,
+# kube-controller-manager, etcd, opa, helm, kubeconform, kubeseal) from the Go module proxy, at
+# the versions pinned by the go.mod/go.sum pairs under tools/go/. Each binary is cached outside
+# the work tree, keyed by a hash of its go.mod, go.sum, build flags and Go version, so a fresh
+# clone on the same machine reuses it; .tools/bin/ holds links to the cached binaries. Nothing here downloads a prebuilt binary.
 #
 # usage: tools/build-tools.sh [TOOL ...]     (default: all of them)
 set -euo pipefail
@@ -25,6 +25,11 @@ kube_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$kube_version \
 spec() {
   case $1 in
     kube-apiserver) echo "kube|k8s.io/kubernetes/cmd/kube-apiserver|$kube_ldflags" ;;
+    # Same wrapper module as kube-apiserver, so both come from one pinned k8s.io/kubernetes
+    # release. tools/go/kube/go.mod names only kube-apiserver in its tool directive (adding a
+    # second one would change the cache key of the already-built apiserver); its requirements
+    # and go.sum already cover the controller manager, which -mod=readonly checks on every build.
+    kube-controller-manager) echo "kube|k8s.io/kubernetes/cmd/kube-controller-manager|$kube_ldflags" ;;
     etcd)           echo "etcd|go.etcd.io/etcd/server/v3|-s -w" ;;
     opa)            echo "opa|github.com/open-policy-agent/opa|-s -w" ;;
     helm)           echo "helm|helm.sh/helm/v3/cmd/helm|-s -w" ;;
@@ -53,5 +58,5 @@ build() {
 }
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(kube-apiserver etcd opa helm kubeconform kubeseal)
+[ ${#tools[@]} -gt 0 ] || tools=(kube-apiserver kube-controller-manager etcd opa helm kubeconform kubeseal)
 for t in "${tools[@]}"; do build "$t"; done

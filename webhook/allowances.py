@@ -22,7 +22,8 @@ NODE_USER_PREFIX = "system:node:"
 NODES_GROUP = "system:nodes"
 
 # The metadata fields an update is checked for one by one: an allowance may change them only
-# when it lists them in `changed_fields_within` (labels: never, see admission.rego).
+# when it lists them in `changed_fields_within` (labels: only with `owner_labels`, see
+# admission.rego).
 GUARDED_METADATA = (
     "metadata.labels",
     "metadata.annotations",
@@ -56,12 +57,17 @@ class SystemAllowance:
     """Only in a namespace that is being deleted (the webhook reads its deletionTimestamp)."""
     object_terminating: bool = False
     """Only for an object that already has a deletionTimestamp."""
+    owner_labels: bool = False
+    """An UPDATE may also change labels, all but the managed label: the controller copies them
+    from the object it serves (the endpoint controllers copy a Service's labels, the managed
+    label included, onto its Endpoints and EndpointSlices)."""
 
     @property
     def identity_only(self) -> bool:
         """True when identity, operation and request names decide it (CEL can, in the server)."""
         return not (
             self.changed_fields_within
+            or self.owner_labels
             or self.owner_kinds
             or self.with_owner_reference
             or self.namespace_terminating
@@ -94,7 +100,13 @@ LIST_FIELDS = (
     "annotations_within",
     "owner_kinds",
 )
-BOOL_FIELDS = ("nodes", "with_owner_reference", "namespace_terminating", "object_terminating")
+BOOL_FIELDS = (
+    "nodes",
+    "with_owner_reference",
+    "namespace_terminating",
+    "object_terminating",
+    "owner_labels",
+)
 
 
 def _sa(*names: str) -> tuple[str, ...]:
@@ -128,6 +140,8 @@ STATUS_WRITERS = (
     SCHEDULER,
     "system:apiserver",
 )
+
+ENDPOINTS_TRIGGER = "endpoints.kubernetes.io/last-change-trigger-time"
 
 DEPLOYMENT_ANNOTATIONS = (
     "deployment.kubernetes.io/revision",
@@ -251,10 +265,37 @@ DEFAULT_SYSTEM_ALLOWANCES: tuple[SystemAllowance, ...] = (
     SystemAllowance(
         "endpoint-controller-endpoints",
         usernames=_sa("endpoint-controller"),
-        operations=("CREATE",),
+        operations=("CREATE", "DELETE"),
         subresources=("",),
         api_groups=("",),
         resources=("endpoints",),
+    ),
+    # Both endpoint controllers keep what they made current: addresses and ports, a trigger-time
+    # annotation, and the Service's labels, copied (so a managed Service's Endpoints are managed
+    # objects). Found with the real controllers running: without these, every update after a
+    # change of the Service was denied and its endpoints went stale.
+    SystemAllowance(
+        "endpoint-controller-endpoints-update",
+        usernames=_sa("endpoint-controller"),
+        operations=("UPDATE",),
+        subresources=("",),
+        api_groups=("",),
+        resources=("endpoints",),
+        changed_fields_within=("subsets", "metadata.labels", "metadata.annotations"),
+        annotations_within=(ENDPOINTS_TRIGGER,),
+        owner_labels=True,
+    ),
+    SystemAllowance(
+        "endpointslice-controller-update",
+        usernames=_sa("endpointslice-controller"),
+        operations=("UPDATE",),
+        subresources=("",),
+        api_groups=("discovery.k8s.io",),
+        resources=("endpointslices",),
+        changed_fields_within=("endpoints", "ports", "metadata.labels", "metadata.annotations"),
+        annotations_within=(ENDPOINTS_TRIGGER,),
+        owner_kinds=("Service",),
+        owner_labels=True,
     ),
     SystemAllowance(
         "statefulset-controller-claims",

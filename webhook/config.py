@@ -291,8 +291,13 @@ def _check_allowance(a: SystemAllowance, path_annotation: str) -> None:
     where = f"system_allowances: {a.name}"
     if not a.usernames and not a.nodes:
         raise ConfigError(f"{where}: names no controller (usernames or nodes)")
-    if "metadata.labels" in a.changed_fields_within:
-        raise ConfigError(f"{where}: no controller may change labels of an object in scope")
+    if ("metadata.labels" in a.changed_fields_within) != a.owner_labels:
+        # Only a controller that copies its owner's labels may change labels, and even then
+        # the policy keeps the managed label as it is.
+        raise ConfigError(
+            f"{where}: no controller may change labels of an object in scope, but one that "
+            "copies its owner's (owner_labels with metadata.labels in changed_fields_within)"
+        )
     for key in a.annotations_within:
         if key == path_annotation or key.startswith("gitwarden.dev/"):
             raise ConfigError(f"{where}: {key} is GitWarden's annotation; only GitOps sets it")

@@ -244,7 +244,8 @@ _narrowed(rule, field, value) if value in rule[field]
 # On UPDATE, every changed field must be one the rule allows. metadata fields (labels,
 # annotations, owner references, finalizers) count only when the rule names them, so a
 # status write can never carry a label removal, a new owner or a rewritten source path;
-# labels never, annotations only by the keys in annotations_within.
+# labels only under owner_labels (never the managed label), annotations only by the keys in
+# annotations_within.
 _changes_within(_) if input.operation != "UPDATE"
 
 _changes_within(rule) if {
@@ -252,7 +253,7 @@ _changes_within(rule) if {
 	every f in input.changedFields {
 		_field_allowed(rule, f)
 	}
-	count(_changed_label_keys) == 0
+	_labels_within(rule)
 	every k in _changed_annotation_keys {
 		k in object.get(rule, "annotations_within", [])
 	}
@@ -268,6 +269,21 @@ _field_allowed(rule, f) if {
 	startswith(f, "metadata.")
 	f != "metadata.labels"
 	f in object.get(rule, "changed_fields_within", [])
+}
+
+_field_allowed(rule, "metadata.labels") if {
+	rule.owner_labels
+	"metadata.labels" in rule.changed_fields_within
+}
+
+# Labels never change under an allowance, but for controllers that copy their owner's labels
+# (the endpoint controllers copy a Service's); even they never change the managed label, so
+# what they write stays a managed object.
+_labels_within(_) if count(_changed_label_keys) == 0
+
+_labels_within(rule) if {
+	rule.owner_labels
+	not cfg.managed_label.key in _changed_label_keys
 }
 
 _field_allowed(rule, f) if {

@@ -18,7 +18,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -170,10 +170,11 @@ def unseal(
 ) -> manifests.DecryptedSecret:
     """The Secret a SealedSecret stands for, or `DecryptionError` listing every failure."""
     obj = ref(body)
-    sealed_digest = manifests.digest(body)
 
     def fail(reason: str, key: str | None = None) -> errors.DecryptionError:
         return errors.DecryptionError(obj, (errors.Failure(key, reason),))
+
+    sealed_digest = _json_digest(body, fail)
 
     if body.get("apiVersion") != API_VERSION or body.get("kind") != KIND:
         raise fail(f"unsupported apiVersion/kind {body.get('apiVersion')}/{body.get('kind')}")
@@ -420,6 +421,15 @@ def _sealing_key(certificate: x509.Certificate, now: dt.datetime) -> rsa.RSAPubl
     if not isinstance(public_key, rsa.RSAPublicKey):
         raise keys.KeyMaterialError("the certificate's key is not RSA")
     return public_key
+
+
+def _json_digest(body: Mapping[str, Any], fail: Callable[[str], Exception]) -> str:
+    # Before anything reads it: a YAML document from stdin (`gitwarden unseal`) may hold what
+    # JSON cannot, e.g. an integer key, which crashed the digest with a TypeError.
+    problem = manifests.json_problem(body)
+    if problem is not None:
+        raise fail(f"not a JSON object: {problem}")
+    return manifests.digest(body)
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

@@ -15,6 +15,7 @@ from webhook import config as config_mod
 WIDGETS = ("attack.gitwarden.dev", "widgets")
 CUSTOM_EVENTS = ("attack.gitwarden.dev", "events")
 PROTECTED = {"gitwarden.dev/protected": "true"}
+HOLD = "attack.gitwarden.dev/hold"  # a finalizer nothing removes but the test itself
 EVERYTHING = "attack-everything"  # the ClusterRole (and binding) that allows everyone everything
 
 CONFIG = config_mod.AdmissionConfig(
@@ -158,6 +159,18 @@ def pod(name: str, labels: dict[str, str] | None = None, **meta: Any) -> dict[st
 def controller(stack: Stack, name: str) -> k8s.ApiClient:
     """A client acting as kube-system:<name> (kube-controller-manager's per-controller account)."""
     return stack.plane.as_service_account("kube-system", name)
+
+
+def wait_for_root_ca(admin: k8s.ApiClient, namespace: str) -> None:
+    """Wait until the real root-CA publisher has created kube-root-ca.crt in `namespace`."""
+    core = k8s.CoreV1Api(admin)
+    deadline = time.monotonic() + 30
+    while not any(
+        c.metadata.name == "kube-root-ca.crt"
+        for c in core.list_namespaced_config_map(namespace).items
+    ):
+        assert time.monotonic() < deadline, f"no kube-root-ca.crt in {namespace}"
+        time.sleep(0.1)
 
 
 def protected_namespace(admin: k8s.ApiClient) -> str:

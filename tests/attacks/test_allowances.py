@@ -13,7 +13,8 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.attacks import kit
-from tests.e2e.webhook_stack import MANAGED, Stack, configmap, denied_message
+from tests.e2e.webhook_stack import MANAGED, Stack, configmap, denied_message, wait_until
+from tests.harness import controllers
 
 pytestmark = pytest.mark.cluster
 
@@ -63,7 +64,9 @@ def test_root_ca_publisher_may_write_only_kube_root_ca(
     """The publisher creates kube-root-ca.crt anywhere, and edits no other managed ConfigMap."""
     publisher = k8s.CoreV1Api(kit.controller(stack, "root-ca-cert-publisher"))
     ns = kit.protected_namespace(admin)
-    publisher.create_namespaced_config_map(ns, configmap("kube-root-ca.crt"))
+    # The real publisher (kube-controller-manager runs) creates it in the protected namespace.
+    kit.wait_for_root_ca(admin, ns)
+    publisher.patch_namespaced_config_map("kube-root-ca.crt", ns, {"data": {"k": "v"}})
     denied_message(
         lambda: publisher.create_namespaced_config_map(ns, configmap("other")), PROTECTED_HOOK
     )
@@ -83,7 +86,11 @@ def test_root_ca_publisher_cannot_unlabel_or_repoint_a_managed_root_ca(
     its job, are still skipped and allowed.
     """
     gitops = k8s.CoreV1Api(stack.gitops)
-    gitops.create_namespaced_config_map(namespace, configmap("kube-root-ca.crt", MANAGED))
+    # The real publisher made it; GitOps takes it over (as a repository declaring it would).
+    kit.wait_for_root_ca(stack.plane.admin(), namespace)
+    gitops.patch_namespaced_config_map(
+        "kube-root-ca.crt", namespace, {"metadata": {"labels": MANAGED}}
+    )
     publisher = k8s.CoreV1Api(kit.controller(stack, "root-ca-cert-publisher"))
     unlabel = {"metadata": {"labels": {"gitwarden.dev/managed": None}}}
     denied_message(
@@ -93,13 +100,14 @@ def test_root_ca_publisher_cannot_unlabel_or_repoint_a_managed_root_ca(
     denied_message(
         lambda: publisher.patch_namespaced_config_map("kube-root-ca.crt", namespace, repoint)
     )
-    publisher.patch_namespaced_config_map(
+    rotated = publisher.patch_namespaced_config_map(
         "kube-root-ca.crt", namespace, {"data": {"ca.crt": "rotated"}}
     )
+    assert rotated.data["ca.crt"] == "rotated"
+    # (The real publisher then writes the true CA back: its data update is allowed too.)
     stored = gitops.read_namespaced_config_map("kube-root-ca.crt", namespace)
     assert stored.metadata.labels == MANAGED
     assert "gitwarden.dev/source-path" not in (stored.metadata.annotations or {})
-    assert stored.data["ca.crt"] == "rotated"
 
 
 def test_service_account_controller_may_create_only_default(
@@ -108,7 +116,13 @@ def test_service_account_controller_may_create_only_default(
     """`default` by the service-account controller; any other name is a protected create."""
     ns = kit.protected_namespace(admin)
     sac = k8s.CoreV1Api(kit.controller(stack, "service-account-controller"))
-    sac.create_namespaced_service_account(ns, {"metadata": {"name": "default"}})
+    # The real controller creates `default` in the protected namespace; its identity may.
+    wait_until(
+        lambda: any(
+            a.metadata.name == "default" for a in sac.list_namespaced_service_account(ns).items
+        ),
+        "the default ServiceAccount",
+    )
     denied_message(
         lambda: sac.create_namespaced_service_account(ns, {"metadata": {"name": "builder"}}),
         PROTECTED_HOOK,
@@ -128,7 +142,7 @@ def test_garbage_collector_deletes_only_dependents(stack: Stack, namespace: str)
     gc = k8s.CoreV1Api(kit.controller(stack, "generic-garbage-collector"))
     denied_message(lambda: gc.delete_namespaced_config_map("alone", namespace))
     gc.delete_namespaced_config_map("dependent", namespace)
-    names = {c.metadata.name for c in gitops.list_namespaced_config_map(namespace).items}
+    names = set(controllers.own_names(gitops.list_namespaced_config_map(namespace).items))
     assert names == {"owner", "alone"}
 
 
@@ -144,12 +158,20 @@ def test_namespace_controller_deletes_only_in_a_terminating_namespace(
     gitops.create_namespaced_config_map(ns, configmap("b", MANAGED))
     nsc = k8s.CoreV1Api(kit.controller(stack, "namespace-controller"))
     denied_message(lambda: nsc.delete_namespaced_config_map("a", ns))
-    # GitOps deletes the namespace (it holds managed objects, so only GitOps may). Nothing
-    # runs the namespace controller here: the namespace stays Terminating (its `kubernetes`
-    # finalizer is never removed), which is exactly the state to test.
+    # A finalizer no controller removes keeps "b", and so the namespace, Terminating.
+    hold = {"metadata": {"finalizers": [kit.HOLD]}}
+    gitops.patch_namespaced_config_map("b", ns, hold)
+    # GitOps deletes the namespace (it holds managed objects, so only GitOps may); the real
+    # namespace controller then deletes "a" and marks "b", as its identity now may.
     k8s.CoreV1Api(stack.gitops).delete_namespace(ns)
-    nsc.delete_namespaced_config_map("a", ns)
-    assert [c.metadata.name for c in gitops.list_namespaced_config_map(ns).items] == ["b"]
+    wait_until(
+        lambda: controllers.own_names(gitops.list_namespaced_config_map(ns).items) == ["b"],
+        "the namespace controller to delete the ConfigMap",
+    )
+    assert gitops.read_namespaced_config_map("b", ns).metadata.deletion_timestamp is not None
+    assert core.read_namespace(ns).status.phase == "Terminating"
+    # Let the namespace go.
+    gitops.patch_namespaced_config_map("b", ns, {"metadata": {"finalizers": None}})
 
 
 def test_an_unlabelled_cronjob_in_a_protected_namespace_cannot_be_repurposed(

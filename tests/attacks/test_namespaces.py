@@ -82,7 +82,8 @@ def test_alice_cannot_delete_a_protected_namespace(stack: Stack, admin: k8s.ApiC
     """Deleting the namespace would delete everything GitOps put there (both hooks deny it)."""
     ns = kit.protected_namespace(admin)
     delete = lambda: k8s.CoreV1Api(stack.alice).delete_namespace(ns)  # noqa: E731
-    denied_message(delete, (OBJECTS_HOOK, DELETES_HOOK))
+    message = denied_message(delete, (OBJECTS_HOOK, DELETES_HOOK))
+    assert f"Namespace {ns} is a protected namespace: alice may not delete it" in message
     assert k8s.CoreV1Api(admin).read_namespace(ns).metadata.deletion_timestamp is None
 
 

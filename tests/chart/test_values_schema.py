@@ -7,12 +7,14 @@ service account, the repository) cannot be set, so they can never disagree with 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.chart import render
+from webhook import allowances
 
 CASES = {
     "unknown top-level key": ({"webhooks": {"replicas": 2}}, "webhooks"),
@@ -88,3 +90,12 @@ def test_settings_that_need_a_partner_are_refused_with_the_reason(
     file = tmp_path / "values.yaml"
     file.write_text(yaml.safe_dump(values))
     assert named in render.render_error(file)
+
+
+def test_the_schema_knows_every_field_of_an_allowance() -> None:
+    """A new allowance field (in webhook.allowances) must be accepted by the chart's schema."""
+    schema = json.loads((render.CHART / "values.schema.json").read_text())
+    admission = schema["properties"]["webhook"]["properties"]["admission"]["properties"]
+    item = admission["system_allowances"]["items"]["properties"]
+    expected = {"name", *allowances.LIST_FIELDS, *allowances.BOOL_FIELDS}
+    assert set(item) == expected

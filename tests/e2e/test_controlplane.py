@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
+from tests.harness import controllers
 from tests.harness.controlplane import REPO_ROOT, ControlPlane
 
 pytestmark = pytest.mark.cluster
@@ -85,7 +86,7 @@ def test_user_with_rbac_is_allowed(
     deadline = time.monotonic() + 10  # the RBAC authorizer's informer catches up asynchronously
     while True:
         try:
-            assert bob.list_namespaced_config_map(namespace).items == []
+            assert controllers.own_names(bob.list_namespaced_config_map(namespace).items) == []
             break
         except k8s.ApiException as exc:
             if exc.status != 403 or time.monotonic() > deadline:
@@ -184,7 +185,7 @@ def test_no_orphans_when_a_run_fails_or_is_interrupted(how: str, tmp_path: Path)
             assert time.monotonic() < deadline, "child control plane did not start"
             time.sleep(0.2)
         pids = [int(p) for p in pids_file.read_text().split()]
-        assert len(pids) == 2
+        assert len(pids) == 3  # etcd, kube-apiserver, kube-controller-manager
         assert all(_alive(p) for p in pids)
         go_file.touch()
         if how == "sigterm":
@@ -204,3 +205,20 @@ def test_no_orphans_when_a_run_fails_or_is_interrupted(how: str, tmp_path: Path)
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in pids if _alive(p)], f"orphaned control-plane processes after {how}"
+
+
+def test_a_missing_controller_manager_fails_loudly_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tools without kube-controller-manager: `MissingTool` naming it and `make tools`."""
+    from tests.harness import controlplane
+
+    for name in ("etcd", "kube-apiserver"):
+        (tmp_path / name).symlink_to(controlplane.tool(name))
+    monkeypatch.setenv("GITWARDEN_TOOLS_BIN", str(tmp_path))
+    plane = controlplane.ControlPlane(workdir=tmp_path / "work")
+    (tmp_path / "work").mkdir()
+    with pytest.raises(controlplane.MissingTool, match=r"kube-controller-manager.*make tools"):
+        plane.start()
+    assert plane.pids() == []
+    plane.stop()

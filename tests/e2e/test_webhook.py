@@ -38,6 +38,7 @@ from tests.e2e.webhook_stack import (
     running_stack,
     wait_until,
 )
+from tests.harness import controllers
 from tests.harness.controlplane import ControlPlane
 from webhook import config as config_mod
 
@@ -78,7 +79,7 @@ def test_gitops_identity_creates_updates_and_deletes_managed_objects(
     core.delete_namespaced_config_map("cm", namespace)
     core.delete_namespaced_secret("sec", namespace)
     apps.delete_namespaced_deployment("web", namespace)
-    assert core.list_namespaced_config_map(namespace).items == []
+    assert controllers.own_names(core.list_namespaced_config_map(namespace).items) == []
 
 
 @pytest.mark.parametrize("who", ["admin", "alice"])

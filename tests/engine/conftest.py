@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -45,3 +46,27 @@ def target(counted: Counted) -> cluster.Cluster:
 def applyset() -> str:
     """An ApplySet of its own per test, so lists by part-of label never see other tests."""
     return status.applyset_id(f"t-{uuid.uuid4().hex[:10]}")
+
+
+def settle_deployments(admin: k8s.ApiClient, namespace: str, timeout: float = 60) -> None:
+    """Wait until the real deployment controller has written and stopped writing.
+
+    It writes each new Deployment's status and revision annotation right after creation, which
+    moves its resourceVersion: a pass recorded before that sees an object someone else wrote
+    and applies it once more (a no-op). Request-count tests settle first, then record a pass.
+    """
+    apps = k8s.AppsV1Api(admin)
+    deadline = time.monotonic() + timeout
+    seen: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        items = apps.list_namespaced_deployment(namespace).items
+        versions = {str(d.metadata.name): str(d.metadata.resource_version) for d in items}
+        observed = all(
+            d.status is not None and d.status.observed_generation == d.metadata.generation
+            for d in items
+        )
+        if observed and versions == seen:
+            return
+        seen = versions
+        time.sleep(1.0)
+    raise AssertionError(f"Deployments in {namespace} still changing after {timeout:.0f}s")

@@ -9,8 +9,9 @@ import pytest
 from kubernetes import client as k8s
 
 from reconciler import apply, applyplan, changeset, cluster, config, status
-from tests.engine.conftest import SETTINGS, Counted
+from tests.engine.conftest import SETTINGS, Counted, settle_deployments
 from tests.engine_plans import configmap, crd, deployment, plan_of, planned, planned_secret
+from tests.harness import controllers
 
 pytestmark = pytest.mark.cluster
 Action = changeset.Action
@@ -33,7 +34,7 @@ def objects(namespace: str, applyset: str, data: str = "1") -> list[applyplan.Pl
 
 
 def test_first_pass_creates_and_second_is_unchanged_without_a_write(
-    target: cluster.Cluster, counted: Counted, namespace: str, applyset: str
+    target: cluster.Cluster, counted: Counted, namespace: str, applyset: str, admin: k8s.ApiClient
 ) -> None:
     first = plan_of(objects(namespace, applyset), applyset=applyset)
     created = apply.run(first, target, SETTINGS)
@@ -44,12 +45,21 @@ def test_first_pass_creates_and_second_is_unchanged_without_a_write(
     }
     assert all(c.resource_version for c in created.changes)
 
+    # The deployment controller writes the Deployment after it is created: the next pass sees
+    # a resourceVersion it did not record and applies it again, a no-op that changes nothing.
+    settle_deployments(admin, namespace)
     before = len(counted.audited())
     second = plan_of(
         objects(namespace, applyset), applyset=applyset, previous=after(first, created)
     )
     again = apply.run(second, target, SETTINGS)
     assert set(actions(again).values()) == {Action.UNCHANGED}
+    written = {e["objectRef"]["name"] for e in counted.audited()[before:] if e["verb"] == "patch"}
+    assert written == {"web"}
+    # Once nobody else has written since the recorded pass: nothing per object.
+    before = len(counted.audited())
+    third = plan_of(objects(namespace, applyset), applyset=applyset, previous=after(second, again))
+    assert set(actions(apply.run(third, target, SETTINGS)).values()) == {Action.UNCHANGED}
     requests = counted.audited()[before:]
     # One metadata list per kind (ConfigMap, Deployment, Secret), nothing per object.
     assert sorted(e["verb"] for e in requests) == ["list", "list", "list"]
@@ -59,10 +69,16 @@ def test_a_change_in_git_is_configured_and_the_rest_left_alone(
     target: cluster.Cluster, counted: Counted, namespace: str, applyset: str
 ) -> None:
     first = plan_of(objects(namespace, applyset), applyset=applyset)
-    done = apply.run(first, target, SETTINGS)
+    created = apply.run(first, target, SETTINGS)
+    # A pass recorded after the deployment controller's writes (see the test above).
+    settle_deployments(counted.plane.admin(), namespace)
+    refreshed = plan_of(
+        objects(namespace, applyset), applyset=applyset, previous=after(first, created)
+    )
+    done = apply.run(refreshed, target, SETTINGS)
     before = len(counted.audited())
     changed = plan_of(
-        objects(namespace, applyset, data="2"), applyset=applyset, previous=after(first, done)
+        objects(namespace, applyset, data="2"), applyset=applyset, previous=after(refreshed, done)
     )
     result = apply.run(changed, target, SETTINGS)
     assert actions(result) == {
@@ -176,11 +192,15 @@ def test_a_no_op_pass_costs_one_paginated_list_per_kind_whatever_the_object_coun
     ]
     many += [planned(deployment(namespace, f"web-{i}"), applyset=applyset) for i in range(10)]
     first = plan_of(many, applyset=applyset)
-    done = apply.run(first, paged, SETTINGS)
-    assert done.summary() == "130 created"
+    created = apply.run(first, paged, SETTINGS)
+    assert created.summary() == "130 created"
+    # A pass recorded after the deployment controller's writes (see the first test).
+    settle_deployments(admin, namespace)
+    refreshed = plan_of(many, applyset=applyset, previous=after(first, created))
+    done = apply.run(refreshed, paged, SETTINGS)
     before = len(counted.audited())
     again = apply.run(
-        plan_of(many, applyset=applyset, previous=after(first, done)), paged, SETTINGS
+        plan_of(many, applyset=applyset, previous=after(refreshed, done)), paged, SETTINGS
     )
     assert again.summary() == "130 unchanged"
     lists = [e["objectRef"]["resource"] for e in counted.audited()[before:]]
@@ -227,5 +247,5 @@ def test_an_object_the_api_server_refuses_stops_its_stage_before_anything_is_wri
     assert f"ConfigMap {namespace}/bad" in str(caught.value)
     assert caught.value.changes.changes == ()
     core, apps = k8s.CoreV1Api(admin), k8s.AppsV1Api(admin)
-    assert [c.metadata.name for c in core.list_namespaced_config_map(namespace).items] == []
+    assert controllers.own_names(core.list_namespaced_config_map(namespace).items) == []
     assert apps.list_namespaced_deployment(namespace).items == []

@@ -21,6 +21,7 @@ from reconciler import (
 )
 from tests.engine.conftest import SETTINGS, Counted
 from tests.engine_plans import configmap, deployment, plan_of, planned
+from tests.harness import controllers
 
 pytestmark = pytest.mark.cluster
 Action = changeset.Action
@@ -63,7 +64,7 @@ def test_prune_deletes_exactly_the_listed_objects_that_are_still_ours(
         "relabelled": (Action.SKIPPED, f"no longer labelled {config.MANAGED_LABEL_KEY}=true"),
         "never-was": (Action.DELETED, "already gone"),
     }
-    left = {cm.metadata.name for cm in core.list_namespaced_config_map(namespace).items}
+    left = set(controllers.own_names(core.list_namespaced_config_map(namespace).items))
     assert left == {"keep", "relabelled", "unrelated"}
     # The skipped object leaves the inventory: it is not ours any more.
     entries = status.inventory_after(second, result, complete=True).entries

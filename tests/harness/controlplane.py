@@ -1,13 +1,15 @@
-"""A real Kubernetes control plane for tests: etcd and kube-apiserver on 127.0.0.1.
+"""A real Kubernetes control plane for tests: etcd, kube-apiserver and kube-controller-manager.
 
-Owns starting and stopping the two processes (envtest-style: no nodes, no controller-manager),
-the PKI they use, and clients that act as the admin, as a human user (client certificate) or
-as a service account (TokenRequest token, optionally bound to a Pod). It never substitutes a
-fake: when a binary is missing it raises `MissingTool` and the caller fails loudly.
+Owns starting and stopping the three processes on 127.0.0.1 (no nodes, no scheduler: Pods stay
+Pending, but garbage collection, namespace deletion, the workload controllers, the `default`
+ServiceAccount and `kube-root-ca.crt` are real; tests/harness/controllers.py says which
+controllers run), the PKI they use, and clients that act as the admin, as a human user (client
+certificate) or as a service account (TokenRequest token, optionally bound to a Pod). It never
+substitutes a fake: when a binary is missing it raises `MissingTool` and the caller fails loudly.
 
-Orphans: every child is started in its own process group with PR_SET_PDEATHSIG, so even a
-SIGKILLed test runner takes etcd and kube-apiserver with it; `stop()` (also run from atexit)
-terminates the groups, then kills what is left.
+Orphans: every child is a tests.harness.processes `Process` (own process group, PR_SET_PDEATHSIG),
+so even a SIGKILLed test runner takes every control-plane process with it; `stop()` (also run
+from atexit) terminates the groups, then kills what is left.
 """
 
 from __future__ import annotations
@@ -15,18 +17,11 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
-import ctypes
 import json
-import os
 import shutil
-import signal
-import socket
 import ssl
-import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,126 +30,38 @@ from typing import Any
 import yaml
 from kubernetes import client as k8s
 
-from tests.harness import pki
+from tests.harness import controllers, pki
+from tests.harness.processes import (
+    LOOPBACK,
+    REPO_ROOT,
+    START_TIMEOUT,
+    MissingTool,
+    Process,
+    StartError,
+    free_port,
+    tool,
+    tools_bin,
+    wait_for,
+    wait_http,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-LOOPBACK = "127.0.0.1"
-START_TIMEOUT = float(os.environ.get("GITWARDEN_CONTROLPLANE_START_TIMEOUT", "120"))
-
-
-class MissingTool(RuntimeError):
-    """A binary the harness needs has not been built; `make tools` builds it."""
-
-
-class StartError(RuntimeError):
-    """A control-plane process exited or did not become ready in time."""
-
-
-def tools_bin() -> Path:
-    """Where the pinned tools live (`make tools` fills it); GITWARDEN_TOOLS_BIN overrides."""
-    return Path(os.environ.get("GITWARDEN_TOOLS_BIN", REPO_ROOT / ".tools" / "bin"))
-
-
-def tool(name: str) -> Path:
-    """Path of a pinned tool, or `MissingTool` naming the command that builds it."""
-    path = tools_bin() / name
-    if not os.access(path, os.X_OK):
-        raise MissingTool(f"{name} not found at {path}: run `make tools` (tools/build-tools.sh)")
-    return path
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: ask the kernel to SIGKILL us when the test
-    # runner goes away, however it goes away, so no etcd or apiserver outlives a run.
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-@dataclass
-class Process:
-    """One child process, its own process group, and its log file."""
-
-    name: str
-    argv: list[str]
-    log_path: Path
-    env: dict[str, str] | None = None
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start the process with stdout and stderr appended to the log file."""
-        with self.log_path.open("ab") as log:
-            self.popen = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=self.env,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run at that point
-            )
-
-    def running(self) -> bool:
-        """Whether the process has been started and has not exited."""
-        return self.popen is not None and self.popen.poll() is None
-
-    def log_tail(self, lines: int = 30) -> str:
-        """The last lines of the process log, for error messages."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM the process group, wait up to `grace` seconds, then SIGKILL it."""
-        if self.popen is None:
-            return
-        pgid = self.popen.pid
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            self.popen.wait(timeout=grace)
-        # The leader is gone; make sure nothing else in its group survived.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-
-
-def wait_http(
-    proc: Process,
-    url: str,
-    *,
-    context: ssl.SSLContext | None = None,
-    timeout: float = START_TIMEOUT,
-) -> None:
-    """Poll `url` until it answers 200; fail with the process log if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    last = "no answer yet"
-    while time.monotonic() < deadline:
-        if not proc.running():
-            raise StartError(f"{proc.name} exited during start:\n{proc.log_tail()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2, context=context) as resp:  # noqa: S310 - loopback URL built here
-                if resp.status == 200:
-                    return
-                last = f"HTTP {resp.status}"
-        except (urllib.error.URLError, OSError) as exc:
-            last = str(exc)
-        time.sleep(0.1)
-    raise StartError(
-        f"{proc.name} not ready at {url} after {timeout:.0f}s ({last}):\n" + proc.log_tail()
-    )
+# Re-exported: tests and benches import the process machinery from here too.
+__all__ = [
+    "LOOPBACK",
+    "REPO_ROOT",
+    "START_TIMEOUT",
+    "ControlPlane",
+    "Credentials",
+    "MissingTool",
+    "Process",
+    "StartError",
+    "free_port",
+    "running_control_plane",
+    "tool",
+    "tools_bin",
+    "wait_for",
+    "wait_http",
+]
 
 
 @dataclass(frozen=True)
@@ -167,11 +74,12 @@ class Credentials:
 
 @dataclass
 class ControlPlane:
-    """etcd + kube-apiserver on loopback with RBAC and the admission webhook plugins on."""
+    """etcd + kube-apiserver + kube-controller-manager on loopback, RBAC and webhooks on."""
 
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="gitwarden-cp-")))
     etcd: Process | None = None
     apiserver: Process | None = None
+    controller_manager: Process | None = None
     port: int = 0
     _cleanup_dir: bool = True
 
@@ -194,8 +102,10 @@ class ControlPlane:
         return f"https://{LOOPBACK}:{self.port}"
 
     def start(self) -> None:
-        """Start etcd, then kube-apiserver; return once /readyz answers ok."""
+        """Start etcd, kube-apiserver, then the controllers; return once they all work."""
+        # Every binary first: a missing one fails before anything is started.
         etcd_bin, apiserver_bin = tool("etcd"), tool("kube-apiserver")
+        kcm_bin = tool("kube-controller-manager")
         atexit.register(self.stop)
         self.ca_file.write_bytes(self.serving_ca.cert_pem)
         serving_crt, serving_key = self.serving_ca.serving(["localhost", LOOPBACK]).write(
@@ -205,9 +115,16 @@ class ControlPlane:
         client_ca.write_bytes(self.client_ca.cert_pem)
         audit_policy = self.workdir / "audit-policy.yaml"
         # Metadata level records who did what and every admission webhook's audit annotations.
+        # The controllers' own reads (informer lists and watches, many a second) are left out:
+        # every one of their writes is kept, and the log stays small enough to read per test.
         audit_policy.write_text(
             "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n"
-            "rules:\n- level: Metadata\n"
+            "rules:\n"
+            "- level: None\n  verbs: [get, list, watch]\n"
+            f"  users: [{controllers.USER}]\n"
+            "- level: None\n  verbs: [get, list, watch]\n"
+            "  userGroups: [system:serviceaccounts:kube-system]\n"
+            "- level: Metadata\n"
         )
         admission_config = self._write_admission_config()
         sa_pub, sa_key = self.workdir / "sa.pub", self.workdir / "sa.key"
@@ -252,9 +169,8 @@ class ControlPlane:
                 "--authorization-mode=RBAC",
                 "--enable-admission-plugins=ValidatingAdmissionWebhook,MutatingAdmissionWebhook",
                 f"--admission-control-config-file={admission_config}",
-                # No controller-manager runs, so nothing would create the default SA that the
-                # ServiceAccount plugin insists on; tests name their service accounts.
-                "--disable-admission-plugins=ServiceAccount",
+                # The ServiceAccount plugin stays on (its default): the controller manager
+                # creates the `default` account it gives Pods that name none.
                 f"--service-account-issuer=https://{LOOPBACK}:{self.port}",
                 f"--service-account-key-file={sa_pub}",
                 f"--service-account-signing-key-file={sa_key}",
@@ -271,6 +187,44 @@ class ControlPlane:
         self.apiserver.start()
         wait_http(self.apiserver, f"{self.url}/readyz", context=self._tls_context())
         self._wait_for_default_namespace()
+        self._start_controller_manager(kcm_bin, sa_key)
+
+    def _start_controller_manager(self, binary: Path, sa_key: Path) -> None:
+        """kube-controller-manager as kubeadm runs it; see tests/harness/controllers.py."""
+        cert = self.client_ca.client(controllers.USER)
+        kubeconfig = controllers.kubeconfig(
+            self.url, self.serving_ca.cert_pem, cert, self.workdir / "controller-manager.conf"
+        )
+        port = free_port()
+        serving = self.serving_ca.serving([LOOPBACK, "localhost"]).write(
+            self.workdir, "controller-manager"
+        )
+        self.controller_manager = Process(
+            "kube-controller-manager",
+            controllers.argv(
+                binary,
+                kubeconfig_path=kubeconfig,
+                port=port,
+                serving=serving,
+                root_ca=self.ca_file,
+                client_ca=self.workdir / "client-ca.crt",
+                sa_key=sa_key,
+                cert_dir=self.workdir / "controller-manager-certs",
+            ),
+            self.workdir / "kube-controller-manager.log",
+        )
+        self.controller_manager.start()
+        wait_http(
+            self.controller_manager,
+            f"https://{LOOPBACK}:{port}/healthz",
+            context=self._tls_context(),
+        )
+        admin = self.admin()
+        wait_for(
+            self.controller_manager,
+            lambda: controllers.controllers_working(admin),
+            "the default ServiceAccount and kube-root-ca.crt in namespace default",
+        )
 
     def _write_admission_config(self) -> Path:
         """The AdmissionConfiguration giving the webhook plugins a client certificate."""
@@ -317,8 +271,8 @@ class ControlPlane:
         return path
 
     def stop(self) -> None:
-        """Stop kube-apiserver, then etcd, and remove the work directory. Idempotent."""
-        for proc in (self.apiserver, self.etcd):
+        """Stop the controllers, kube-apiserver, then etcd; remove the work directory."""
+        for proc in (self.controller_manager, self.apiserver, self.etcd):
             if proc is not None:
                 proc.stop()
         if self._cleanup_dir and self.workdir.exists():
@@ -338,7 +292,16 @@ class ControlPlane:
 
     def pids(self) -> list[int]:
         """PIDs of the running control-plane processes (for orphan checks)."""
-        return [p.popen.pid for p in (self.etcd, self.apiserver) if p and p.popen and p.running()]
+        procs = (self.etcd, self.apiserver, self.controller_manager)
+        return [p.popen.pid for p in procs if p and p.popen and p.running()]
+
+    def save_logs(self, directory: Path) -> list[Path]:
+        """Copy every process log and the audit log to `directory` (kept after `stop()`)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        saved = []
+        for log in sorted(self.workdir.glob("*.log")):
+            saved.append(Path(shutil.copy2(log, directory / log.name)))
+        return saved
 
     def _tls_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))

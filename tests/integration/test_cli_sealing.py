@@ -42,3 +42,21 @@ def test_new_keys_seal_reseal_and_unseal(
     assert opened["data"] == {"k": "dg=="}
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(resealed.encode())))
     assert main.main(["unseal", "--key", str(old / "tls.key")]) == main.EXIT_FAILED
+
+
+def test_unseal_of_a_document_json_cannot_carry_fails_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by tests/fuzz: an integer key under encryptedData raised a TypeError."""
+    assert main.main(["keys", "new", "--out", str(tmp_path), "--bits", "2048"]) == 0
+    capsys.readouterr()
+    body = (
+        b"apiVersion: bitnami.com/v1alpha1\nkind: SealedSecret\n"
+        b"metadata: {name: db, namespace: app}\n"
+        b"spec:\n  encryptedData: {password: '', 0: ''}\n"
+    )
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(body)))
+    assert main.main(["unseal", "--key", str(tmp_path / "tls.key")]) == main.EXIT_FAILED
+    err = capsys.readouterr().err
+    reason = "not a JSON object: a key of type int is not a string"
+    assert err == f"gitwarden unseal: SealedSecret app/db: {reason}\n"

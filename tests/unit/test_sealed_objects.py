@@ -165,6 +165,10 @@ def test_wrong_key_is_refused() -> None:
         (lambda b: b["spec"]["template"].update(data={"k": "{{ .user }}"}), "Go templates"),
         (lambda b: b["spec"].update(data="AAAA"), "cannot both be set"),
         (lambda b: b["spec"].update(encryptedData=["x"]), "not a mapping"),
+        # Found by tests/fuzz: an integer key (YAML allows one) crashed the digest with a
+        # TypeError, which `gitwarden unseal` printed as a traceback.
+        (lambda b: b["spec"]["encryptedData"].update({0: ""}), "key of type int"),
+        (lambda b: b["metadata"].update(labels={"when": dt.date(2026, 1, 1)}), "type date"),
     ],
 )
 def test_malformed_objects_are_refused_by_name(change: Any, message: str) -> None:
