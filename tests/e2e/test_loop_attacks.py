@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -212,6 +213,39 @@ def test_a_sealed_secret_copied_elsewhere_stalls_the_revision_naming_it(
     # Nothing of the revision was applied: not even the namespace.
     with pytest.raises(k8s.ApiException) as caught:
         core.read_namespace(ns)
+    assert caught.value.status == 404
+
+
+def test_a_commit_changed_after_signing_is_refused_and_nothing_applied(env: Env) -> None:
+    """The signed commit's tree swapped for another (signature kept): a bad signature."""
+    ns, name = unique("resigned"), unique("sync")
+    repo = env.repo()
+    repo.write(FILE, [m.namespace(ns), m.configmap(ns, "settings", {"k": GIT})])
+    good = repo.commit("signed", "alice")
+    repo.write(FILE, [m.namespace(ns), m.configmap(ns, "settings", {"k": "tampered"})])
+    repo.git("add", "-A")
+    evil_tree = repo.git("write-tree").strip()
+    # Read raw: the helper strips output, and the body's last newline is signed too.
+    body = subprocess.run(
+        ["git", "cat-file", "commit", good], cwd=repo.path, capture_output=True, check=True
+    ).stdout.decode()
+    good_tree = repo.git("rev-parse", f"{good}^{{tree}}").strip()
+    assert f"tree {good_tree}\n" in body
+    assert "gpgsig" in body
+    forged_body = body.replace(f"tree {good_tree}\n", f"tree {evil_tree}\n", 1)
+    path = env.workdir / f"forged-{unique('c')}"
+    path.write_text(forged_body)
+    forged = repo.git("hash-object", "-t", "commit", "-w", str(path)).strip()
+    repo.git("update-ref", "refs/heads/main", forged)
+    repo.git("reset", "-q", "--hard", forged)
+    output = reconcile_stack.refused(env.reconcile(env.config(repo, name)))
+    assert forged[:12] in output, output
+    assert "bad-signature" in output, output
+    stalled = env.condition(name, "Stalled")
+    assert stalled["status"] == "True", stalled
+    assert forged[:12] in stalled["message"]
+    with pytest.raises(k8s.ApiException) as caught:
+        k8s.CoreV1Api(env.admin).read_namespace(ns)
     assert caught.value.status == 404
 
 
