@@ -37,6 +37,7 @@ from reconciler import (
 from tests.e2e import drift_driver, reconcile_stack
 from tests.e2e import reconcile_manifests as m
 from tests.e2e.reconcile_stack import Env, unique
+from tests.harness import canaries
 
 pytestmark = pytest.mark.cluster
 
@@ -285,6 +286,7 @@ def test_a_controllers_status_write_causes_no_request(
 def test_a_secrets_drift_is_reverted_and_its_values_appear_nowhere(
     env: Env, applied: Applied, driver: drift_driver.Driver
 ) -> None:
+    canaries.register(STOLEN_VALUE)
     stolen = base64.b64encode(STOLEN_VALUE.encode()).decode()
     patch = json.dumps({"data": {"password": stolen}})
     edited = break_glass(env, "-n", applied.ns, "patch", "secret", "db", "-p", patch)
