@@ -395,14 +395,19 @@ def install_sync_crd(plane: ControlPlane, workdir: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_env(plane: ControlPlane, admin: k8s.ApiClient, workdir: Path) -> Iterator[Env]:
+def running_env(
+    plane: ControlPlane,
+    admin: k8s.ApiClient,
+    workdir: Path,
+    webhook_env: dict[str, str] | None = None,
+) -> Iterator[Env]:
     """The admission stack, the GitOps identity, a sealing key and the Sync CRD.
 
     The GitOps identity's ClusterRole and the key Secret are removed on exit, so later modules
     see neither; the CRD stays (it is the product's, and removing it would wait on every Sync).
     """
     with (
-        webhook_stack.running_stack(plane, admin, workdir, ADMISSION) as stack,
+        webhook_stack.running_stack(plane, admin, workdir, ADMISSION, webhook_env) as stack,
         reconciler_role(admin),
         sealing_key(admin, workdir) as cert,
     ):
