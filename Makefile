@@ -1,6 +1,7 @@
 # GitWarden's one entry point for developers and CI.
 #   make test   - venv + pinned Python deps + pinned Go-built tools, then every check and test
-#   make test-long - the long profiles (GITWARDEN_FUZZ=long: 100,000 fuzzed AdmissionReviews, ...)
+#   make test-long - the long profiles (GITWARDEN_FUZZ=long: 100,000 fuzzed AdmissionReviews, ...;
+#                    20 SIGKILLs of a 1,000-object apply; a 10-minute webhook soak)
 #   make demo   - (filled in by the demo issue)
 #   make tools  - only build/reuse the pinned tools (kube-apiserver, kube-controller-manager, etcd, opa, helm, kubeconform, kubeseal)
 SHELL := /bin/bash
@@ -78,6 +79,8 @@ test: lint typecheck imports policy chart pytest
 # per-test timeout. Other long-running tests join this target as they arrive.
 test-long: venv tools
 	GITWARDEN_FUZZ=long $(BIN)/python -m pytest tests/fuzz --timeout=0 --hypothesis-show-statistics $(PYTEST_ARGS)
+	GITWARDEN_FUZZ=long $(BIN)/python -m pytest tests/e2e/test_reconcile_loop_kill.py --timeout=0 -s $(PYTEST_ARGS)
+	$(BIN)/python -m bench.soak_webhook --seconds 600
 
 demo: venv tools
 	@echo "make demo: the end-to-end demo arrives with the demo issue"; exit 1
