@@ -75,8 +75,9 @@ pytest: venv tools
 
 test: lint typecheck imports policy chart pytest
 
-# The long profiles: the fuzz targets at their long counts (tests/fuzz/budget.py), with no
-# per-test timeout. Other long-running tests join this target as they arrive.
+# The long profiles: the fuzz targets at their long counts (tests/fuzz/budget.py), the kill
+# test at 20 SIGKILLs of a 1,000-object apply, with no per-test timeout, and the webhook soak
+# (10 minutes at twice the benchmark's load).
 test-long: venv tools
 	GITWARDEN_FUZZ=long $(BIN)/python -m pytest tests/fuzz --timeout=0 --hypothesis-show-statistics $(PYTEST_ARGS)
 	GITWARDEN_FUZZ=long $(BIN)/python -m pytest tests/e2e/test_reconcile_loop_kill.py --timeout=0 -s $(PYTEST_ARGS)
