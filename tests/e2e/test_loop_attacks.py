@@ -6,7 +6,8 @@ object in a way admission lets through (impersonating the GitOps account, a brea
 or cannot be told from GitWarden (its own field manager name), and the test shows the loop's
 drift repair reverting it within seconds with a DriftRepaired Event naming the field manager.
 A cluster-admin using GitWarden's manager name is denied outright. A SealedSecret copied under
-another name or into another namespace does not open: the revision stalls naming the copy.
+another name or into another namespace does not open: the revision stalls naming the copy and
+its file.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def test_a_break_glass_change_left_in_place_is_reverted_within_seconds(
 
 
 @pytest.mark.parametrize("moved", ["name", "namespace"])
-def test_a_sealed_secret_copied_elsewhere_stalls_the_revision_naming_it(
+def test_a_sealed_secret_copied_elsewhere_stalls_the_revision_naming_the_file(
     env: Env, moved: str
 ) -> None:
     ns, name = unique("copy"), unique("sync")
@@ -200,15 +201,17 @@ def test_a_sealed_secret_copied_elsewhere_stalls_the_revision_naming_it(
     )
     bad = repo.commit("a sealed secret copied", "alice")
     output = reconcile_stack.refused(env.reconcile(env.config(repo, name)))
-    # The refusal names the copied object (not yet its file: see the README's table).
+    # The refusal names the copied object and the file it sits in.
     where = f"SealedSecret {copy['metadata']['namespace']}/{copy['metadata']['name']}"
     assert where in output, output
+    assert "(in clusters/test/copy.yaml" in output, output
     assert "no key could decrypt it" in output, output
     assert "pw-copied-canary-1" not in output
     stalled = env.condition(name, "Stalled")
     assert stalled["status"] == "True", stalled
     assert bad[:12] in stalled["message"]
     assert where in stalled["message"], stalled
+    assert "(in clusters/test/copy.yaml" in stalled["message"], stalled
     core = k8s.CoreV1Api(env.admin)
     # Nothing of the revision was applied: not even the namespace.
     with pytest.raises(k8s.ApiException) as caught:
