@@ -1,6 +1,7 @@
 # GitWarden's one entry point for developers and CI.
 #   make test   - venv + pinned Python deps + pinned Go-built tools, then every check and test
-#   make test-long - the long profiles (GITWARDEN_FUZZ=long: 100,000 fuzzed AdmissionReviews, ...)
+#   make test-long - the long profiles (GITWARDEN_FUZZ=long: 100,000 fuzzed AdmissionReviews, ...;
+#                    20 SIGKILLs of a 1,000-object apply; a 10-minute webhook soak)
 #   make demo   - the whole trust chain on one machine, seven steps (KEEP=1 keeps it running)
 #   make tools  - only build/reuse the pinned tools (kube-apiserver, kube-controller-manager, etcd, opa, helm, kubeconform, kubeseal)
 SHELL := /bin/bash
@@ -74,10 +75,13 @@ pytest: venv tools
 
 test: lint typecheck imports policy chart pytest
 
-# The long profiles: the fuzz targets at their long counts (tests/fuzz/budget.py), with no
-# per-test timeout. Other long-running tests join this target as they arrive.
+# The long profiles: the fuzz targets at their long counts (tests/fuzz/budget.py), the kill
+# test at 20 SIGKILLs of a 1,000-object apply, with no per-test timeout, and the webhook soak
+# (10 minutes at twice the benchmark's load).
 test-long: venv tools
 	GITWARDEN_FUZZ=long $(BIN)/python -m pytest tests/fuzz --timeout=0 --hypothesis-show-statistics $(PYTEST_ARGS)
+	GITWARDEN_FUZZ=long $(BIN)/python -m pytest tests/e2e/test_reconcile_loop_kill.py --timeout=0 -s $(PYTEST_ARGS)
+	$(BIN)/python -m bench.soak_webhook --seconds 600
 
 # KEEP=1 leaves the cluster, OPA, the webhook and the reconciler running; `make demo-stop` ends it.
 demo: venv tools

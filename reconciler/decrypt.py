@@ -68,7 +68,8 @@ def run(
         try:
             secrets.append(objects.unseal(manifest.body, chooser, settings, manifest.source))
         except errors.DecryptionError as exc:
-            problems.append(exc)
+            # Name the file too: a copy of a SealedSecret is found by where it sits in Git.
+            problems.append(errors.DecryptionError(exc.obj, exc.failures, manifest.source))
     if opened is not None:
         # Failed or not, only this run's values stay: the cache never outgrows one revision.
         opened.retain(chooser.used)

@@ -26,10 +26,12 @@ class Failure:
 class DecryptionError(errors.Stalled):
     """A SealedSecret could not be turned into a Secret; `failures` lists every reason."""
 
-    def __init__(self, obj: str, failures: tuple[Failure, ...]) -> None:
+    def __init__(self, obj: str, failures: tuple[Failure, ...], source: str = "") -> None:
         self.obj = obj
         self.failures = failures
-        super().__init__(f"SealedSecret {obj}: " + "; ".join(str(f) for f in failures))
+        self.source = source  # the file in Git (and document) it was read from, if known
+        where = f" (in {source})" if source else ""
+        super().__init__(f"SealedSecret {obj}: " + "; ".join(str(f) for f in failures) + where)
 
 
 class RevisionRejected(errors.Stalled):

@@ -13,6 +13,8 @@ the GitOps identity. The last test shows it getting through; the README names th
 
 from __future__ import annotations
 
+import base64
+import time
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from kubernetes import client as k8s
 from tests.attacks import kit
 from tests.e2e.webhook_stack import GITOPS_NS, GITOPS_SA, MANAGED, Stack, configmap, denied_message
 from tests.harness import controllers
+from tests.harness.controlplane import Credentials
 
 pytestmark = pytest.mark.cluster
 
@@ -116,3 +119,44 @@ def test_impersonation_with_the_real_pods_extras_gets_through(
     forged.delete_namespaced_config_map("cm", namespace)
     left = k8s.CoreV1Api(stack.gitops).list_namespaced_config_map(namespace).items
     assert controllers.own_names(left) == []
+
+
+def test_a_long_lived_token_secret_of_the_gitops_account_is_not_the_gitops_identity(
+    stack: Stack, admin: k8s.ApiClient, namespace: str
+) -> None:
+    """A legacy token Secret (filled by the real token controller) carries no pod binding.
+
+    Creating the Secret is not refused (RBAC decides who writes Secrets in GitWarden's
+    namespace); the token it yields is: with pod-bound tokens required it is not GitOps.
+    """
+    k8s.CoreV1Api(stack.gitops).create_namespaced_config_map(namespace, configmap("cm", MANAGED))
+    name = kit.unique("gitops-token")
+    alice = k8s.CoreV1Api(stack.alice)
+    body = {
+        "metadata": {
+            "name": name,
+            "annotations": {"kubernetes.io/service-account.name": GITOPS_SA},
+        },
+        "type": "kubernetes.io/service-account-token",
+    }
+    alice.create_namespaced_secret(GITOPS_NS, body)
+    try:
+        token = ""
+        for _ in range(200):  # the tokens controller fills it within a second or two
+            token = str((alice.read_namespaced_secret(name, GITOPS_NS).data or {}).get("token", ""))
+            if token:
+                break
+            time.sleep(0.05)
+        assert token, "the token controller never filled the Secret"
+        creds = Credentials(token=base64.b64decode(token).decode())
+        stolen = k8s.CoreV1Api(stack.plane.client_for(creds))
+        assert stolen.list_namespaced_config_map(namespace).items  # the token does authenticate
+        message = denied_message(
+            lambda: stolen.patch_namespaced_config_map("cm", namespace, {"data": {"k": "stolen"}})
+        )
+        assert f"system:serviceaccount:{GITOPS_NS}:{GITOPS_SA} may not" in message, message
+        message = denied_message(lambda: stolen.delete_namespaced_config_map("cm", namespace))
+        live = k8s.CoreV1Api(stack.gitops).read_namespaced_config_map("cm", namespace)
+        assert live.data == configmap("cm", MANAGED)["data"]
+    finally:
+        alice.delete_namespaced_secret(name, GITOPS_NS)

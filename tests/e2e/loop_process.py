@@ -26,6 +26,7 @@ import yaml
 from kubernetes import client as k8s
 
 from tests.e2e.reconcile_stack import Env
+from tests.harness import canaries
 
 FAST_LOOP: dict[str, Any] = {
     "loop": {"interval": 2.0, "jitter": 0.0, "retry_base": 0.5, "retry_max": 2.0},
@@ -93,11 +94,27 @@ class Loop:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
+    def keep_metrics(self) -> None:
+        """Keep /metrics for the suite's secret scan before the process (and it) goes."""
+        if self.proc.poll() is not None:
+            return
+        port = next((ln["port"] for ln in self.lines() if "port" in ln), None)
+        if port is None:
+            return
+        try:
+            url = f"http://127.0.0.1:{int(port)}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as answer:  # loopback only
+                canaries.keep(f"loop /metrics ({self.log_path.name})", answer.read().decode())
+        except OSError:
+            pass  # a process being killed mid-test: its log is still scanned
+
     def terminate(self, timeout: float = 40.0) -> int:
+        self.keep_metrics()
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
+        self.keep_metrics()
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 

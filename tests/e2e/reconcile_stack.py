@@ -34,7 +34,7 @@ from reconciler.sealed import objects
 from reconciler.services import kube_keys
 from tests import sealed_keys
 from tests.e2e import webhook_stack
-from tests.harness import gitopsrepo
+from tests.harness import canaries, gitopsrepo
 from tests.harness.controlplane import ControlPlane, Credentials, tool
 from webhook import config as config_mod
 
@@ -150,6 +150,7 @@ class Env:
         With `cli`, made by the `gitwarden seal` command; otherwise by the same library call in
         process (`reconciler.sealed.objects.seal`), which saves a Python start per Secret.
         """
+        canaries.register(*values.values())  # the suite's last module scans for them
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -279,6 +280,7 @@ def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         check=False,
     )
     assert "Traceback" not in done.stderr, done.stderr
+    canaries.keep(f"gitwarden {args[0]} output", done.stdout + done.stderr)
     return done
 
 
@@ -393,14 +395,19 @@ def install_sync_crd(plane: ControlPlane, workdir: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_env(plane: ControlPlane, admin: k8s.ApiClient, workdir: Path) -> Iterator[Env]:
+def running_env(
+    plane: ControlPlane,
+    admin: k8s.ApiClient,
+    workdir: Path,
+    webhook_env: dict[str, str] | None = None,
+) -> Iterator[Env]:
     """The admission stack, the GitOps identity, a sealing key and the Sync CRD.
 
     The GitOps identity's ClusterRole and the key Secret are removed on exit, so later modules
     see neither; the CRD stays (it is the product's, and removing it would wait on every Sync).
     """
     with (
-        webhook_stack.running_stack(plane, admin, workdir, ADMISSION) as stack,
+        webhook_stack.running_stack(plane, admin, workdir, ADMISSION, webhook_env) as stack,
         reconciler_role(admin),
         sealing_key(admin, workdir) as cert,
     ):

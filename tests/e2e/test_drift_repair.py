@@ -37,6 +37,7 @@ from reconciler import (
 from tests.e2e import drift_driver, reconcile_stack
 from tests.e2e import reconcile_manifests as m
 from tests.e2e.reconcile_stack import Env, unique
+from tests.harness import canaries
 
 pytestmark = pytest.mark.cluster
 
@@ -272,8 +273,10 @@ def test_a_controllers_status_write_causes_no_request(
         env.stack.plane.as_service_account("kube-system", "deployment-controller")
     )
     before = applied.target.requests
+    # The real deployment controller may already have counted updated replicas: a `replicas`
+    # above every count it can have written keeps the status valid.
     written = controller.patch_namespaced_deployment_status(
-        "web", applied.ns, {"status": {"observedGeneration": 1, "replicas": 0}}
+        "web", applied.ns, {"status": {"observedGeneration": 1, "replicas": 10}}
     )
     version = written.metadata.resource_version
     until(lambda: driver.seen("web", version), "the status event")
@@ -285,6 +288,7 @@ def test_a_controllers_status_write_causes_no_request(
 def test_a_secrets_drift_is_reverted_and_its_values_appear_nowhere(
     env: Env, applied: Applied, driver: drift_driver.Driver
 ) -> None:
+    canaries.register(STOLEN_VALUE)
     stolen = base64.b64encode(STOLEN_VALUE.encode()).decode()
     patch = json.dumps({"data": {"password": stolen}})
     edited = break_glass(env, "-n", applied.ns, "patch", "secret", "db", "-p", patch)
@@ -358,7 +362,8 @@ def test_after_410_gone_the_watch_lists_again_and_still_repairs(env: Env, applie
         until(lambda: "ConfigMap" in driver.restarts, "the restart reported")
         # The relist handed every object of the kind on again, and nothing failed.
         until(lambda: driver.listed() > len(repairer), "the relist")
-        assert old.watches >= 2
+        # The watch is opened again after the relist, on its own thread: wait for it.
+        until(lambda: old.watches >= 2, "the watch opened again")
         edited = break_glass(
             env, "-n", applied.ns, "patch", "configmap", "relisted", "-p", TAMPER
         )  # fmt: skip

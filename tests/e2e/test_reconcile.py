@@ -19,6 +19,7 @@ from kubernetes import client as k8s
 from tests.e2e import reconcile_manifests as m
 from tests.e2e import reconcile_stack, webhook_stack
 from tests.e2e.reconcile_stack import Env, ok, unique
+from tests.harness import canaries
 
 pytestmark = pytest.mark.cluster
 
@@ -264,7 +265,8 @@ def _versions(env: Env, ns: str, name: str) -> dict[str, str]:
 def test_a_break_glass_edit_is_taken_back_by_the_next_pass(env: Env) -> None:
     ns, name = unique("glass"), unique("sync")
     repo = env.repo()
-    repo.write(APP_FILE, m.small_app(ns, {"k": "v"}, env.seal(ns, "creds", {"a": "b"})))
+    sealed = env.seal(ns, "creds", {"a": canaries.value("reconcile")})
+    repo.write(APP_FILE, m.small_app(ns, {"k": "v"}, sealed))
     repo.commit("initial", "alice")
     config = env.config(repo, name)
     ok(env.reconcile(config))
@@ -294,7 +296,8 @@ def test_the_sync_object_and_its_status_are_written_only_by_the_gitops_identity(
     """
     ns, name = unique("guard"), unique("sync")
     repo = env.repo()
-    repo.write(APP_FILE, m.small_app(ns, {"k": "v"}, env.seal(ns, "creds", {"a": "b"})))
+    sealed = env.seal(ns, "creds", {"a": canaries.value("reconcile")})
+    repo.write(APP_FILE, m.small_app(ns, {"k": "v"}, sealed))
     commit = repo.commit("initial", "alice")
     ok(env.reconcile(env.config(repo, name)))
     g, v, p = reconcile_stack.SYNC_GROUP, reconcile_stack.SYNC_VERSION, reconcile_stack.SYNC_PLURAL

@@ -147,7 +147,9 @@ def test_sigterm_during_a_pass_exits_0_without_a_traceback_and_keeps_the_record(
 
     def applying() -> bool:
         try:
-            return bool(core.list_namespaced_config_map(ns, limit=1).items)
+            # Managed ones only: kube-root-ca.crt appears as soon as the namespace does.
+            managed = "gitwarden.dev/managed=true"
+            return bool(core.list_namespaced_config_map(ns, limit=1, label_selector=managed).items)
         except k8s.ApiException:
             return False  # the namespace is not there yet
 

@@ -1,8 +1,9 @@
-"""SIGKILL at random moments of a 500-object apply: every restart converges, nothing is lost.
+"""SIGKILL at random moments of a big apply: every restart converges, nothing is lost.
 
 The reconciler runs as a child process and is killed with SIGKILL (no handler, no cleanup) at
-random moments while it applies 500 ConfigMaps; after each kill, everything managed in the
-cluster is on record in the Sync's inventory (the write-ahead), so a later revision can prune
+random moments while it applies 500 ConfigMaps, 5 times (the long profile, GITWARDEN_FUZZ=long
+as `make test-long` sets it: 1,000 ConfigMaps, 20 times); after each kill, everything managed
+in the cluster is on record in the Sync's inventory (the write-ahead), so a later revision can prune
 it; the last restart converges on the commit with exactly the right inventory and nothing
 pruned by mistake. Then a pass killed while applying B, with Git moved on to C that drops
 what B added: the restart prunes exactly those. The seed is printed for a rerun.
@@ -28,8 +29,9 @@ from tests.e2e.reconcile_stack import Env, unique
 pytestmark = pytest.mark.cluster
 
 FILE = "clusters/test/many.yaml"
-COUNT = 500
-KILLS = 5
+LONG = os.environ.get("GITWARDEN_FUZZ", "") == "long"
+COUNT, KILLS = (1000, 20) if LONG else (500, 5)
+WAIT = 90.0 * COUNT / 500  # seconds for a converging pass
 
 
 @pytest.fixture
@@ -83,7 +85,7 @@ def applying(loop: loop_process.Loop, commit: str) -> None:
     )
 
 
-def test_five_sigkills_during_a_500_object_apply_then_a_killed_b_superseded_by_c(
+def test_sigkills_during_a_big_apply_then_a_killed_b_superseded_by_c(
     env: Env, loops: loop_process.Running
 ) -> None:
     seed = int(os.environ.get("GITWARDEN_KILL_SEED", time.time_ns() % 100_000))
@@ -92,7 +94,7 @@ def test_five_sigkills_during_a_500_object_apply_then_a_killed_b_superseded_by_c
     ns, name = unique("kill"), unique("sync")
     repo = env.repo()
     repo.write(FILE, objects(ns, "a"))
-    first = repo.commit("five hundred", "alice")
+    first = repo.commit(f"{COUNT} objects", "alice")
     # 1,000 requests a full pass (a dry-run check and an apply per object), at most 400 a
     # second: the dry-run checks, then the writes.
     config = loop_process.config_with(
@@ -123,10 +125,10 @@ def test_five_sigkills_during_a_500_object_apply_then_a_killed_b_superseded_by_c
         partial.append(len(live))
         assert env.sync(name)["status"].get("lastAppliedCommit") != first
 
-    print(f"ConfigMaps there after each kill: {partial}")
+    print(f"{KILLS} kills survived; ConfigMaps there after each kill: {partial}")
     assert any(0 < n < COUNT for n in partial), "no kill landed among the writes"
     loop = loops.start(env, config)
-    loop.applied(first, timeout=90)
+    loop.applied(first, timeout=WAIT)
     recorded = stored(env, name)
     assert set(recorded) == {f"cm-{i:03}" for i in range(COUNT)}
     assert all(recorded.values()), "every entry carries the version it was applied at"
@@ -155,12 +157,12 @@ def test_five_sigkills_during_a_500_object_apply_then_a_killed_b_superseded_by_c
 
     # C drops what B added: the restart converges on C and prunes exactly those.
     repo.write(FILE, objects(ns, "c"))
-    third = repo.commit("c: back to five hundred", "alice")
+    third = repo.commit(f"c: back to {COUNT}", "alice")
     loop = loops.start(env, config)
-    loop.applied(third, timeout=90)
+    loop.applied(third, timeout=WAIT)
     assert live_names(env, ns) == {f"cm-{i:03}" for i in range(COUNT)}
     assert set(stored(env, name)) == {f"cm-{i:03}" for i in range(COUNT)}
-    cm = k8s.CoreV1Api(env.admin).read_namespaced_config_map("cm-499", ns)
+    cm = k8s.CoreV1Api(env.admin).read_namespaced_config_map(f"cm-{COUNT - 1:03}", ns)
     assert cm.data == {"k": "c"}
     pruned = {
         str(line.get("object")).rsplit("/", 1)[-1]

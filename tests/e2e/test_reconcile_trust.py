@@ -20,7 +20,7 @@ from kubernetes import client as k8s
 from tests.e2e import reconcile_manifests as m
 from tests.e2e import reconcile_stack
 from tests.e2e.reconcile_stack import Env, ok, refused, unique
-from tests.harness import gitopsrepo
+from tests.harness import canaries, gitopsrepo
 
 pytestmark = pytest.mark.cluster
 
@@ -32,7 +32,8 @@ ESCALATION_PREFIX = "escalate-"
 def applied(env: Env, ns: str, mode: str) -> gitopsrepo.GitOpsRepo:
     """A repository whose first real commit (ConfigMap settings: mode) is applied as `ns`."""
     repo = env.repo()
-    repo.write(APP_FILE, m.small_app(ns, {"mode": mode}, env.seal(ns, "creds", {"k": "v"})))
+    sealed = env.seal(ns, "creds", {"k": canaries.value("trust")})
+    repo.write(APP_FILE, m.small_app(ns, {"mode": mode}, sealed))
     repo.commit("initial", "alice")
     return repo
 

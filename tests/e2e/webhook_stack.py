@@ -23,6 +23,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from tests.harness import canaries
 from tests.harness.controlplane import ControlPlane, Credentials
 from tests.harness.services import OpaServer, WebhookServer
 from webhook import config as config_mod
@@ -211,10 +212,19 @@ def running_stack(
         yield stack
     finally:
         control_plane.delete_validating_webhook(registration.NAME)
+        with contextlib.suppress(OSError):  # the webhook's /metrics goes with it: keep it
+            canaries.keep("webhook /metrics", _metrics_text(webhook))
         webhook.stop()
         opa.stop()
         # Later tests of the session expect users without these grants.
         revoke(admin, "e2e-editors", "e2e-webhook-parent-reader")
+
+
+def _metrics_text(webhook: WebhookServer) -> str:
+    with urllib.request.urlopen(  # noqa: S310 - loopback URL built here
+        f"{webhook.url}/metrics", context=webhook.tls_context(), timeout=5
+    ) as resp:
+        return str(resp.read().decode())
 
 
 def _wait_for_webhook(admin: k8s.ApiClient) -> None:
@@ -242,10 +252,14 @@ def configmap(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]
     return {"metadata": {"name": name, "labels": labels or {}}, "data": {"k": "v"}}
 
 
+SECRET_VALUE = "hunter2-e2e"
+
+
 def secret(name: str) -> dict[str, Any]:
+    canaries.register(SECRET_VALUE)
     return {
         "metadata": {"name": name, "labels": MANAGED},
-        "stringData": {"password": "hunter2-e2e"},
+        "stringData": {"password": SECRET_VALUE},
     }
 
 

@@ -278,6 +278,15 @@ class ControlPlane:
         if self._cleanup_dir and self.workdir.exists():
             shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def restart_apiserver(self) -> float:
+        """Stop kube-apiserver and start it again on its port and etcd; seconds it was away."""
+        assert self.apiserver is not None, "not started"
+        began = time.monotonic()
+        self.apiserver.stop()
+        self.apiserver.start()
+        wait_http(self.apiserver, f"{self.url}/readyz", context=self._tls_context())
+        return time.monotonic() - began
+
     @property
     def audit_log(self) -> Path:
         """The API server's audit log (JSON lines, Metadata level)."""

@@ -1,7 +1,8 @@
 """A git smart-HTTP server over TLS on 127.0.0.1, for fetch tests with the real git client.
 
 Owns a small threaded HTTPS server that hands every request to `git http-backend` (git's own
-CGI program for the smart HTTP protocol) and, optionally, demands HTTP basic credentials. The
+CGI program for the smart HTTP protocol) and, optionally, demands HTTP basic credentials or
+corrupts the packs it sends (`Faults`, for fault tests). The
 client is the real `git`, so certificate checking is git's (libcurl's) own.
 """
 
@@ -17,14 +18,31 @@ import threading
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.harness import pki
 from tests.harness.controlplane import LOOPBACK
 
 
+@dataclass
+class Faults:
+    """Switches a fault test flips while the server runs (mutable on purpose)."""
+
+    corrupt_packs: bool = False  # flip a byte inside every pack an upload-pack answer carries
+
+
+def _corrupted(payload: bytes) -> bytes:
+    """The same answer with one byte of the first object's data flipped (framing kept)."""
+    start = payload.find(b"PACK")
+    if start < 0 or len(payload) <= start + 24:
+        return payload
+    at = start + 20  # past the 12-byte pack header and the first object's header
+    return payload[:at] + bytes([payload[at] ^ 0xFF]) + payload[at + 1 :]
+
+
 def _handler(
-    root: Path, credentials: tuple[str, str] | None
+    root: Path, credentials: tuple[str, str] | None, faults: Faults
 ) -> type[http.server.BaseHTTPRequestHandler]:
     class GitHandler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"
@@ -68,6 +86,8 @@ def _handler(
                 check=False,
             )
             head, _, payload = result.stdout.partition(b"\r\n\r\n")
+            if faults.corrupt_packs and path.endswith("/git-upload-pack"):
+                payload = _corrupted(payload)
             status = 200
             headers: list[tuple[str, str]] = []
             for line in head.decode("latin-1").split("\r\n"):
@@ -93,12 +113,15 @@ class HttpsGitServer:
     """Serves repositories under `root` as https://127.0.0.1:<port>/<name>."""
 
     def __init__(self, root: Path, credentials: tuple[str, str] | None = None) -> None:
+        self.faults = Faults()
         self.ca = pki.CertificateAuthority("git-https-ca")
         self._certs = tempfile.TemporaryDirectory(prefix="git-https-")
         crt, key = self.ca.serving([LOOPBACK]).write(Path(self._certs.name), "https")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(crt), str(key))
-        self._httpd = http.server.ThreadingHTTPServer((LOOPBACK, 0), _handler(root, credentials))
+        self._httpd = http.server.ThreadingHTTPServer(
+            (LOOPBACK, 0), _handler(root, credentials, self.faults)
+        )
         self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)

@@ -54,6 +54,9 @@ def test_any_failure_rejects_the_revision_naming_every_object() -> None:
     assert [p.obj for p in info.value.problems] == ["app/bad1", "app/bad2"]
     assert "revision abc123 rejected: 2 SealedSecret(s) failed" in str(info.value)
     assert "app/bad1: k0: no key could decrypt" in str(info.value)
+    # Each names the file it sits in, so a copied SealedSecret is found in Git.
+    assert [p.source for p in info.value.problems] == ["apps/bad1.yaml#0", "apps/bad2.yaml#0"]
+    assert "(in apps/bad1.yaml#0)" in str(info.value)
 
 
 def test_a_sealed_secret_cannot_reach_the_next_stage() -> None:
