@@ -265,17 +265,8 @@ class Cluster:
 
     def read_meta(self, ref: objectref.ObjectRef) -> LiveObject | None:
         """One live object's metadata, or None when it does not exist."""
-        resource = self.resource(ref.group, ref.kind)
-        try:
-            answer = self.request(
-                "GET",
-                resource.path(ref.namespace, ref.name),
-                accept=META_ONLY,
-                what=f"read {ref.display()}",
-            )
-        except cluster_errors.NotFound:
-            return None
-        return _live(ref.group, ref.kind, answer.body)
+        found = self.read_metadata(ref)
+        return None if found is None else _live(ref.group, ref.kind, found)
 
     def read_metadata(self, ref: objectref.ObjectRef) -> dict[str, Any] | None:
         """One live object as PartialObjectMetadata (labels, managedFields; never data)."""
