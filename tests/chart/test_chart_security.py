@@ -281,3 +281,23 @@ def test_reconciler_holds_what_a_measured_pass_needs(value_set: str) -> None:
     }
     missing = [r.describe() for r in requests if r not in held]
     assert missing == []
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_the_reconciler_may_create_events_only_in_default(value_set: str) -> None:
+    """Events about the cluster-scoped Sync live in `default`; nowhere else, and no patch."""
+    docs = render.documents(value_set)
+    account = render.file_of(docs, "admission.yaml")["gitops"]["service_account"]
+    requests = [
+        rbac.Request(verb, group, "events", "", namespace=namespace)
+        for verb in ("create", "patch")
+        for group in ("", "events.k8s.io")
+        for namespace in ("default", "team-a", render.NAMESPACE)
+    ]
+    held = sorted(
+        h.request.describe()
+        for h in rbac.holders(_snapshot(docs), requests)
+        if h.subject.name == account and h.subject.namespace == render.NAMESPACE
+    )
+    expected = [r.describe() for r in requests[:1]]
+    assert held == expected
