@@ -139,14 +139,7 @@ def _pass(settings: config.ReconcilerConfig, process: wiring.Process, *, dry_run
     if dry_run:
         print("dry run: nothing was changed")
         return main.EXIT_OK
-    outcome = status.succeeded(applied.plan, applied.changes)
-    outcome = status.Outcome(
-        attempted=outcome.attempted,
-        signer=outcome.signer,
-        changes=outcome.changes,
-        inventory=outcome.inventory,
-        warnings=applied.warnings + outcome.warnings,
-    )
+    outcome = status.succeeded(applied.plan, applied.changes, applied.warnings)
     return main.EXIT_OK if _write_status(process, settings, outcome, now) else main.EXIT_FAILED
 
 

@@ -111,14 +111,7 @@ class Runner:
         return Result(loop.Succeeded(), applied, applied.commit, seconds)
 
     def _succeeded(self, applied: pipeline.Applied, now: datetime.datetime, started: float) -> None:
-        done = status.succeeded(applied.plan, applied.changes)
-        outcome = status.Outcome(
-            attempted=done.attempted,
-            signer=done.signer,
-            changes=done.changes,
-            inventory=done.inventory,
-            warnings=applied.warnings + done.warnings,
-        )
+        outcome = status.succeeded(applied.plan, applied.changes, applied.warnings)
         self._metrics.applied(applied.changes)
         self._metrics.revision(applied.commit)
         for warning in outcome.warnings:

@@ -58,15 +58,17 @@ class Outcome:
     """A pass is applying `attempted` now (written before apply, with the write-ahead inventory)."""
 
 
-def succeeded(plan: applyplan.ApplyPlan, changes: changeset.ChangeSet) -> Outcome:
-    """A pass that applied (and pruned) all of `plan`."""
+def succeeded(
+    plan: applyplan.ApplyPlan, changes: changeset.ChangeSet, warnings: tuple[str, ...] = ()
+) -> Outcome:
+    """A pass that applied (and pruned) all of `plan`; `warnings` (the pass's own) come first."""
     kept = tuple(f"{ref.display()} left Git but is kept: {why}" for ref, why in plan.kept)
     return Outcome(
         attempted=plan.revision.commit,
         signer=signer_of(plan),
         changes=changes,
         inventory=inventory_after(plan, changes, complete=True),
-        warnings=kept,
+        warnings=warnings + kept,
     )
 
 
