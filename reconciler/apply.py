@@ -48,6 +48,7 @@ from reconciler import (
 )
 
 ESTABLISHED_TIMEOUT = 60.0
+RECREATE_DELETE_ATTEMPTS = 3
 RECREATE_TIMEOUT = 60.0
 PRUNE_STAGE = "prune"
 REPAIR_STAGE = "repair"
@@ -396,10 +397,20 @@ def _write(
 def _recreate(
     obj: applyplan.PlannedObject, body: dict[str, Any], target: cluster.Cluster
 ) -> cluster.Applied:
-    old = target.read_meta(obj.ref)
-    if old is not None:
-        target.delete(obj.ref, old)
+    for attempt in range(1, RECREATE_DELETE_ATTEMPTS + 1):
+        old = target.read_meta(obj.ref)
+        if old is None:
+            break
+        try:
+            target.delete(obj.ref, old)
+        except cluster_errors.Conflict:
+            # A controller's status write moved the resourceVersion between our read and the
+            # delete: read again (the preconditions stay, so nothing else changed goes).
+            if attempt == RECREATE_DELETE_ATTEMPTS:
+                raise
+            continue
         target.wait_gone(obj.ref, old.uid, RECREATE_TIMEOUT)
+        break
     return target.apply(obj.ref, body)
 
 
