@@ -7,13 +7,14 @@ policies/admission and bench_webhook's configuration, and posts every input `--r
 on one kept-alive connection with `?metrics=true`. It prints OPA's own timers per decision
 (`timer_rego_query_eval_ns`: the policy's evaluation; `timer_server_handler_ns`: the whole
 HTTP handler, input parsing included), by kind of review, plus the CPU the OPA process spent
-per decision. `--opa-flag` (repeatable) starts OPA with more `opa run` flags (such as
-`--optimize-store-for-read-speed`; GOGC and the like pass through the environment), to
-measure what a deployment setting buys. `--write DIR` also writes the inputs and the data
-document there, for `opa eval --profile` and `opa bench`. 127.0.0.1 only; bounded by the
+per decision. OPA runs with the chart's Go runtime settings (`webhook.opa.go`: GOMAXPROCS,
+GOGC, GOMEMLIMIT) unless `--go-defaults` is given; `--opa-flag` (repeatable) starts it with
+more `opa run` flags (such as `--optimize-store-for-read-speed`), to measure what a deployment
+setting buys. `--write DIR` also writes the inputs and the data document there, for
+`opa eval --profile` and `opa bench`. 127.0.0.1 only; bounded by the
 number of rounds.
 
-    python -m bench.bench_policy [--rounds 5] [--opa-flag FLAG ...] [--write DIR]
+    python -m bench.bench_policy [--rounds 5] [--go-defaults] [--opa-flag FLAG ...] [--write DIR]
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 
 from bench import bench_webhook, webhook_mix
 from tests.harness.controlplane import LOOPBACK, Process, free_port, tool, wait_http
-from tests.harness.services import POLICY_DIR
+from tests.harness.services import OPA_ENV, POLICY_DIR
 from webhook import review
 
 DECISION = "/v1/data/admission/decision?metrics=true"
@@ -108,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--opa-flag", action="append", default=[], help="one more `opa run` flag (repeatable)"
     )
+    parser.add_argument(
+        "--go-defaults",
+        action="store_true",
+        help="run OPA with Go's default runtime settings instead of the chart's (webhook.opa.go)",
+    )
     args = parser.parse_args(argv)
     mix = inputs(webhook_mix.build())
     data = {"gitwarden": {"admission": bench_webhook.CONFIG.to_opa_data()}}
@@ -124,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         argv = [str(tool("opa")), "run", "--server", f"--addr={LOOPBACK}:{port}"]
         argv += ["--log-level=error", *args.opa_flag, str(POLICY_DIR), str(data_file)]
         flags = " ".join(args.opa_flag) or "(none)"
-        print(f"opa run flags: {flags}; GOGC={os.environ.get('GOGC', '')}")
-        server = Process("opa", argv, Path(tmp) / "opa.log")
+        go = {} if args.go_defaults else OPA_ENV
+        runtime = " ".join(f"{k}={v}" for k, v in go.items()) or "Go's defaults"
+        print(f"opa run flags: {flags}; runtime: {runtime}")
+        server = Process("opa", argv, Path(tmp) / "opa.log", env={**os.environ, **go})
         server.start()
         try:
             wait_http(server, f"http://{LOOPBACK}:{port}/health")

@@ -225,13 +225,17 @@ def controller_status_writes(
     controller = stack.plane.as_service_account("kube-system", "deployment-controller")
     apps = k8s.AppsV1Api(controller)
 
+    landed: list[bool] = []
+
     def write(n: int) -> None:
         status = {"status": {"observedGeneration": n + 1, "replicas": 1, "readyReplicas": n % 2}}
-        apps.patch_namespaced_deployment_status(name, namespace, status)
+        written = apps.patch_namespaced_deployment_status(name, namespace, status)
+        # The real deployment controller (kube-controller-manager runs in the harness) writes
+        # this status too, so each write is checked in its own answer, not read back later.
+        seen = written.status.observed_generation if written.status is not None else None
+        landed.append(seen == n + 1)
 
     result = skipped_writes(stack, "deployment-controller status", namespace, count, write)
-    status = apps.read_namespaced_deployment_status(name, namespace).status
-    seen = status.observed_generation if status is not None else None
-    if seen != count:
-        raise SystemExit(f"the controller's status writes did not land: observedGeneration {seen}")
+    if not all(landed):
+        raise SystemExit(f"the status writes did not land: {landed.count(False)} of {count}")
     return result

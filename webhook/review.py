@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from webhook import decision
 
 API_VERSION = "admission.k8s.io/v1"
@@ -120,14 +122,7 @@ class AdmissionRequest:
 
 def parse(body: bytes, annotation_keys: frozenset[str]) -> AdmissionRequest:
     """Validate and parse a request body; raise `MalformedReview` with the reason."""
-    try:
-        review = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise MalformedReview(f"body is not JSON: {type(exc).__name__}") from None
-    except ValueError:
-        # Python refuses to convert an integer of more than 4,300 digits (CVE-2020-10735); no
-        # AdmissionReview holds one, and it must be a 400, never an internal error.
-        raise MalformedReview("body is not usable JSON: a number has too many digits") from None
+    review = _decode(body)
     if not isinstance(review, dict):
         raise MalformedReview("body is not a JSON object")
     if review.get("apiVersion") != API_VERSION:
@@ -278,6 +273,33 @@ def _object_name(request: dict[str, Any]) -> str:
     meta = obj.get("metadata") if isinstance(obj, dict) else None
     name = meta.get("name") if isinstance(meta, dict) else None
     return name if isinstance(name, str) else ""
+
+
+def _decode(body: bytes) -> Any:
+    """The body's JSON value, or `MalformedReview` saying why there is none.
+
+    orjson parses (a fifth of the standard library's CPU on the bench's reviews). What it
+    refuses, the standard library is asked about only to name the reason; a body that only the
+    standard library would take (NaN, Infinity, a lone surrogate, a number past float64: none
+    of which the API server writes) is refused too. Integers past 64 bits become floats, as the
+    API server itself stores them.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise MalformedReview(f"body is not JSON: {type(exc).__name__}") from None
+    except ValueError:
+        # Python refuses to convert an integer of more than 4,300 digits (CVE-2020-10735); no
+        # AdmissionReview holds one, and it must be a 400, never an internal error.
+        raise MalformedReview("body is not usable JSON: a number has too many digits") from None
+    raise MalformedReview(
+        "body is not strict UTF-8 JSON (NaN, Infinity, a lone surrogate, a number past float64, "
+        "or another encoding)"
+    )
 
 
 def _string(container: dict[str, Any], key: str, *, required: bool = False) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.chart import render
+from tests.harness import services
 from tests.harness.controlplane import Process, free_port, tool, wait_http
 
 GOLDEN = render.ROOT / "policies" / "testdata" / "admission" / "golden.json"
@@ -66,7 +67,8 @@ def test_sidecar_serves_the_packaged_policy_with_the_derived_data(
     opa = next(c for c in pod["containers"] if c["name"] == "opa")
     assert opa["command"] == ["opa"]
     argv = [str(tool("opa")), *(_mapped(a, tmp_path, ports) for a in opa["args"])]
-    server = Process("opa", argv, tmp_path / "opa.log")
+    opa_env = {e["name"]: e["value"] for e in opa.get("env", [])}
+    server = Process("opa", argv, tmp_path / "opa.log", env={**os.environ, **opa_env})
     server.start()
     try:
         base = f"http://127.0.0.1:{ports['127.0.0.1:8181']}"
@@ -80,3 +82,14 @@ def test_sidecar_serves_the_packaged_policy_with_the_derived_data(
         assert decision["result"]["reason"] == case["expect"]["reason"]
     finally:
         server.stop()
+
+
+def test_the_harness_runs_opa_with_the_go_runtime_settings_the_chart_ships() -> None:
+    """Tests and benches measure the OPA that is deployed: same GOMAXPROCS, GOGC, GOMEMLIMIT."""
+    [deployment] = render.of(render.documents("default"), "Deployment", "webhook")
+    opa = next(
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "opa"
+    )
+    shipped = {e["name"]: e["value"] for e in opa["env"]}
+    assert shipped == services.OPA_ENV
+    assert "--disable-telemetry" in opa["args"]

@@ -20,6 +20,9 @@ from tests.harness import pki
 from tests.harness.controlplane import LOOPBACK, REPO_ROOT, Process, free_port, tool, wait_http
 
 POLICY_DIR = REPO_ROOT / "policies" / "admission"
+# OPA's Go runtime as the chart deploys it (values.yaml `webhook.opa.go`; a chart test keeps the
+# two equal), so every test and bench measures the OPA that is shipped.
+OPA_ENV = {"GOMAXPROCS": "1", "GOGC": "400", "GOMEMLIMIT": "200MiB"}
 
 
 @dataclass
@@ -48,10 +51,12 @@ class OpaServer:
                 "--server",
                 f"--addr={LOOPBACK}:{self.port}",
                 "--log-level=error",
+                "--disable-telemetry",
                 str(POLICY_DIR),
                 str(data_file),
             ],
             self.workdir / "opa.log",
+            env={**os.environ, **OPA_ENV},
         )
         self.process.start()
         wait_http(self.process, f"{self.url}/health")

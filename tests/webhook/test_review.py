@@ -47,6 +47,25 @@ def test_changed_fields_ignore_server_maintained_metadata() -> None:
     assert review.parse(body, KEYS).changed_fields == ("metadata.finalizers", "status")
 
 
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (2**53, 2**53 + 1),
+        (2**63 - 2, 2**63 - 1),
+        (-(2**63), -(2**63) + 1),
+        (0.1, 0.30000000000000004),
+    ],
+)
+def test_a_change_between_numbers_a_float_would_confuse_is_still_a_change(
+    before: float, after: float
+) -> None:
+    """64-bit integers are parsed exactly: a spec change hidden in the 54th bit is seen."""
+    old = {"metadata": {"name": "a"}, "spec": {"x": before}}
+    new = {"metadata": {"name": "a"}, "spec": {"x": after}}
+    body = _review(operation="UPDATE", object=new, oldObject=old)
+    assert review.parse(body, KEYS).changed_fields == ("spec",)
+
+
 def _review(**request: Any) -> bytes:
     base: dict[str, Any] = {
         "uid": "u",
@@ -97,6 +116,12 @@ MALFORMED = {
         "extra must be an object",
     ),
     "deeply nested": (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+    # JSON the standard library would take but the API server never writes: refused, with why.
+    "a NaN": (_review().replace(b'"alice"', b'"alice", "n": NaN'), "not strict UTF-8 JSON"),
+    "Infinity": (_review().replace(b'"alice"', b'"alice", "n": -Infinity'), "not strict"),
+    "a lone surrogate": (_review().replace(b'"alice"', b'"alice\\ud800"'), "not strict"),
+    "past float64": (_review().replace(b'"alice"', b'"alice", "n": 1e999'), "not strict"),
+    "UTF-16": (_review().decode().encode("utf-16"), "not strict UTF-8 JSON"),
 }
 
 
