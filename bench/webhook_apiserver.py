@@ -125,17 +125,30 @@ class Added:
     seconds: float
     api_server: Histogram
     webhook: Histogram
+    floor: Histogram | None
+    """The floor's calls for the same requests, when it was registered beside the webhook."""
 
 
 def human_updates(
-    stack: webhook_stack.Stack, namespaces: tuple[str, str], clients: int, each: int
+    stack: webhook_stack.Stack,
+    namespaces: tuple[str, str],
+    clients: int,
+    each: int,
+    *,
+    prefix: str = "edit",
+    floor_hook: str | None = None,
 ) -> Added:
-    """`clients` people each scaling managed Deployments `each` times: half denied, half warned."""
+    """`clients` people each scaling managed Deployments `each` times: half denied, half warned.
+
+    With `floor_hook` (the name of a floor webhook registered with the same rules), the API
+    server calls both for every request, in parallel, and both histograms come from the same
+    requests in the same minutes.
+    """
     admin = stack.plane.admin()
     gitops = k8s.AppsV1Api(stack.gitops)
     for i in range(clients):
         for ns in namespaces:
-            gitops.create_namespaced_deployment(ns, webhook_stack.deployment(f"edit-{i}"))  # type: ignore[arg-type]
+            gitops.create_namespaced_deployment(ns, webhook_stack.deployment(f"{prefix}-{i}"))  # type: ignore[arg-type]
     apis = [k8s.AppsV1Api(stack.plane.client_for(stack.alice_creds)) for _ in range(clients)]
     labels = {"name": webhook_stack.HOOK, "operation": "UPDATE", "type": "validating"}
     before, hook_before = scrape(admin), _webhook_metrics(stack)
@@ -146,7 +159,7 @@ def human_updates(
             ns = namespaces[n % 2]
             patch = {"spec": {"replicas": n % 5 + 1}}
             try:
-                api.patch_namespaced_deployment(f"edit-{index}", ns, patch)
+                api.patch_namespaced_deployment(f"{prefix}-{index}", ns, patch)
             except k8s.ApiException as exc:
                 if exc.status != 403 or ns != namespaces[0]:
                     raise
@@ -161,6 +174,9 @@ def human_updates(
         webhook=histogram(
             hook_before, hook_after, "gitwarden_webhook_request_duration_seconds", {}
         ),
+        floor=None
+        if floor_hook is None
+        else histogram(before, after, DURATION, {**labels, "name": floor_hook}),
     )
 
 
