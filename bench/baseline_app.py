@@ -1,9 +1,9 @@
 """The floor of bench_webhook: a WSGI app that parses the AdmissionReview and answers allow.
 
 It reads the body, decodes the JSON (with orjson, as the webhook does), and answers
-`allowed: true` for the request's uid: no validation, no policy call, no logging, no metrics. So gunicorn, TLS, JSON and the loopback
-network are all it measures; bench_webhook serves it with the same worker settings as the
-webhook.
+`allowed: true` for the request's uid: no validation, no policy call, no logging, no metrics.
+So gunicorn, TLS, JSON and the loopback network are all it measures; bench_webhook serves it
+with the same worker settings as the webhook.
 """
 
 from __future__ import annotations
