@@ -229,9 +229,7 @@ def _register_floor(stack: webhook_stack.Stack, floor_port: int) -> str:
     raise SystemExit("the API server never called the floor webhook")
 
 
-def _part_two(
-    stack: webhook_stack.Stack, clients: int, each: int, floor_port: int
-) -> list[str]:
+def _part_two(stack: webhook_stack.Stack, clients: int, each: int, floor_port: int) -> list[str]:
     enforced, warned = webhook_mix.ENFORCED[5], webhook_mix.WARNED[0]
     added = webhook_apiserver.human_updates(stack, (enforced, warned), clients, each)
     h, w = added.api_server, added.webhook
