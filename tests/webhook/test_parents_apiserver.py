@@ -270,9 +270,11 @@ def test_a_rotated_service_account_token_file_is_read_again(
         "KUBERNETES_SERVICE_PORT": str(control_plane.port),
     }
     configuration = k8s.Configuration(proxy="", no_proxy="")
-    incluster_config.InClusterConfigLoader(
+    # The loader load_incluster_config uses, pointed at these files instead of the pod's.
+    loader = incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]  # untyped library
         token_filename=str(token_file), cert_filename=str(ca_file), environ=environ
-    ).load_and_set(configuration)
+    )
+    loader.load_and_set(configuration)  # type: ignore[no-untyped-call]  # untyped library
     lookup = parents.KubeParentLookup(configuration, 5.0)
     with pytest.raises(parents.LookupFailed, match="HTTP 403"):
         lookup.metadata("apps", "v1", "deployments", namespace, deployment)
