@@ -145,7 +145,8 @@ class ApiTransport:
                 conn.close()  # bytes nobody asked for, or the server is done with it
             elif fresh:  # the next request on it gets the whole budget again
                 sock.settimeout(self._timeout)
-        except (OSError, httpreader.BadAnswer) as exc:
+        except (OSError, ValueError, httpreader.BadAnswer) as exc:
+            # ValueError: a server name ssl cannot encode (IDNA) refuses, never escapes.
             conn.close()
             # The exception's type is enough: its text can name paths or peers.
             raise TransportFailed(type(exc).__name__) from None

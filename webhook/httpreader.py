@@ -46,7 +46,10 @@ def _head(head: str) -> tuple[int, str, str, list[tuple[str, str]]]:
     status_line, *lines = head.split("\r\n")
     version, _, status_reason = status_line.partition(" ")
     code, _, reason = status_reason.partition(" ")
-    if version not in ("HTTP/1.1", "HTTP/1.0") or not (len(code) == 3 and code.isdigit()):
+    # isascii too: "²" (latin-1 0xB2) is a digit to isdigit() and not to int().
+    if version not in ("HTTP/1.1", "HTTP/1.0") or not (
+        len(code) == 3 and code.isascii() and code.isdigit()
+    ):
         raise BadAnswer("not an HTTP/1.x status line")
     headers: list[tuple[str, str]] = []
     for line in lines:
@@ -65,7 +68,7 @@ def _body(
         return *_dechunk(sock, rest), False
     if "content-length" in fields:
         length = fields["content-length"]
-        if not (length.isdigit() and int(length) <= BODY_LIMIT):
+        if not (length.isascii() and length.isdigit() and int(length) <= BODY_LIMIT):
             raise BadAnswer("unusable Content-Length")
         while len(rest) < int(length):
             _receive(sock, rest)
