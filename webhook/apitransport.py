@@ -60,7 +60,7 @@ class Server:
     def from_url(cls, url: str, tls_server_name: str | None) -> Server:
         """The server of a kubeconfig's `server` URL; only https, no credentials in it."""
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "https" or not parts.hostname or parts.username or parts.query:
+        if parts.scheme != "https" or not parts.hostname or "@" in parts.netloc or parts.query:
             raise ValueError("the API server URL must be https://host[:port][/path]")
         prefix = parts.path.rstrip("/")
         if _BREAKS_A_LINE.search(prefix) or " " in prefix:

@@ -23,7 +23,7 @@ import yaml
 
 from tests.harness import pki
 from tests.harness.controlplane import LOOPBACK
-from webhook import parents
+from webhook import apitransport, parents
 
 TOKEN = "t0ken-for-the-lookups"
 META = json.dumps({"metadata": {"name": "web", "labels": {"a": "b"}, "uid": "u-1"}}).encode()
@@ -220,3 +220,19 @@ def test_a_token_that_would_break_the_request_is_never_sent(tmp_path: Path) -> N
         with pytest.raises(parents.LookupFailed, match="would break the request"):
             _lookup(kubeconfig).metadata("apps", "v1", "deployments", "team-a", "web")
     assert seen == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:6443", "https://u:p@127.0.0.1", "https://:p@127.0.0.1", "https://h/?x=1"],
+)
+def test_only_an_https_server_url_without_credentials_or_query_is_taken(url: str) -> None:
+    with pytest.raises(ValueError, match="https://host"):
+        apitransport.Server.from_url(url, None)
+
+
+def test_the_server_url_keeps_its_path_prefix_and_ipv6_host() -> None:
+    server = apitransport.Server.from_url("https://[fd00::1]/k8s/", None)
+    assert server == apitransport.Server("fd00::1", 443, "/k8s", "fd00::1")
+    named = apitransport.Server.from_url("https://10.0.0.1:6443", "kubernetes.default.svc")
+    assert (named.port, named.server_hostname) == (6443, "kubernetes.default.svc")
