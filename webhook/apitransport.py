@@ -166,7 +166,10 @@ class ApiTransport:
                 raise TransportFailed(f"header {name} would break the request")
             head.append(f"{name}: {value}\r\n")
         head.append("Accept-Encoding: identity\r\n\r\n")  # the reader takes no compressed body
-        return "".join(head).encode("latin-1")
+        try:
+            return "".join(head).encode("latin-1")
+        except UnicodeEncodeError:  # a token or target outside latin-1: HTTP/1.1 cannot carry it
+            raise TransportFailed("a header or the target is not latin-1") from None
 
     def _connection(self) -> _Connection:
         conn: _Connection | None = getattr(self._local, "conn", None)

@@ -212,12 +212,20 @@ def test_404_is_no_such_object_and_the_connection_is_kept(tmp_path: Path) -> Non
     assert len(seen) == 2
 
 
-def test_a_token_that_would_break_the_request_is_never_sent(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [("abc\r\nX-Injected: 1", "would break the request"), ("t\u00f6k\u20ac", "not latin-1")],
+    ids=["line-break", "not-latin-1"],
+)
+def test_a_token_the_request_cannot_carry_is_never_sent(
+    tmp_path: Path, token: str, message: str
+) -> None:
+    """A LookupFailed (fail closed), never a ValueError the app would answer with a 500."""
     with scripted(tmp_path, lambda _n: _ok(META)) as (kubeconfig, seen):
         config = yaml.safe_load(kubeconfig.read_text())
-        config["users"][0]["user"]["token"] = "abc\r\nX-Injected: 1"
+        config["users"][0]["user"]["token"] = token
         kubeconfig.write_text(yaml.safe_dump(config))
-        with pytest.raises(parents.LookupFailed, match="would break the request"):
+        with pytest.raises(parents.LookupFailed, match=message):
             _lookup(kubeconfig).metadata("apps", "v1", "deployments", "team-a", "web")
     assert seen == []
 
