@@ -21,14 +21,16 @@ _GROUPS = (
     ("metrics (prometheus-client)", ("prometheus_client/",)),
     ("OPA call: requests", ("requests/",)),
     ("OPA call: urllib3 + http.client", ("urllib3/", "http/client.py")),
+    ("OPA call: GitWarden's transport", ("webhook/opatransport.py",)),
     ("OPA client", ("opa_client/",)),
     ("JSON", ("json/",)),
     ("Flask + Werkzeug", ("flask/", "werkzeug/")),
     ("GitWarden: review parsing + input", ("webhook/review.py", "webhook/facts.py")),
-    ("GitWarden: parent lookups (kubernetes client)", ("kubernetes/", "webhook/parents.py")),
+    ("GitWarden: parent lookups", ("kubernetes/", "webhook/parents.py", "webhook/apitransport.py")),
     ("GitWarden: policy + app", ("webhook/policy.py", "webhook/app.py")),
     ("TLS + sockets", ("ssl.py", "socket.py", "selectors.py")),
     ("gunicorn", ("gunicorn/", "webhook/worker.py")),
+    ("JSON (orjson)", ("orjson",)),
 )
 
 
@@ -67,8 +69,9 @@ _CALLERS = frozenset(
         "metrics (prometheus-client)",
         "OPA call: requests",
         "OPA call: urllib3 + http.client",
+        "OPA call: GitWarden's transport",
         "OPA client",
-        "GitWarden: parent lookups (kubernetes client)",
+        "GitWarden: parent lookups",
     }
 )
 

@@ -44,7 +44,7 @@ class LazyLookup:
         with self._lock:
             if self._lookup is None:
                 try:
-                    self._lookup = parents.KubeParentLookup(self._kubeconfig, self._timeout)
+                    self._lookup = parents.KubeParentLookup.load(self._kubeconfig, self._timeout)
                 except Exception as exc:
                     raise parents.LookupFailed(
                         f"no cluster credentials for lookups: {type(exc).__name__}"

@@ -8,27 +8,32 @@ that `kubectl scale`, `kubectl drain` or `kubectl exec` touches a managed object
 namespace's metadata when an allowance holds only while the namespace is being deleted, and
 before a namespace is deleted it lists the configured kinds in it for one managed object.
 
-Owns the `ParentLookup` port and its implementation with the official client, the only place
-the webhook imports `kubernetes`. Errors become `LookupFailed`, which the app answers like an
-unavailable policy engine (fail closed by default).
+Owns the `ParentLookup` port and its implementation: configured by the official client's
+loaders (the only place the webhook imports `kubernetes`), sent through webhook/apitransport
+(one kept-alive TLS connection per thread, no retries). Every failure, a status other than
+200 or 404, and an answer that is not a JSON object become `LookupFailed`, which the app
+answers like an unavailable policy engine (fail closed by default); 404 means "no such object".
 """
 
 from __future__ import annotations
 
-import json
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import orjson
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from urllib3.exceptions import HTTPError
+
+from webhook import apitransport
 
 _SAFE_SEGMENT = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 _METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+_USER_AGENT = "gitwarden-webhook"
 
 
 @dataclass(frozen=True)
@@ -63,10 +68,37 @@ class ParentLookup(Protocol):
 
 
 class KubeParentLookup:
-    """PartialObjectMetadata GETs through the official client (one client per worker)."""
+    """PartialObjectMetadata GETs over one kept-alive connection per thread (one per worker).
 
-    def __init__(self, kubeconfig: Path | None, timeout: float) -> None:
-        configuration = k8s.Configuration()
+    The official client's loaders read the kubeconfig or the in-cluster service account, so
+    client certificates, CAs, tokens and their refresh work as with the client; the requests
+    go through webhook/apitransport, not the client's connection pool.
+    """
+
+    def __init__(self, configuration: k8s.Configuration, timeout: float) -> None:
+        if configuration.proxy:
+            # The lookups never go through a proxy; one the kubeconfig asks for is refused
+            # loudly rather than bypassed in silence.
+            raise ValueError("the kubeconfig names a proxy-url; lookups connect directly only")
+        if configuration.assert_hostname is not None:
+            raise ValueError("assert_hostname is not supported; use tls-server-name")
+        server = apitransport.Server.from_url(configuration.host, configuration.tls_server_name)
+        context = apitransport.tls_context(
+            verify=bool(configuration.verify_ssl),
+            ca_file=configuration.ssl_ca_cert,
+            ca_data=configuration.ca_cert_data,
+            cert_file=configuration.cert_file,
+            key_file=configuration.key_file,
+        )
+        self._configuration = configuration
+        self._transport = apitransport.ApiTransport(server, context, timeout)
+
+    @classmethod
+    def load(cls, kubeconfig: Path | None, timeout: float) -> KubeParentLookup:
+        """A lookup configured from `kubeconfig`, or in-cluster when it is None."""
+        # proxy="" and no_proxy="": the client would otherwise take HTTPS_PROXY from the
+        # environment; only a kubeconfig's own proxy-url can set one (and is refused above).
+        configuration = k8s.Configuration(proxy="", no_proxy="")
         if kubeconfig is None:
             k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]  # untyped library
                 client_configuration=configuration
@@ -75,8 +107,7 @@ class KubeParentLookup:
             k8s_config.load_kube_config(  # type: ignore[no-untyped-call]  # untyped library
                 str(kubeconfig), client_configuration=configuration
             )
-        self._client = k8s.ApiClient(configuration)
-        self._timeout = timeout
+        return cls(configuration, timeout)
 
     def metadata(
         self, group: str, version: str, resource: str, namespace: str, name: str
@@ -84,7 +115,7 @@ class KubeParentLookup:
         """GET the object's metadata only; 404 is None, any other failure `LookupFailed`."""
         ref = f"{resource} {namespace}/{name}" if namespace else f"{resource} {name}"
         _check_segment(name, "name")
-        body = self._get(_path(group, version, resource, namespace) + f"/{name}", {}, ref)
+        body = self._get(_path(group, version, resource, namespace) + f"/{name}", ref)
         if body is None:
             # Nothing to protect: the API server answers the request itself with 404.
             return None
@@ -103,8 +134,9 @@ class KubeParentLookup:
     ) -> bool:
         """LIST one item's metadata with the selector; a kind not served (404) has none."""
         ref = f"{resource} in {namespace}"
-        query = {"labelSelector": selector, "limit": "1"}
-        body = self._get(_path(group, version, resource, namespace), query, ref, _METADATA_LIST)
+        query = urllib.parse.urlencode({"labelSelector": selector, "limit": "1"})
+        path = _path(group, version, resource, namespace)
+        body = self._get(f"{path}?{query}", ref, _METADATA_LIST)
         if body is None:
             return False
         items = body.get("items") or []  # an empty list comes back as null
@@ -112,34 +144,24 @@ class KubeParentLookup:
             raise LookupFailed(f"cannot list {ref}: no items in the answer")
         return len(items) > 0
 
-    def _get(
-        self, path: str, query: dict[str, str], ref: str, accept: str = _METADATA_ONLY
-    ) -> dict[str, object] | None:
+    def _get(self, target: str, ref: str, accept: str = _METADATA_ONLY) -> dict[str, object] | None:
+        headers = {"Accept": accept, "User-Agent": _USER_AGENT}
+        # Asked on every request, as the client does: the loaders' refresh hook re-reads a
+        # rotated service-account token (the kubelet rewrites the file) or an expired one.
+        bearer = self._configuration.auth_settings().get("BearerToken")
+        if bearer and bearer["value"]:
+            headers["Authorization"] = str(bearer["value"])
         try:
-            method, url, headers, _, _ = self._client.param_serialize(
-                "GET",
-                path,
-                query_params=list(query.items()),
-                header_params={"Accept": accept},
-                auth_settings=["BearerToken"],
-            )
-            response = self._client.call_api(
-                method, url, header_params=headers, _request_timeout=self._timeout
-            )
-            status, raw = response.status, response.read()  # type: ignore[no-untyped-call]
-        except k8s.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise LookupFailed(f"cannot read {ref}: HTTP {exc.status}") from None
-        except (HTTPError, OSError) as exc:
-            raise LookupFailed(f"cannot read {ref}: {type(exc).__name__}") from None
-        if status == 404:
+            answer = self._transport.get(target, headers)
+        except apitransport.TransportFailed as exc:
+            raise LookupFailed(f"cannot read {ref}: {exc}") from None
+        if answer.status == 404:
             return None
-        if status != 200:
-            raise LookupFailed(f"cannot read {ref}: HTTP {status}")
+        if answer.status != 200:
+            raise LookupFailed(f"cannot read {ref}: HTTP {answer.status}")
         try:
-            body = json.loads(raw)
-        except ValueError:
+            body = orjson.loads(answer.body)
+        except ValueError:  # not JSON, not UTF-8, or nested past orjson's depth limit
             raise LookupFailed(f"cannot read {ref}: the answer is not JSON") from None
         if not isinstance(body, dict):
             raise LookupFailed(f"cannot read {ref}: the answer is not an object")

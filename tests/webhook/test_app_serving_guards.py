@@ -73,6 +73,6 @@ def test_the_lookup_adapter_refuses_segments_that_would_change_its_url(
             }
         )
     )
-    lookup = parents.KubeParentLookup(kubeconfig, timeout=0.5)
+    lookup = parents.KubeParentLookup.load(kubeconfig, timeout=0.5)
     with pytest.raises(parents.LookupFailed, match="refusing to look up"):
         lookup.metadata("apps", "v1", "deployments", namespace, name)
