@@ -30,7 +30,6 @@ _GROUPS = (
     ("GitWarden: policy + app", ("webhook/policy.py", "webhook/app.py")),
     ("TLS + sockets", ("ssl.py", "socket.py", "selectors.py")),
     ("gunicorn", ("gunicorn/", "webhook/worker.py")),
-    ("JSON (orjson)", ("orjson",)),
 )
 
 
