@@ -32,11 +32,16 @@ import socket
 import ssl
 import time
 from collections import deque
+from concurrent import futures
 from functools import partial
 from typing import Any, Protocol, cast
 
-from gunicorn import http
+import gunicorn
+from gunicorn import http, util
+from gunicorn.http import wsgi
 from gunicorn.workers import gthread
+
+from webhook import fastpath
 
 log = logging.getLogger("gitwarden.webhook.serving")
 
@@ -53,10 +58,12 @@ HEARTBEAT_SECONDS = 1.0
 
 
 class TLSServing(Protocol):
-    """What the worker needs from the application: the context and the two deadlines."""
+    """What the worker needs from the application: the context, the two deadlines, and the
+    paths whose POSTs the fast path may answer (empty: none)."""
 
     handshake_timeout: float
     request_timeout: float
+    review_paths: tuple[str, ...]
 
     def server_context(self) -> ssl.SSLContext:
         """The current server-side TLS context (rebuilt when its files change)."""
@@ -173,6 +180,8 @@ class _Conn(gthread.TConn):  # type: ignore[misc]  # gunicorn ships no type info
 class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untyped library
     """gthread with the TLS handshake and request heads read on the event loop, under deadlines."""
 
+    alive: bool  # set by gunicorn's Worker; False once the worker is asked to stop
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._serving = cast(TLSServing, self.app)
@@ -180,6 +189,28 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
         # Connections still in their handshake or arriving request, each with its deadline.
         self._arriving: deque[_Conn] = deque()
         self._buffered = 0  # bytes held by `_arriving` connections
+        self._fast_paths = frozenset(p.encode() for p in self._serving.review_paths)
+        self._limits = _limits(self.cfg)
+        self._base_environ: dict[str, Any] = {}  # gunicorn's per-worker keys, after fork
+        self._date = (0, "")  # the Date header's value, and the second it names
+        # Counted on the event loop; logged when the worker exits.
+        self.fast_requests = 0
+        self.gunicorn_requests = 0
+
+    def init_process(self) -> None:
+        self._base_environ = wsgi.base_environ(self.cfg)
+        super().init_process()
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            log.info(
+                "worker %s answered %d requests on the fast path and handed %d to gunicorn",
+                self.pid,
+                self.fast_requests,
+                self.gunicorn_requests,
+            )
 
     def notify(self) -> None:
         """Tell the arbiter this worker is alive, at most once a second.
@@ -257,6 +288,20 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
             self._arriving.remove(conn)
             self.poller.unregister(conn.sock)
             self._buffered -= len(conn.head)
+            request = (
+                fastpath.parse(conn.head, self._fast_paths, self._limits)
+                if self._fast_paths
+                else None
+            )
+            if request is not None:
+                conn.take_head()
+                self.fast_requests += 1
+                fs = self.tpool.submit(self._answer_fast, conn, request)
+                fs.add_done_callback(
+                    lambda fut: self.method_queue.defer(self._finish_fast, conn, fut)
+                )
+                return
+            self.gunicorn_requests += 1
             if conn.initialized:  # a kept-alive connection: its parser reads the head next
                 conn.parser.unreader.unread(conn.take_head())
             conn.data_ready = True
@@ -302,6 +347,95 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
                 return
         super().finish_request(conn, fs)
 
+    # -------------------------------------------------------------------- the fast path
+
+    def _answer_fast(self, conn: _Conn, request: fastpath.Request) -> bool:
+        """Answer a review POST in a pool thread; True if the connection stays open.
+
+        What gunicorn's handle_request does for such a request, without its parser, environ
+        builder and Response: the request count and max_requests, the app's answer written in
+        one send, with `Connection: close` when the worker is stopping (checked after the app,
+        so a stop that arrives meanwhile closes too) or keeps too many connections. Anything
+        raised closes the connection: nothing is half-answered or retried.
+        """
+        close = False
+        self.nr += 1
+        if self.nr >= self.max_requests:
+            if self.alive:
+                self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+            close = True
+        try:
+            environ = fastpath.environ(
+                request,
+                base=self._base_environ,
+                sock=conn.sock,
+                client=conn.client,
+                server=conn.server,
+                scheme="https" if self.cfg.is_ssl else "http",
+            )
+            status, headers, body = fastpath.call(self.wsgi, environ)
+            close = (
+                close
+                or not self.alive
+                or not self.cfg.keepalive
+                or len(self.keepalived_conns) >= self.max_keepalived
+            )
+            answer = fastpath.encode_answer(
+                status, headers, body, server=gunicorn.SERVER, date=self._http_date(), close=close
+            )
+            # Blocking for the send, which a DeadlineSocket bounds by the request deadline.
+            conn.sock.setblocking(True)
+            conn.sock.sendall(answer)
+        except OSError as exc:
+            log.info("closing the connection from %s: %s (answering)", _addr(conn.client), exc)
+            return False
+        except Exception as exc:
+            # The type only: an exception's text could quote the request.
+            log.error(  # noqa: TRY400
+                "closing the connection from %s: %s answering POST %s",
+                _addr(conn.client),
+                type(exc).__name__,
+                request.path,
+            )
+            return False
+        return not close
+
+    def _finish_fast(self, conn: _Conn, fs: futures.Future[bool]) -> None:
+        """Back on the event loop after a fast-path answer, as gunicorn's finish_request
+        treats a kept-alive answer (the connection may have no gunicorn parser)."""
+        try:
+            if not _kept_alive(fs):
+                self.nr_conns -= 1
+                conn.close(graceful=True)
+                return
+            conn.sock.setblocking(False)
+            if conn.sock.pending():  # decrypted bytes the poller would never report
+                conn.deadline = time.monotonic() + self._serving.request_timeout
+                self._arriving.append(conn)
+                self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._step, conn))
+                self._step(conn, conn.sock)
+                return
+            conn.set_timeout()
+            if not self.alive:
+                conn.timeout = min(conn.timeout, time.monotonic() + gthread.STOP_KEEPALIVE_LINGER)
+            self.keepalived_conns.append(conn)
+            self.poller.register(
+                conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn)
+            )
+        except Exception:
+            self.nr_conns -= 1
+            conn.close()
+
+    def _http_date(self) -> str:
+        """gunicorn's Date value, formatted once a second rather than once an answer."""
+        second = int(time.time())
+        cached = self._date
+        if cached[0] != second:
+            cached = (second, util.http_date(second))
+            self._date = cached
+        return cached[1]
+
     def _drop(self, conn: _Conn) -> None:
         self._arriving.remove(conn)
         self._buffered -= len(conn.head)
@@ -335,6 +469,22 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
             earliest = min(c.deadline for c in self._arriving)
             timeout = min(timeout, max(earliest - time.monotonic(), 0.0) + 0.01)
         super().wait_for_and_dispatch_events(timeout)
+
+
+def _limits(cfg: Any) -> fastpath.Limits:
+    """gunicorn's head limits, normalised as its parser does (see gunicorn.http.message)."""
+    line = cfg.limit_request_line
+    if line < 0 or line >= http.message.MAX_REQUEST_LINE:
+        line = http.message.MAX_REQUEST_LINE
+    fields = cfg.limit_request_fields
+    if fields <= 0 or fields > http.message.MAX_HEADERS:
+        fields = http.message.MAX_HEADERS
+    size = cfg.limit_request_field_size
+    if size <= 0:
+        size = http.message.DEFAULT_MAX_HEADERFIELD_SIZE
+    return fastpath.Limits(
+        request_line=line, fields=fields, field_size=size, head=HEAD_BUFFER_LIMIT
+    )
 
 
 def _kept_alive(fs: Any) -> bool:
