@@ -33,9 +33,7 @@ FALLBACK_HEADER = b"X-Gitwarden-Test: caf\xe9\r\n"  # obs-text: gunicorn takes i
 _COUNTS = re.compile(rb"answered (\d+) requests on the fast path and handed (\d+) to gunicorn")
 
 
-def request(
-    target: str, body: bytes, *, extra: bytes = b"", version: bytes = b"HTTP/1.1"
-) -> bytes:
+def request(target: str, body: bytes, *, extra: bytes = b"", version: bytes = b"HTTP/1.1") -> bytes:
     """A POST as the API server sends it, with `extra` header lines before the blank line."""
     return (
         b"POST " + target.encode() + b" " + version + b"\r\nHost: " + LOOPBACK.encode() + b"\r\n"
@@ -295,8 +293,10 @@ def test_a_stopping_worker_answers_the_request_in_flight_with_connection_close(
 ) -> None:
     """SIGTERM while a fast-path review waits for OPA: it is answered, `Connection: close`,
     and the connection is closed."""
-    assert opa_server.process is not None and opa_server.process.popen is not None
-    assert served.process is not None and served.process.popen is not None
+    assert opa_server.process is not None
+    assert opa_server.process.popen is not None
+    assert served.process is not None
+    assert served.process.popen is not None
     sock, pending = connect(served), bytearray()
     try:
         sock.sendall(request("/validate", _review("warm-up")))  # a kept-alive connection first
