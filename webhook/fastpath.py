@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 _HEAD_END = b"\r\n\r\n"
-# RFC 9110 token, without "_": gunicorn refuses a header name carrying one (its default
-# header_map), since "X_A" and "X-A" would map to the same environ key.
+# RFC 9110 token, without "_": gunicorn drops (or, configured so, refuses) a header whose name
+# carries one, since "X_A" and "X-A" map to the same environ key; gunicorn decides those.
 _FIELD = re.compile(rb"([!#$%&'*+.^`|~0-9A-Za-z-]+):([\t\x20-\x7e]*)")
 # What the API server puts after the path (`?timeout=10s`): no "+", "#", ";" or "/" whose
 # reading could differ between parsers.
