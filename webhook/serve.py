@@ -25,7 +25,7 @@ from gunicorn.app.base import BaseApplication
 from prometheus_client import multiprocess
 
 from webhook import app as app_mod
-from webhook import logbuffer, worker
+from webhook import deadline, logbuffer, worker
 from webhook import settings as settings_mod
 
 log = logging.getLogger("gitwarden.webhook.tls")
@@ -62,7 +62,7 @@ class ReloadingTLS:
             # /healthz and /readyz; the app refuses reviews on such a connection.
             context.load_verify_locations(cafile=str(self._client_ca))
             context.verify_mode = ssl.CERT_OPTIONAL
-        context.sslsocket_class = worker.DeadlineSocket
+        context.sslsocket_class = deadline.DeadlineSocket
         return context
 
     def context(self) -> ssl.SSLContext:

@@ -27,11 +27,13 @@ bytes untouched, and gunicorn answers it as it always has. Both paths keep the s
 request count, keep-alive and stopping rules; the worker logs how many requests took each
 when it exits.
 
-Owns the worker class, the deadline-keeping socket class and the `TLSServing` port through
-which the gunicorn application (`webhook.serve`) gives it the TLS context, the timeouts and
-the review paths. It serves HTTP/1.1 only (the context offers no ALPN); it must not change
-what a request is answered (the fast path's answers are gunicorn's, byte for byte but the
-Date), only when a connection is given up and who writes the answer.
+Owns the worker class (the deadline-keeping socket is `webhook.deadline`'s) and the
+`TLSServing` port through which the gunicorn application (`webhook.serve`) gives it the TLS
+context, the timeouts and the review paths. It serves HTTP/1.1 only (the context offers no
+ALPN); it must not change what a request is answered (the fast path's answers are
+gunicorn's, byte for byte but the Date), only when a connection is given up and who writes
+the answer. The fast path is off when gunicorn's request hooks or access log are configured,
+since it calls neither.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from gunicorn import http, util
 from gunicorn.http import wsgi
 from gunicorn.workers import gthread
 
-from webhook import fastpath
+from webhook import deadline, fastpath
 
 log = logging.getLogger("gitwarden.webhook.serving")
 
@@ -80,85 +82,6 @@ class TLSServing(Protocol):
     def server_context(self) -> ssl.SSLContext:
         """The current server-side TLS context (rebuilt when its files change)."""
         ...
-
-
-class DeadlineSocket(ssl.SSLSocket):
-    """An SSLSocket whose blocking reads share one deadline per request.
-
-    gunicorn switches a connection's socket to blocking when a thread takes it up for a
-    request and back to non-blocking when it returns to the poller; that switch starts the
-    request's deadline here. Each read waits at most for what is left of it, and a read past
-    it returns end of stream, so neither gunicorn's parser nor the app's body read can hold a
-    thread longer than `request_timeout`, however slowly a client trickles bytes.
-    """
-
-    request_timeout: float | None = None
-    expired = False
-    """A read ran past the deadline: the worker closes the connection after the answer."""
-    _deadline: float | None = None
-
-    def setblocking(self, flag: bool) -> None:
-        if flag and self.request_timeout is not None:
-            self._deadline = time.monotonic() + self.request_timeout
-            super().settimeout(self.request_timeout)
-            return
-        self._deadline = None
-        super().setblocking(flag)
-
-    def _remaining(self) -> float | None:
-        """Seconds left for this request's reads, None without a deadline, 0 once past it."""
-        if self._deadline is None:
-            return None
-        return max(self._deadline - time.monotonic(), 0.0)
-
-    def _expired(self) -> bytes:
-        if not self.expired:
-            self.expired = True
-            log.info(
-                "closing the connection from %s: request not received within %.1f s",
-                _peer(self),
-                self.request_timeout,
-            )
-        return b""
-
-    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
-        remaining = self._remaining()
-        if remaining is None:
-            return super().recv(buflen, flags)
-        if remaining <= 0:
-            return self._expired()
-        super().settimeout(remaining)
-        try:
-            return super().recv(buflen, flags)
-        except TimeoutError:
-            return self._expired()
-
-    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
-        remaining = self._remaining()
-        if remaining is None:
-            return super().recv_into(buffer, nbytes, flags)
-        if remaining <= 0:
-            self._expired()
-            return 0
-        super().settimeout(remaining)
-        try:
-            return super().recv_into(buffer, nbytes, flags)
-        except TimeoutError:
-            self._expired()
-            return 0
-
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        # The answer gets a fresh allowance: a request that used most of its deadline to arrive
-        # must still be answered, and an answer is small.
-        # Setting a timeout is a system call: only when a deadline read has shortened it (gunicorn
-        # writes the head and the body of each answer in two calls).
-        if (
-            self._deadline is not None
-            and self.request_timeout is not None
-            and self.gettimeout() != self.request_timeout
-        ):
-            super().settimeout(self.request_timeout)
-        super().sendall(data, flags)
 
 
 class _Conn(gthread.TConn):  # type: ignore[misc]  # gunicorn ships no type information
@@ -201,7 +124,14 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
         # Connections still in their handshake or arriving request, each with its deadline.
         self._arriving: deque[_Conn] = deque()
         self._buffered = 0  # bytes held by `_arriving` connections
-        self._fast_paths = frozenset(p.encode() for p in self._serving.review_paths)
+        # The fast path calls neither gunicorn's request hooks nor its access log, so it is
+        # off when either is configured (webhook.serve configures neither).
+        plain = self.cfg.accesslog is None and all(
+            self.cfg.settings[hook].value is self.cfg.settings[hook].default
+            for hook in ("pre_request", "post_request")
+        )
+        paths = self._serving.review_paths if plain else ()
+        self._fast_paths = frozenset(p.encode() for p in paths)
         self._limits = _limits(self.cfg)
         self._base_environ: dict[str, Any] = {}  # gunicorn's per-worker keys, after fork
         self._date = (0, "")  # the Date header's value, and the second it names
@@ -252,10 +182,10 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
                 raw, server_side=True, do_handshake_on_connect=False
             )
         except (OSError, ssl.SSLError) as exc:
-            log.info("dropping the connection from %s: %s", _addr(addr), type(exc).__name__)
+            log.info("dropping the connection from %s: %s", deadline.addr(addr), type(exc).__name__)
             raw.close()
             return
-        if isinstance(sock, DeadlineSocket):
+        if isinstance(sock, deadline.DeadlineSocket):
             sock.request_timeout = self._serving.request_timeout
         conn = _Conn(self.cfg, sock, addr, listener.getsockname())
         self.nr_conns += 1
@@ -293,7 +223,9 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
             # A failed handshake (no or an untrusted client certificate, a port scan, plain
             # HTTP on the TLS port) or a reset: nothing to answer.
             stage = "reading the request" if conn.handshaken else "TLS handshake"
-            log.info("closing the connection from %s: %s (%s)", _addr(conn.client), exc, stage)
+            log.info(
+                "closing the connection from %s: %s (%s)", deadline.addr(conn.client), exc, stage
+            )
             self._drop(conn)
             return
         if ready:
@@ -342,7 +274,7 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
         """After a request: close it if it ran past its deadline; pipelined bytes go back to
         the event loop (gunicorn would hand them to a thread, which a client stalling the rest
         of that request would hold); everything else as gunicorn does."""
-        if isinstance(conn.sock, DeadlineSocket) and conn.sock.expired:
+        if isinstance(conn.sock, deadline.DeadlineSocket) and conn.sock.expired:
             self.nr_conns -= 1
             conn.close()
             return
@@ -400,13 +332,15 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
             conn.sock.setblocking(True)
             conn.sock.sendall(answer)
         except OSError as exc:
-            log.info("closing the connection from %s: %s (answering)", _addr(conn.client), exc)
+            log.info(
+                "closing the connection from %s: %s (answering)", deadline.addr(conn.client), exc
+            )
             return False
         except Exception as exc:
             # The type only: an exception's text could quote the request.
             log.error(  # noqa: TRY400
                 "closing the connection from %s: %s answering POST %s",
-                _addr(conn.client),
+                deadline.addr(conn.client),
                 type(exc).__name__,
                 request.path,
             )
@@ -469,7 +403,7 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
             )
             log.info(
                 "closing the connection from %s: %s not complete within %.1f s",
-                _addr(conn.client),
+                deadline.addr(conn.client),
                 stage,
                 timeout,
             )
@@ -518,16 +452,3 @@ def _body_to_buffer(head: bytes) -> int:
     if len(values) == 1 and values[0].isdigit() and len(values[0]) <= 12:
         return min(int(values[0]), BODY_BUFFER_LIMIT)
     return 0
-
-
-def _addr(addr: Any) -> str:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return f"{addr[0]}:{addr[1]}"
-    return str(addr)
-
-
-def _peer(sock: socket.socket) -> str:
-    try:
-        return _addr(sock.getpeername())
-    except OSError:
-        return "a closed connection"
