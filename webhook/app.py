@@ -44,6 +44,17 @@ LOOKUP_FAILED = (
     "checked and is denied (fail-closed). Retry shortly or make the change through Git."
 )
 
+# The paths of create_app's review routes (the keys of its `routes`), which the serving worker
+# answers without gunicorn's HTTP parser when a POST to one is well formed (webhook.worker).
+REVIEW_PATHS: tuple[str, ...] = (
+    "/validate",
+    "/validate/parent",
+    "/validate/scale",
+    "/validate/namespace-delete",
+    "/validate/crd-delete",
+    "/validate/protected-namespace",
+)
+
 
 def create_app(
     settings: settings_mod.WebhookSettings,

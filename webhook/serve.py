@@ -8,7 +8,8 @@ half-written pair (key and certificate not matching yet) keeps the previous cont
 pair is whole again. With a client CA, a client certificate must be one it signed, and the
 app answers reviews only on connections that presented one, so only the API server (not
 anyone who can reach the port) can ask for decisions. The TLS
-handshake and the reading of requests happen in `webhook.worker` under deadlines.
+handshake and the reading of requests happen in `webhook.worker` under deadlines; it answers
+well-formed POSTs to `app.REVIEW_PATHS` itself, without gunicorn's HTTP parser.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from gunicorn.app.base import BaseApplication
 from prometheus_client import multiprocess
 
 from webhook import app as app_mod
-from webhook import logbuffer, worker
+from webhook import deadline, logbuffer, worker
 from webhook import settings as settings_mod
 
 log = logging.getLogger("gitwarden.webhook.tls")
@@ -61,7 +62,7 @@ class ReloadingTLS:
             # /healthz and /readyz; the app refuses reviews on such a connection.
             context.load_verify_locations(cafile=str(self._client_ca))
             context.verify_mode = ssl.CERT_OPTIONAL
-        context.sslsocket_class = worker.DeadlineSocket
+        context.sslsocket_class = deadline.DeadlineSocket
         return context
 
     def context(self) -> ssl.SSLContext:
@@ -110,6 +111,8 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         # Read by `worker.GuardedThreadWorker` through its `TLSServing` port.
         self.handshake_timeout = settings.handshake_timeout
         self.request_timeout = settings.request_timeout
+        # The POSTs the worker answers without gunicorn's parser (see webhook.worker).
+        self.review_paths = app_mod.REVIEW_PATHS
         super().__init__()
 
     def load_config(self) -> None:

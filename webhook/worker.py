@@ -16,10 +16,24 @@ deadline is closed and logged with its peer address and stage, never its bytes. 
 are buffered first never changes what gunicorn parses: everything read is handed back to its
 parser as it came.
 
-Owns the worker class, the deadline-keeping socket class and the `TLSServing` port through
-which the gunicorn application (`webhook.serve`) gives it the TLS context and the timeouts.
-It serves HTTP/1.1 only (the context offers no ALPN); it must not change how requests are
-answered, only when a connection is given up.
+The fast path: once a connection's request is buffered, a strict parser of our own
+(`webhook.fastpath`) looks at it. A well-formed review POST (`POST <review path>[?query]
+HTTP/1.1`, one Content-Length and exactly that much body, plain visible-ASCII headers, no
+Transfer-Encoding, Expect, Upgrade or Connection other than keep-alive) is answered by a pool
+thread calling the app with a minimal environ and writing the answer in one send, with the
+bytes gunicorn's Response would write; gunicorn's parser, environ builder and Response cost
+about a fifth of the worker's Python time. Anything else goes to gunicorn with the buffered
+bytes untouched, and gunicorn answers it as it always has. Both paths keep the same
+request count, keep-alive and stopping rules; the worker logs how many requests took each
+when it exits.
+
+Owns the worker class (the deadline-keeping socket is `webhook.deadline`'s) and the
+`TLSServing` port through which the gunicorn application (`webhook.serve`) gives it the TLS
+context, the timeouts and the review paths. It serves HTTP/1.1 only (the context offers no
+ALPN); it must not change what a request is answered (the fast path's answers are
+gunicorn's, byte for byte but the Date), only when a connection is given up and who writes
+the answer. The fast path is off when gunicorn's request hooks or access log are configured,
+since it calls neither.
 """
 
 from __future__ import annotations
@@ -32,11 +46,16 @@ import socket
 import ssl
 import time
 from collections import deque
+from concurrent import futures
 from functools import partial
 from typing import Any, Protocol, cast
 
-from gunicorn import http
+import gunicorn
+from gunicorn import http, util
+from gunicorn.http import wsgi
 from gunicorn.workers import gthread
+
+from webhook import deadline, fastpath
 
 log = logging.getLogger("gitwarden.webhook.serving")
 
@@ -53,93 +72,16 @@ HEARTBEAT_SECONDS = 1.0
 
 
 class TLSServing(Protocol):
-    """What the worker needs from the application: the context and the two deadlines."""
+    """What the worker needs from the application: the context, the two deadlines, and the
+    paths whose POSTs the fast path may answer (empty: none)."""
 
     handshake_timeout: float
     request_timeout: float
+    review_paths: tuple[str, ...]
 
     def server_context(self) -> ssl.SSLContext:
         """The current server-side TLS context (rebuilt when its files change)."""
         ...
-
-
-class DeadlineSocket(ssl.SSLSocket):
-    """An SSLSocket whose blocking reads share one deadline per request.
-
-    gunicorn switches a connection's socket to blocking when a thread takes it up for a
-    request and back to non-blocking when it returns to the poller; that switch starts the
-    request's deadline here. Each read waits at most for what is left of it, and a read past
-    it returns end of stream, so neither gunicorn's parser nor the app's body read can hold a
-    thread longer than `request_timeout`, however slowly a client trickles bytes.
-    """
-
-    request_timeout: float | None = None
-    expired = False
-    """A read ran past the deadline: the worker closes the connection after the answer."""
-    _deadline: float | None = None
-
-    def setblocking(self, flag: bool) -> None:
-        if flag and self.request_timeout is not None:
-            self._deadline = time.monotonic() + self.request_timeout
-            super().settimeout(self.request_timeout)
-            return
-        self._deadline = None
-        super().setblocking(flag)
-
-    def _remaining(self) -> float | None:
-        """Seconds left for this request's reads, None without a deadline, 0 once past it."""
-        if self._deadline is None:
-            return None
-        return max(self._deadline - time.monotonic(), 0.0)
-
-    def _expired(self) -> bytes:
-        if not self.expired:
-            self.expired = True
-            log.info(
-                "closing the connection from %s: request not received within %.1f s",
-                _peer(self),
-                self.request_timeout,
-            )
-        return b""
-
-    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
-        remaining = self._remaining()
-        if remaining is None:
-            return super().recv(buflen, flags)
-        if remaining <= 0:
-            return self._expired()
-        super().settimeout(remaining)
-        try:
-            return super().recv(buflen, flags)
-        except TimeoutError:
-            return self._expired()
-
-    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
-        remaining = self._remaining()
-        if remaining is None:
-            return super().recv_into(buffer, nbytes, flags)
-        if remaining <= 0:
-            self._expired()
-            return 0
-        super().settimeout(remaining)
-        try:
-            return super().recv_into(buffer, nbytes, flags)
-        except TimeoutError:
-            self._expired()
-            return 0
-
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        # The answer gets a fresh allowance: a request that used most of its deadline to arrive
-        # must still be answered, and an answer is small.
-        # Setting a timeout is a system call: only when a deadline read has shortened it (gunicorn
-        # writes the head and the body of each answer in two calls).
-        if (
-            self._deadline is not None
-            and self.request_timeout is not None
-            and self.gettimeout() != self.request_timeout
-        ):
-            super().settimeout(self.request_timeout)
-        super().sendall(data, flags)
 
 
 class _Conn(gthread.TConn):  # type: ignore[misc]  # gunicorn ships no type information
@@ -173,6 +115,8 @@ class _Conn(gthread.TConn):  # type: ignore[misc]  # gunicorn ships no type info
 class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untyped library
     """gthread with the TLS handshake and request heads read on the event loop, under deadlines."""
 
+    alive: bool  # set by gunicorn's Worker; False once the worker is asked to stop
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._serving = cast(TLSServing, self.app)
@@ -180,6 +124,35 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
         # Connections still in their handshake or arriving request, each with its deadline.
         self._arriving: deque[_Conn] = deque()
         self._buffered = 0  # bytes held by `_arriving` connections
+        # The fast path calls neither gunicorn's request hooks nor its access log, so it is
+        # off when either is configured (webhook.serve configures neither).
+        plain = self.cfg.accesslog is None and all(
+            self.cfg.settings[hook].value is self.cfg.settings[hook].default
+            for hook in ("pre_request", "post_request")
+        )
+        paths = self._serving.review_paths if plain else ()
+        self._fast_paths = frozenset(p.encode() for p in paths)
+        self._limits = _limits(self.cfg)
+        self._base_environ: dict[str, Any] = {}  # gunicorn's per-worker keys, after fork
+        self._date = (0, "")  # the Date header's value, and the second it names
+        # Counted on the event loop; logged when the worker exits.
+        self.fast_requests = 0
+        self.gunicorn_requests = 0
+
+    def init_process(self) -> None:
+        self._base_environ = wsgi.base_environ(self.cfg)
+        super().init_process()
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            log.info(
+                "worker %s answered %d requests on the fast path and handed %d to gunicorn",
+                self.pid,
+                self.fast_requests,
+                self.gunicorn_requests,
+            )
 
     def notify(self) -> None:
         """Tell the arbiter this worker is alive, at most once a second.
@@ -209,10 +182,10 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
                 raw, server_side=True, do_handshake_on_connect=False
             )
         except (OSError, ssl.SSLError) as exc:
-            log.info("dropping the connection from %s: %s", _addr(addr), type(exc).__name__)
+            log.info("dropping the connection from %s: %s", deadline.addr(addr), type(exc).__name__)
             raw.close()
             return
-        if isinstance(sock, DeadlineSocket):
+        if isinstance(sock, deadline.DeadlineSocket):
             sock.request_timeout = self._serving.request_timeout
         conn = _Conn(self.cfg, sock, addr, listener.getsockname())
         self.nr_conns += 1
@@ -250,13 +223,29 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
             # A failed handshake (no or an untrusted client certificate, a port scan, plain
             # HTTP on the TLS port) or a reset: nothing to answer.
             stage = "reading the request" if conn.handshaken else "TLS handshake"
-            log.info("closing the connection from %s: %s (%s)", _addr(conn.client), exc, stage)
+            log.info(
+                "closing the connection from %s: %s (%s)", deadline.addr(conn.client), exc, stage
+            )
             self._drop(conn)
             return
         if ready:
             self._arriving.remove(conn)
             self.poller.unregister(conn.sock)
             self._buffered -= len(conn.head)
+            request = (
+                fastpath.parse(conn.head, self._fast_paths, self._limits)
+                if self._fast_paths
+                else None
+            )
+            if request is not None:
+                conn.take_head()
+                self.fast_requests += 1
+                fs = self.tpool.submit(self._answer_fast, conn, request)
+                fs.add_done_callback(
+                    lambda fut: self.method_queue.defer(self._finish_fast, conn, fut)
+                )
+                return
+            self.gunicorn_requests += 1
             if conn.initialized:  # a kept-alive connection: its parser reads the head next
                 conn.parser.unreader.unread(conn.take_head())
             conn.data_ready = True
@@ -285,7 +274,7 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
         """After a request: close it if it ran past its deadline; pipelined bytes go back to
         the event loop (gunicorn would hand them to a thread, which a client stalling the rest
         of that request would hold); everything else as gunicorn does."""
-        if isinstance(conn.sock, DeadlineSocket) and conn.sock.expired:
+        if isinstance(conn.sock, deadline.DeadlineSocket) and conn.sock.expired:
             self.nr_conns -= 1
             conn.close()
             return
@@ -301,6 +290,97 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
                 self._step(conn, conn.sock)
                 return
         super().finish_request(conn, fs)
+
+    # -------------------------------------------------------------------- the fast path
+
+    def _answer_fast(self, conn: _Conn, request: fastpath.Request) -> bool:
+        """Answer a review POST in a pool thread; True if the connection stays open.
+
+        What gunicorn's handle_request does for such a request, without its parser, environ
+        builder and Response: the request count and max_requests, the app's answer written in
+        one send, with `Connection: close` when the worker is stopping (checked after the app,
+        so a stop that arrives meanwhile closes too) or keeps too many connections. Anything
+        raised closes the connection: nothing is half-answered or retried.
+        """
+        close = False
+        self.nr += 1
+        if self.nr >= self.max_requests:
+            if self.alive:
+                self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+            close = True
+        try:
+            environ = fastpath.environ(
+                request,
+                base=self._base_environ,
+                sock=conn.sock,
+                client=conn.client,
+                server=conn.server,
+                scheme="https" if self.cfg.is_ssl else "http",
+            )
+            status, headers, body = fastpath.call(self.wsgi, environ)
+            close = (
+                close
+                or not self.alive
+                or not self.cfg.keepalive
+                or len(self.keepalived_conns) >= self.max_keepalived
+            )
+            answer = fastpath.encode_answer(
+                status, headers, body, server=gunicorn.SERVER, date=self._http_date(), close=close
+            )
+            # Blocking for the send, which a DeadlineSocket bounds by the request deadline.
+            conn.sock.setblocking(True)
+            conn.sock.sendall(answer)
+        except OSError as exc:
+            log.info(
+                "closing the connection from %s: %s (answering)", deadline.addr(conn.client), exc
+            )
+            return False
+        except Exception as exc:
+            # The type only: an exception's text could quote the request.
+            log.error(  # noqa: TRY400
+                "closing the connection from %s: %s answering POST %s",
+                deadline.addr(conn.client),
+                type(exc).__name__,
+                request.path,
+            )
+            return False
+        return not close
+
+    def _finish_fast(self, conn: _Conn, fs: futures.Future[bool]) -> None:
+        """Back on the event loop after a fast-path answer, as gunicorn's finish_request
+        treats a kept-alive answer (the connection may have no gunicorn parser)."""
+        try:
+            if not _kept_alive(fs):
+                self.nr_conns -= 1
+                conn.close(graceful=True)
+                return
+            conn.sock.setblocking(False)
+            if conn.sock.pending():  # decrypted bytes the poller would never report
+                conn.deadline = time.monotonic() + self._serving.request_timeout
+                self._arriving.append(conn)
+                self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._step, conn))
+                self._step(conn, conn.sock)
+                return
+            conn.set_timeout()
+            if not self.alive:
+                conn.timeout = min(conn.timeout, time.monotonic() + gthread.STOP_KEEPALIVE_LINGER)
+            self.keepalived_conns.append(conn)
+            self.poller.register(
+                conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn)
+            )
+        except Exception:
+            self.nr_conns -= 1
+            conn.close()
+
+    def _http_date(self) -> str:
+        """gunicorn's Date value, formatted once a second rather than once an answer."""
+        second = int(time.time())
+        cached = self._date
+        if cached[0] != second:
+            cached = (second, util.http_date(second))
+            self._date = cached
+        return cached[1]
 
     def _drop(self, conn: _Conn) -> None:
         self._arriving.remove(conn)
@@ -323,7 +403,7 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
             )
             log.info(
                 "closing the connection from %s: %s not complete within %.1f s",
-                _addr(conn.client),
+                deadline.addr(conn.client),
                 stage,
                 timeout,
             )
@@ -335,6 +415,22 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
             earliest = min(c.deadline for c in self._arriving)
             timeout = min(timeout, max(earliest - time.monotonic(), 0.0) + 0.01)
         super().wait_for_and_dispatch_events(timeout)
+
+
+def _limits(cfg: Any) -> fastpath.Limits:
+    """gunicorn's head limits, normalised as its parser does (see gunicorn.http.message)."""
+    line = cfg.limit_request_line
+    if line < 0 or line >= http.message.MAX_REQUEST_LINE:
+        line = http.message.MAX_REQUEST_LINE
+    fields = cfg.limit_request_fields
+    if fields <= 0 or fields > http.message.MAX_HEADERS:
+        fields = http.message.MAX_HEADERS
+    size = cfg.limit_request_field_size
+    if size <= 0:
+        size = http.message.DEFAULT_MAX_HEADERFIELD_SIZE
+    return fastpath.Limits(
+        request_line=line, fields=fields, field_size=size, head=HEAD_BUFFER_LIMIT
+    )
 
 
 def _kept_alive(fs: Any) -> bool:
@@ -356,16 +452,3 @@ def _body_to_buffer(head: bytes) -> int:
     if len(values) == 1 and values[0].isdigit() and len(values[0]) <= 12:
         return min(int(values[0]), BODY_BUFFER_LIMIT)
     return 0
-
-
-def _addr(addr: Any) -> str:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return f"{addr[0]}:{addr[1]}"
-    return str(addr)
-
-
-def _peer(sock: socket.socket) -> str:
-    try:
-        return _addr(sock.getpeername())
-    except OSError:
-        return "a closed connection"

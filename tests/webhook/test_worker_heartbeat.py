@@ -16,6 +16,7 @@ class _Serving:
 
     handshake_timeout = 3.0
     request_timeout = 10.0
+    review_paths = ()
 
     def server_context(self) -> ssl.SSLContext:
         return ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
