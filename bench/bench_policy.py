@@ -7,8 +7,8 @@ policies/admission and bench_webhook's configuration, and posts every input `--r
 on one kept-alive connection with `?metrics=true`. It prints OPA's own timers per decision
 (`timer_rego_query_eval_ns`: the policy's evaluation; `timer_server_handler_ns`: the whole
 HTTP handler, input parsing included), by kind of review, plus the CPU the OPA process spent
-per decision. OPA runs with the chart's Go runtime settings (`webhook.opa.go`: GOMAXPROCS,
-GOGC, GOMEMLIMIT) unless `--go-defaults` is given; `--opa-flag` (repeatable) starts it with
+per decision. OPA runs with the chart's Go runtime settings (`webhook.opa.go`: GOGC,
+GOMEMLIMIT) unless `--go-defaults` is given; `--opa-flag` (repeatable) starts it with
 more `opa run` flags (such as `--optimize-store-for-read-speed`), to measure what a deployment
 setting buys. `--write DIR` also writes the inputs and the data document there, for
 `opa eval --profile` and `opa bench`. 127.0.0.1 only; bounded by the

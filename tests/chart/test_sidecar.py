@@ -85,7 +85,7 @@ def test_sidecar_serves_the_packaged_policy_with_the_derived_data(
 
 
 def test_the_harness_runs_opa_with_the_go_runtime_settings_the_chart_ships() -> None:
-    """Tests and benches measure the OPA that is deployed: same GOMAXPROCS, GOGC, GOMEMLIMIT."""
+    """Tests and benches measure the OPA that is deployed: the same GOGC and GOMEMLIMIT."""
     [deployment] = render.of(render.documents("default"), "Deployment", "webhook")
     opa = next(
         c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "opa"

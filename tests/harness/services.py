@@ -22,7 +22,7 @@ from tests.harness.controlplane import LOOPBACK, REPO_ROOT, Process, free_port, 
 POLICY_DIR = REPO_ROOT / "policies" / "admission"
 # OPA's Go runtime as the chart deploys it (values.yaml `webhook.opa.go`; a chart test keeps the
 # two equal), so every test and bench measures the OPA that is shipped.
-OPA_ENV = {"GOMAXPROCS": "1", "GOGC": "400", "GOMEMLIMIT": "200MiB"}
+OPA_ENV = {"GOGC": "400", "GOMEMLIMIT": "200MiB"}
 
 
 @dataclass
