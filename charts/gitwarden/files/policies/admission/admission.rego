@@ -242,8 +242,9 @@ system_allowance contains rule.name if {
 	true in [username in object.get(rule, "usernames", []), object.get(rule, "nodes", false) == _kubelet]
 
 	# The checks below are inline expressions, not function calls: OPA spends several dozen
-	# allocations on each call, for each candidate rule that gets this far. An "either"
-	# reads `true in [a, b]`; the request's side of each is computed once, below.
+	# allocations on each call, for each candidate rule that gets this far (and about a dozen
+	# on each rule it refers to, even once computed). An "either" reads `true in [a, b]`; the
+	# request's side of each is computed once, below.
 	#
 	# On UPDATE, every changed field must be one the rule allows. metadata fields (labels,
 	# annotations, owner references, finalizers) count only when the rule names them, so a
@@ -264,8 +265,10 @@ system_allowance contains rule.name if {
 	[k | some k in changed_annotations; not k in annotations_within] == []
 
 	# A child: created by its owner's controller, so it carries a controller ownerReference of
-	# the owner's kind (owners of namespaced objects live in the same namespace).
-	some kind in object.get(rule, "owner_kinds", [_any_owner])
+	# the owner's kind (owners of namespaced objects live in the same namespace). A rule without
+	# owner_kinds reads as naming one kind, set(), which every request has (see
+	# _controller_owner_kinds; written out, as a rule for it would cost a reference per rule).
+	some kind in object.get(rule, "owner_kinds", [set()])
 	kind in _controller_owner_kinds
 	true in [object.get(rule, "with_owner_reference", false) == false, _has_owner]
 
@@ -315,11 +318,15 @@ _update_changed_annotation_keys := keys if {
 	true in [is_array(keys), is_object(keys)]
 } else := [] if input.operation != "UPDATE"
 
-_changes := object.get(input, "metadataChanges", {})
+# (Lists of keys; an input without them changes none, one whose metadataChanges is not an
+# object leaves them undefined.)
+_changed_label_keys := keys if {
+	keys := input.metadataChanges.labels
+} else := [] if is_object(object.get(input, "metadataChanges", {}))
 
-_changed_label_keys := object.get(_changes, "labels", [])
-
-_changed_annotation_keys := object.get(_changes, "annotations", [])
+_changed_annotation_keys := keys if {
+	keys := input.metadataChanges.annotations
+} else := [] if is_object(object.get(input, "metadataChanges", {}))
 
 # Whether the request leaves the labels alone: not an UPDATE, or one whose changedFields name
 # no metadata.labels and whose metadataChanges name no label key.
@@ -343,15 +350,13 @@ _subject := input.oldObject if input.operation == "DELETE"
 
 else := input.object
 
-_owners := object.get(_subject, "ownerReferences", []) if is_object(_subject)
-
-else := []
+_owners := refs if {
+	refs := _subject.ownerReferences
+} else := []
 
 # The kinds of the subject's controller owners, and a value no owner_kinds list can hold (a
 # set: the data document is JSON), which a rule without owner_kinds reads as its one kind.
-_controller_owner_kinds := {ref.kind | some ref in _owners; ref.controller == true} | {_any_owner}
-
-_any_owner := set()
+_controller_owner_kinds := {ref.kind | some ref in _owners; ref.controller == true} | {set()}
 
 default _has_owner := false
 
