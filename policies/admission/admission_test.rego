@@ -219,3 +219,54 @@ test_a_controller_missing_from_the_index_is_denied if {
 	not _decide_with(golden.cases.status_by_controller_allowed.input, empty).allowed
 	not _decide_with(golden.cases.status_by_kubelet_allowed.input, empty).allowed
 }
+
+# Allowance checks written as inline comprehensions instead of `every` (tried for speed) let
+# these through: a comprehension over a missing or scalar list is empty, `every` is false.
+test_an_update_without_readable_changed_fields_is_allowed_nothing if {
+	every name in ["gc_finalizer_removal_allowed", "scale_by_hpa_allowed", "status_by_kubelet_allowed"] {
+		inp := golden.cases[name].input
+		_decide(inp).allowed
+		every fields in [0, "status", null, true] {
+			not _decide(json.patch(inp, [{"op": "replace", "path": "/changedFields", "value": fields}])).allowed
+		}
+		not _decide(json.remove(inp, ["changedFields"])).allowed
+	}
+}
+
+test_unreadable_changed_annotation_keys_allow_nothing if {
+	inp := golden.cases.deployment_revision_annotation_allowed.input
+	_decide(inp).allowed
+	every keys in [0, "deployment.kubernetes.io/revision", null] {
+		not _decide(json.patch(inp, [{"op": "replace", "path": "/metadataChanges/annotations", "value": keys}])).allowed
+	}
+}
+
+# A rule's nodes admits kubelets and no one else, and a kubelet only through a rule that sets
+# it, even when the index offers every rule to everyone.
+test_nodes_admits_only_kubelets if {
+	kubelet := {"username": "system:node:n1", "groups": ["system:nodes", "system:authenticated"]}
+	gc := json.patch(golden.cases.gc_finalizer_removal_allowed.input, [{"op": "replace", "path": "/userInfo", "value": kubelet}])
+	not _decide_with(gc, _unindexed_config).allowed
+	status := golden.cases.status_by_kubelet_allowed.input
+	_decide_with(status, _unindexed_config).allowed
+	nobody := json.patch(status, [{"op": "replace", "path": "/userInfo", "value": {"username": "system:node:n1", "groups": ["system:authenticated"]}}])
+	not _decide_with(nobody, _unindexed_config).allowed
+}
+
+test_owner_kinds_need_a_controller_owner_of_the_kind if {
+	inp := golden.cases.gitops_pod_by_replicaset_controller_allowed.input
+	_decide(inp).allowed
+	not _decide(json.patch(inp, [{"op": "replace", "path": "/object/ownerReferences/0/controller", "value": false}])).allowed
+	not _decide(json.patch(inp, [{"op": "replace", "path": "/object/ownerReferences", "value": []}])).allowed
+}
+
+# The newer object's source-path annotation wins, even when it is empty.
+test_source_path_prefers_the_newer_object if {
+	inp := json.patch(_update, [
+		{"op": "replace", "path": "/object/annotations", "value": {"gitwarden.dev/source-path": ""}},
+		{"op": "replace", "path": "/oldObject/annotations", "value": {"gitwarden.dev/source-path": "old/path.yaml"}},
+	])
+	contains(_decide(inp).message, "edit clusters/prod/ on branch main")
+	older := json.patch(inp, [{"op": "replace", "path": "/object/annotations", "value": {}}])
+	contains(_decide(older).message, "edit old/path.yaml on branch main")
+}

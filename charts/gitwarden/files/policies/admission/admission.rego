@@ -25,12 +25,12 @@ import data.gitwarden.admission as cfg
 
 # ---------------------------------------------------------------------------------- scope
 
-# The object, or the stored object it replaces or deletes, carries the managed label.
-managed if _has_managed_label(input.object)
+# The object, or the stored object it replaces or deletes, carries the managed label. Written
+# out rather than through a helper function: a call costs OPA several dozen allocations, and
+# every decision asks this first.
+managed if input.object.labels[cfg.managed_label.key] == cfg.managed_label.value
 
-managed if _has_managed_label(input.oldObject)
-
-_has_managed_label(obj) if obj.labels[cfg.managed_label.key] == cfg.managed_label.value
+managed if input.oldObject.labels[cfg.managed_label.key] == cfg.managed_label.value
 
 # Creates in a namespace labelled protected: the API server only sends these to the
 # protected-namespace webhook path, which sets namespaceProtected.
@@ -77,13 +77,14 @@ _cluster_scoped if input.namespace == ""
 
 _cluster_scoped if _is_namespace
 
-_protected_namespace_object if _has_protected_label(input.oldObject)
-
-_protected_namespace_object if _has_protected_label(input.object)
-
-_has_protected_label(obj) if {
+_protected_namespace_object if {
 	label := cfg.protected_namespace_label
-	obj.labels[label.key] == label.value
+	input.oldObject.labels[label.key] == label.value
+}
+
+_protected_namespace_object if {
+	label := cfg.protected_namespace_label
+	input.object.labels[label.key] == label.value
 }
 
 _protected_namespace_operation if input.operation == "DELETE"
@@ -158,16 +159,26 @@ in_scope if namespace_holding_managed
 
 # ------------------------------------------------------------------------------ identities
 
-_user := object.get(input, "userInfo", {})
+# The webhook always sends username and groups (podName and podLive only for pod-bound
+# tokens), so the first body holds; the else is for inputs that omit them, such as the
+# tests' (a userInfo that is not an object leaves them undefined, and no decision is made).
+# Plain lookups cost a fraction of the allocations of object.get chains.
+username := u if {
+	u := input.userInfo.username
+} else := "" if is_object(object.get(input, "userInfo", {}))
 
-username := object.get(_user, "username", "")
+groups := g if {
+	g := input.userInfo.groups
+} else := [] if is_object(object.get(input, "userInfo", {}))
 
-groups := object.get(_user, "groups", [])
-
-pod_name := object.get(_user, "podName", "")
+pod_name := p if {
+	p := input.userInfo.podName
+} else := "" if is_object(object.get(input, "userInfo", {}))
 
 # The webhook found the token's pod alive with the token's uid (only asked when configured).
-pod_live := object.get(_user, "podLive", false)
+pod_live := p if {
+	p := input.userInfo.podLive
+} else := false if is_object(object.get(input, "userInfo", {}))
 
 gitops_identity if {
 	username in cfg.gitops.usernames
@@ -199,14 +210,12 @@ _pod_live_ok if {
 	pod_live == true
 }
 
-_identity_matches(rule) if username in object.get(rule, "usernames", [])
+exempt if username in cfg.exemptions.usernames
 
-_identity_matches(rule) if {
+exempt if {
 	some g in groups
-	g in object.get(rule, "groups", [])
+	g in cfg.exemptions.groups
 }
-
-exempt if _identity_matches(cfg.exemptions)
 
 break_glass if {
 	some g in groups
@@ -385,15 +394,16 @@ _object_ref := sprintf("%s %s/%s", [_kind_name, input.namespace, input.name]) if
 	not _is_namespace
 } else := sprintf("%s %s", [_kind_name, input.name])
 
-# object is null on DELETE and oldObject on CREATE; the newer object's annotations win.
-_annotations_of(o) := object.get(o, "annotations", {}) if is_object(o)
-
-else := {}
-
-_annotations := object.union(_annotations_of(object.get(input, "oldObject", null)), _annotations_of(object.get(input, "object", null)))
-
+# object is null on DELETE and oldObject on CREATE; the newer object's annotation wins, even
+# an empty one. (One else chain of plain lookups: object.union of both annotation maps cost
+# about 70 allocations per denial.)
 source_path := p if {
-	p := _annotations[cfg.repository.path_annotation]
+	p := input.object.annotations[cfg.repository.path_annotation]
+	p != ""
+} else := cfg.repository.default_path if {
+	input.object.annotations[cfg.repository.path_annotation] == ""
+} else := p if {
+	p := input.oldObject.annotations[cfg.repository.path_annotation]
 	p != ""
 } else := cfg.repository.default_path
 
