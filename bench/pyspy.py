@@ -29,7 +29,10 @@ _GROUPS = (
     ("GitWarden: parent lookups", ("kubernetes/", "webhook/parents.py", "webhook/apitransport.py")),
     ("GitWarden: policy + app", ("webhook/policy.py", "webhook/app.py")),
     ("TLS + sockets", ("ssl.py", "socket.py", "selectors.py")),
-    ("gunicorn", ("gunicorn/", "webhook/worker.py")),
+    (
+        "serving: gunicorn + the worker",
+        ("gunicorn/", "webhook/worker.py", "webhook/fastpath.py", "webhook/deadline.py"),
+    ),
 )
 
 
