@@ -19,8 +19,8 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.config import incluster_config
 
+from tests.harness import slowproxy
 from tests.harness.controlplane import LOOPBACK, ControlPlane, Credentials
-from tests.webhook import tcpproxy
 from webhook import parents
 
 pytestmark = pytest.mark.cluster
@@ -194,7 +194,7 @@ def test_lookups_share_one_connection_per_thread_and_reconnect_after_an_idle_clo
     control_plane: ControlPlane, namespace: str, deployment: str, tmp_path: Path
 ) -> None:
     """The API server's idle close is noticed before writing: no lookup fails, none is resent."""
-    with tcpproxy.proxy_to((LOOPBACK, control_plane.port)) as proxy:
+    with slowproxy.slow_proxy((LOOPBACK, control_plane.port)) as proxy:
         lookup = parents.KubeParentLookup.load(reader(control_plane, tmp_path, proxy.port), 5.0)
         for _ in range(3):
             assert lookup.metadata("apps", "v1", "deployments", namespace, deployment)
@@ -222,7 +222,7 @@ def test_a_connection_lost_after_the_request_was_sent_fails_once_and_is_not_rese
     control_plane: ControlPlane, namespace: str, deployment: str, tmp_path: Path
 ) -> None:
     """The request reached the API server, its answer never came: LookupFailed, no retry."""
-    with tcpproxy.proxy_to((LOOPBACK, control_plane.port)) as proxy:
+    with slowproxy.slow_proxy((LOOPBACK, control_plane.port)) as proxy:
         lookup = parents.KubeParentLookup.load(reader(control_plane, tmp_path, proxy.port), 5.0)
         assert lookup.metadata("apps", "v1", "deployments", namespace, deployment)
         proxy.swallow = True
