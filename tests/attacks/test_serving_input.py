@@ -20,8 +20,6 @@ from typing import Any
 
 import pytest
 
-from tests.harness import pki
-from tests.harness.controlplane import LOOPBACK
 from tests.harness.services import OpaServer, WebhookServer
 from tests.webhook import reviews
 
@@ -46,11 +44,8 @@ def fail_open_webhook(
     opa: OpaServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WebhookServer]:
     """The webhook with fail-open on and a short OPA timeout."""
-    ca = pki.CertificateAuthority("ca")
-    server = WebhookServer(
+    server = WebhookServer.self_signed(
         tmp_path_factory.mktemp("fail-open"),
-        ca.serving([LOOPBACK]),
-        ca.cert_pem,
         env={
             "GITWARDEN_WEBHOOK_OPA_URL": opa.url,
             "GITWARDEN_WEBHOOK_OPA_TIMEOUT": "0.5",
@@ -130,11 +125,8 @@ def test_fail_open_allows_past_the_engine_timeout_are_counted_and_logged(
 
 def test_fail_open_counter_stays_zero_when_failing_closed(tmp_path: Path, opa: OpaServer) -> None:
     """Failing closed never counts a fail-open allow (the counter means what it says)."""
-    ca = pki.CertificateAuthority("ca")
-    server = WebhookServer(
+    server = WebhookServer.self_signed(
         tmp_path,
-        ca.serving([LOOPBACK]),
-        ca.cert_pem,
         env={
             "GITWARDEN_WEBHOOK_OPA_URL": opa.url,
             "GITWARDEN_WEBHOOK_OPA_TIMEOUT": "0.5",

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import pki
 from tests.harness.controlplane import LOOPBACK
 from tests.harness.services import OpaServer, WebhookServer
 from tests.webhook import reviews
@@ -42,12 +41,9 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookServer]
     """One worker with two threads, so a few stalled clients would be enough to freeze it."""
     workdir: Path = tmp_path_factory.mktemp("slow")
     opa = OpaServer(workdir, {"gitwarden": {"admission": reviews.golden()["config"]}})
-    ca = pki.CertificateAuthority("ca")
     opa.start()
-    server = WebhookServer(
+    server = WebhookServer.self_signed(
         workdir,
-        ca.serving([LOOPBACK]),
-        ca.cert_pem,
         env={
             "GITWARDEN_WEBHOOK_OPA_URL": opa.url,
             "GITWARDEN_WEBHOOK_WORKERS": "1",

@@ -78,6 +78,12 @@ class WebhookServer:
     port: int = field(default_factory=free_port)
     process: Process | None = None
 
+    @classmethod
+    def self_signed(cls, workdir: Path, env: dict[str, str]) -> WebhookServer:
+        """A server whose serving certificate comes from a CA of its own (`ca_pem`)."""
+        ca = pki.CertificateAuthority("ca")
+        return cls(workdir, ca.serving([LOOPBACK]), ca.cert_pem, env=env)
+
     @property
     def url(self) -> str:
         """The server's base URL."""

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import pki
 from tests.harness.controlplane import LOOPBACK, free_port
 from tests.harness.services import OpaServer, WebhookServer
 from tests.webhook import reviews
@@ -23,11 +22,8 @@ CASE = reviews.golden()["cases"]["user_update_configmap_denied"]["input"]
 @pytest.fixture(params=["closed", "open"])
 def dead_opa_webhook(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WebhookServer]:
     """The webhook pointed at a port where no OPA listens, failing closed or open."""
-    ca = pki.CertificateAuthority("ca")
-    server = WebhookServer(
+    server = WebhookServer.self_signed(
         tmp_path,
-        ca.serving([LOOPBACK]),
-        ca.cert_pem,
         env={
             "GITWARDEN_WEBHOOK_OPA_URL": f"http://{LOOPBACK}:{free_port()}",
             "GITWARDEN_WEBHOOK_FAIL_OPEN": "true" if request.param == "open" else "false",
@@ -65,8 +61,7 @@ def test_unreachable_engine_fails_closed_or_open_as_configured(
 def test_served_decisions_come_from_the_real_policy(tmp_path: Path) -> None:
     """With OPA up, gunicorn answers the golden case with the policy's own denial."""
     opa = OpaServer(tmp_path, {"gitwarden": {"admission": reviews.golden()["config"]}})
-    ca = pki.CertificateAuthority("ca")
-    server = WebhookServer(tmp_path, ca.serving([LOOPBACK]), ca.cert_pem, env={})
+    server = WebhookServer.self_signed(tmp_path, env={})
     opa.start()
     try:
         server.env["GITWARDEN_WEBHOOK_OPA_URL"] = opa.url

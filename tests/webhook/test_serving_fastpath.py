@@ -104,11 +104,8 @@ def served(opa_server: OpaServer, tmp_path: Path) -> Iterator[WebhookServer]:
 
 
 def _webhook(opa: OpaServer, workdir: Path, env: dict[str, str]) -> WebhookServer:
-    ca = pki.CertificateAuthority("ca")
-    server = WebhookServer(
+    server = WebhookServer.self_signed(
         workdir,
-        ca.serving([LOOPBACK]),
-        ca.cert_pem,
         env={
             "GITWARDEN_WEBHOOK_OPA_URL": opa.url,
             "GITWARDEN_WEBHOOK_WORKERS": "1",

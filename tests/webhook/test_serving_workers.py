@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from tests.harness import pki
 from tests.harness.controlplane import LOOPBACK
 from tests.harness.services import OpaServer, WebhookServer
 from tests.webhook import reviews
@@ -32,11 +31,8 @@ USER = CASE["userInfo"]["username"]
 def served(tmp_path: Path) -> Iterator[tuple[OpaServer, WebhookServer]]:
     """OPA with the golden configuration and the webhook with 2 workers x 2 threads."""
     opa = OpaServer(tmp_path, {"gitwarden": {"admission": CONFIG}})
-    ca = pki.CertificateAuthority("ca")
-    server = WebhookServer(
+    server = WebhookServer.self_signed(
         tmp_path,
-        ca.serving([LOOPBACK]),
-        ca.cert_pem,
         env={"GITWARDEN_WEBHOOK_WORKERS": "2", "GITWARDEN_WEBHOOK_THREADS": "2"},
     )
     opa.start()
