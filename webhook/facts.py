@@ -41,10 +41,17 @@ class LazyLookup:
         self._lock = threading.Lock()
 
     def get(self) -> parents.ParentLookup:
+        lookup = self._lookup
+        if lookup is not None:  # every lookup after the first: no lock on the request path
+            return lookup
         with self._lock:
             if self._lookup is None:
                 try:
                     self._lookup = parents.KubeParentLookup.load(self._kubeconfig, self._timeout)
+                except parents.UnsupportedConfig as exc:  # our own refusal: its reason helps
+                    raise parents.LookupFailed(
+                        f"cannot use the kubeconfig for lookups: {exc}"
+                    ) from None
                 except Exception as exc:
                     raise parents.LookupFailed(
                         f"no cluster credentials for lookups: {type(exc).__name__}"

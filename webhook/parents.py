@@ -47,6 +47,10 @@ class ParentMeta:
     uid: str = ""
 
 
+class UnsupportedConfig(ValueError):
+    """The kubeconfig asks for something the lookups refuse; the message says what (no secrets)."""
+
+
 class LookupFailed(Exception):
     """The parent object could not be read; the message names it, never its contents."""
 
@@ -79,10 +83,15 @@ class KubeParentLookup:
         if configuration.proxy:
             # The lookups never go through a proxy; one the kubeconfig asks for is refused
             # loudly rather than bypassed in silence.
-            raise ValueError("the kubeconfig names a proxy-url; lookups connect directly only")
+            raise UnsupportedConfig(
+                "the kubeconfig names a proxy-url; lookups connect directly only"
+            )
         if configuration.assert_hostname is not None:
-            raise ValueError("assert_hostname is not supported; use tls-server-name")
-        server = apitransport.Server.from_url(configuration.host, configuration.tls_server_name)
+            raise UnsupportedConfig("assert_hostname is not supported; use tls-server-name")
+        try:
+            server = apitransport.Server.from_url(configuration.host, configuration.tls_server_name)
+        except ValueError as exc:
+            raise UnsupportedConfig(str(exc)) from None
         context = apitransport.tls_context(
             verify=bool(configuration.verify_ssl),
             ca_file=configuration.ssl_ca_cert,

@@ -23,7 +23,7 @@ import yaml
 
 from tests.harness import pki
 from tests.harness.controlplane import LOOPBACK
-from webhook import apitransport, parents
+from webhook import apitransport, facts, parents
 
 TOKEN = "t0ken-for-the-lookups"
 META = json.dumps({"metadata": {"name": "web", "labels": {"a": "b"}, "uid": "u-1"}}).encode()
@@ -154,6 +154,10 @@ def test_a_kubeconfig_proxy_url_is_refused_not_bypassed(tmp_path: Path) -> None:
         kubeconfig.write_text(yaml.safe_dump(config))
         with pytest.raises(ValueError, match="proxy-url"):
             _lookup(kubeconfig)
+        # Served, the refusal is a LookupFailed (fail closed) that says why, for the operator.
+        lazy = facts.LazyLookup(kubeconfig, 2.0, None)
+        with pytest.raises(parents.LookupFailed, match="names a proxy-url"):
+            lazy.get()
     assert seen == []
 
 
