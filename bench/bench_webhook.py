@@ -2,15 +2,18 @@
 
 Starts the harness's kube-apiserver and etcd, a real OPA server with policies/admission, and
 the webhook under `gitwarden webhook serve` (gunicorn, TLS, 2 workers x 4 threads, log level
-info as in production), registered in the API server, plus the floor: a minimal WSGI app that
-parses the JSON and answers allow, under gunicorn with the same workers, threads and
-keep-alive (plain gthread). Then:
+info, the chart's decision cache: as in production), registered in the API server, a second
+webhook like it with the decision cache off (every decision asked of the same OPA), plus the
+floor: a minimal WSGI app that parses the JSON and answers allow, under gunicorn with the same
+workers, threads and keep-alive (plain gthread). Then:
 
 1. wrk (keep-alive TLS) sends a varied mix of 1,200 distinct reviews (bench/webhook_mix.py:
    5 KB Deployments with managedFields, ConfigMaps, status writes, scale through the parent
-   route, controllers' writes; 24 users, 9 namespaces) to the floor and the webhook in turn, at
-   8 and 32 connections, `--repeats` times interleaved; req/s, p50/p99 and the ratios, with
-   the spread over the repeats.
+   route, controllers' writes; 24 users, 9 namespaces) to the floor, the webhook and the webhook
+   without its cache in turn, at 8 and 32 connections, `--repeats` times interleaved; req/s,
+   p50/p99 and the ratios, with the spread over the repeats, and the cache's hit rate (from
+   the webhook's /metrics). wrk cycles through the mix, so after the first pass every input
+   has been seen: the cached webhook shows repeats, the uncached one what a first sight costs.
 2. Through the API server: the latency the webhook adds to people's in-scope UPDATEs at 8
    concurrent clients (the API server's own admission histogram), and the webhook calls that
    the GitOps identity's writes and the deployment controller's status writes cause (zero).
@@ -48,6 +51,7 @@ from tests.harness.controlplane import (
     running_control_plane,
     wait_http,
 )
+from tests.harness.services import WebhookServer
 from webhook import config as config_mod
 from webhook import registration
 
@@ -143,9 +147,29 @@ def _measured(
     return run
 
 
+def _cache_results(server: WebhookServer) -> dict[str, float]:
+    """The webhook's decision-cache counters by result, from its /metrics."""
+    conn = http.client.HTTPSConnection(
+        LOOPBACK, server.port, context=server.tls_context(), timeout=10
+    )
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    found: dict[str, float] = collections.defaultdict(float)
+    prefix = 'gitwarden_webhook_decision_cache_total{result="'
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            found[line[len(prefix) :].split('"', 1)[0]] += float(line.rsplit(" ", 1)[1])
+    return found
+
+
 def _part_one(
     args: argparse.Namespace,
     stack: webhook_stack.Stack,
+    uncached: WebhookServer,
+    *,
     floor_pid: int,
     floor_port: int,
     inputs: tuple[Path, Path],
@@ -153,16 +177,27 @@ def _part_one(
     verdicts: list[str] = []
     results: dict[tuple[str, int], list[wrk.Run]] = collections.defaultdict(list)
     cpu: dict[str, list[float]] = collections.defaultdict(list)
+    opa = [stack.opa.process.popen.pid]  # type: ignore[union-attr]
     groups = {
         "floor": {"floor workers": _children(floor_pid)},
         "webhook": {
             "webhook workers": _children(stack.webhook.process.popen.pid),  # type: ignore[union-attr]
-            "OPA": [stack.opa.process.popen.pid],  # type: ignore[union-attr]
+            "OPA": opa,
+        },
+        "uncached": {
+            "uncached workers": _children(uncached.process.popen.pid),  # type: ignore[union-attr]
+            "OPA (uncached)": opa,
         },
     }
+    targets = (
+        ("floor", floor_port),
+        ("webhook", stack.webhook.port),
+        ("uncached", uncached.port),
+    )
+    cache_before = _cache_results(stack.webhook)
     for connections in (8, 32):
         for _ in range(args.repeats):
-            for target, port in (("floor", floor_port), ("webhook", stack.webhook.port)):
+            for target, port in targets:
                 run = _measured(
                     target,
                     port,
@@ -174,33 +209,54 @@ def _part_one(
                 )
                 print("  " + run.line(), flush=True)
                 results[(target, connections)].append(run)
+    cache = {k: v - cache_before.get(k, 0.0) for k, v in _cache_results(stack.webhook).items()}
+    asked = sum(cache.values())
+    print(
+        "the webhook's decision cache over these runs: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in sorted(cache.items()))
+        + f" (hit rate {100 * cache.get('hit', 0.0) / max(asked, 1):.1f}%)"
+    )
     print("CPU milliseconds per request (median over the runs; all processes of each kind):")
     for name, values in cpu.items():
         print(f"  {name:<22} {statistics.median(values):.2f} ms")
     print()
     for connections in (8, 32):
-        floor, hook = results[("floor", connections)], results[("webhook", connections)]
+        floor = results[("floor", connections)]
         print(f"{connections} connections, {args.repeats} runs of {args.seconds} s each:")
         print(f"  floor    {_spread(floor)}")
-        print(f"  webhook  {_spread(hook)}")
-        ratios = [h.rate / f.rate for h, f in zip(hook, floor, strict=True)]
-        ratio = statistics.median(r.rate for r in hook) / statistics.median(r.rate for r in floor)
-        p99 = statistics.median(r.p99_ms for r in hook)
-        print(
-            f"  ratio webhook/floor: req/s {ratio:.2f}x "
-            f"(per run {', '.join(f'{r:.2f}' for r in ratios)}), "
-            f"p50 {_median(hook, 'p50_ms') / _median(floor, 'p50_ms'):.1f}x, "
-            f"p99 {p99 / _median(floor, 'p99_ms'):.1f}x"
-        )
-        if connections == 8:
-            verdicts.append(
-                _target("8 connections: >= 0.25x the floor", ratio >= 0.25, f"{ratio:.2f}x")
+        for target, label in (("webhook", "webhook"), ("uncached", "webhook, cache off")):
+            hook = results[(target, connections)]
+            print(f"  {target:<8} {_spread(hook)}")
+            ratios = [h.rate / f.rate for h, f in zip(hook, floor, strict=True)]
+            ratio = statistics.median(r.rate for r in hook) / statistics.median(
+                r.rate for r in floor
             )
-            verdicts.append(_target("8 connections: p99 <= 10 ms", p99 <= 10, f"{p99:.2f} ms"))
-        else:
-            errors = sum(r.errors for r in hook)
-            verdicts.append(_target("32 connections: 0 errors", errors == 0, str(errors)))
-            verdicts.append(_target("32 connections: p99 <= 50 ms", p99 <= 50, f"{p99:.2f} ms"))
+            p99 = statistics.median(r.p99_ms for r in hook)
+            print(
+                f"  ratio {target}/floor: req/s {ratio:.2f}x "
+                f"(per run {', '.join(f'{r:.2f}' for r in ratios)}), "
+                f"p50 {_median(hook, 'p50_ms') / _median(floor, 'p50_ms'):.1f}x, "
+                f"p99 {p99 / _median(floor, 'p99_ms'):.1f}x"
+            )
+            if connections == 8:
+                verdicts.append(
+                    _target(
+                        f"{label}, 8 connections: >= 0.25x the floor",
+                        ratio >= 0.25,
+                        f"{ratio:.2f}x",
+                    )
+                )
+                verdicts.append(
+                    _target(f"{label}, 8 connections: p99 <= 10 ms", p99 <= 10, f"{p99:.2f} ms")
+                )
+            else:
+                errors = sum(r.errors for r in hook)
+                verdicts.append(
+                    _target(f"{label}, 32 connections: 0 errors", errors == 0, str(errors))
+                )
+                verdicts.append(
+                    _target(f"{label}, 32 connections: p99 <= 50 ms", p99 <= 50, f"{p99:.2f} ms")
+                )
     return verdicts
 
 
@@ -336,15 +392,24 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         _setup_cluster(stack)
         floor, floor_port = _floor(work, stack.webhook.serving, args.workers, args.threads)
+        (work / "uncached").mkdir()
+        uncached = WebhookServer(
+            work / "uncached",
+            stack.webhook.serving,
+            stack.webhook.ca_pem,
+            env={**stack.webhook.env, "GITWARDEN_WEBHOOK_DECISION_CACHE": "0"},
+        )
         floor.start()
+        uncached.start()
         try:
             context = stack.webhook.tls_context()
             wait_http(floor, f"https://{LOOPBACK}:{floor_port}/", context=context)
             print("answers of the webhook to the mix (each body once):")
-            for verdict, n in sorted(
-                _answer_every_body(stack.webhook.port, context, bodies).items()
-            ):
+            answers = _answer_every_body(stack.webhook.port, context, bodies)
+            for verdict, n in sorted(answers.items()):
                 print(f"  {n:5d}  {verdict}")
+            if _answer_every_body(uncached.port, context, bodies) != answers:
+                raise SystemExit("the webhook without its cache answered the mix differently")
             _answer_every_body(floor_port, context, bodies)
             inputs = wrk.write_inputs(work, bodies)
             if args.profile:
@@ -360,10 +425,18 @@ def main(argv: list[str] | None = None) -> int:
                 spy.wait(timeout=args.seconds + 60)
                 print(pyspy.summary(out))
             print("\n1. the webhook alone, next to the floor (wrk, keep-alive TLS):", flush=True)
-            verdicts = _part_one(args, stack, floor.popen.pid, floor_port, inputs)  # type: ignore[union-attr]
+            verdicts = _part_one(
+                args,
+                stack,
+                uncached,
+                floor_pid=floor.popen.pid,  # type: ignore[union-attr]
+                floor_port=floor_port,
+                inputs=inputs,
+            )
             print("\n2. through the API server:", flush=True)
             verdicts += _part_two(stack, args.clients, args.updates, floor_port)
         finally:
+            uncached.stop()
             floor.stop()
     print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("targets:")

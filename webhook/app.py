@@ -25,10 +25,10 @@ from werkzeug import wsgi
 
 from webhook import config as config_mod
 from webhook import decision as decision_mod
+from webhook import decisioncache, policy, review
 from webhook import facts as facts_mod
 from webhook import metrics as metrics_mod
 from webhook import parents as parents_mod
-from webhook import policy, review
 from webhook import settings as settings_mod
 
 log = logging.getLogger("gitwarden.webhook")
@@ -74,10 +74,19 @@ def create_app(
             if settings.admission_config is None
             else config_mod.load(settings.admission_config)
         )
-    if engine is None:
-        engine = policy.OpaEngine(settings.opa_url, settings.decision_path, settings.opa_timeout)
     if metrics is None:
         metrics = metrics_mod.Metrics(settings.metrics_dir)
+    if engine is None:
+        opa = policy.OpaEngine(settings.opa_url, settings.decision_path, settings.opa_timeout)
+        engine = opa
+        if settings.decision_cache:
+            counters = {
+                result: metrics.decision_cache.labels(result)
+                for result in (decisioncache.HIT, decisioncache.MISS, decisioncache.UNCACHEABLE)
+            }
+            engine = decisioncache.CachedDecisions(
+                opa, settings.decision_cache, lambda result: counters[result].inc()
+            )
     annotation_keys = frozenset({settings.path_annotation})
     app = Flask("gitwarden-webhook")
     lookup = facts_mod.LazyLookup(settings.kubeconfig, settings.opa_timeout, parents)
@@ -109,7 +118,7 @@ def create_app(
         elapsed = time.perf_counter() - started
         metrics.latency.observe(elapsed)
         log.info(
-            "%s %s %s by %s: %s (%s, %s) in %.1f ms",
+            "%s %s %s by %s: %s (%s, %s) in %.1f ms%s",
             req.uid,
             req.operation.lower(),
             req.ref + (f"/{req.sub_resource}" if req.sub_resource else ""),
@@ -118,6 +127,7 @@ def create_app(
             decision.reason,
             decision.mode,
             elapsed * 1000,
+            ", from the decision cache" if decision.cached else "",
         )
         # Encoded here, once, compactly, as UTF-8 by orjson: Flask's JSON provider (sorted keys,
         # its own encoder hooks) costs more than the whole answer is worth on the hot path.

@@ -20,3 +20,5 @@ class Decision:
     message: str = ""
     warnings: tuple[str, ...] = ()
     audit: Mapping[str, str] = field(default_factory=dict)
+    cached: bool = False
+    """Answered from the decision cache (`webhook.decisioncache`), not by asking OPA again."""

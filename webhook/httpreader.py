@@ -23,6 +23,11 @@ class BadAnswer(Exception):
     """The answer is not HTTP/1.x as this reader takes it."""
 
 
+# Answers that never have a body: 204 No Content and 304 Not Modified (an interim 1xx is not
+# expected from either server and is refused by the callers as an unusable status).
+_NO_BODY = frozenset({204, 304})
+
+
 def read_answer(sock: socket.socket) -> tuple[int, str, list[tuple[str, str]], bytes, bool]:
     """(status, reason, headers, body, whether the connection must close) of one answer."""
     buf = bytearray()
@@ -36,7 +41,10 @@ def read_answer(sock: socket.socket) -> tuple[int, str, list[tuple[str, str]], b
         raise BadAnswer("the answer has a compressed body")
     connection = fields.get("connection", "").lower()
     will_close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
-    content, leftover, ends = _body(sock, fields, buf[end + len(_HEAD_END) :])
+    if code in _NO_BODY:  # whatever its headers say (RFC 9112 6.3): nothing to wait for
+        content, leftover, ends = b"", buf[end + len(_HEAD_END) :], False
+    else:
+        content, leftover, ends = _body(sock, fields, buf[end + len(_HEAD_END) :])
     # Bytes after the answer were never asked for: the connection's state is unknown.
     return code, reason, headers, content, will_close or ends or bool(leftover)
 

@@ -59,6 +59,13 @@ class Metrics:
             "Reviews refused because the client presented no certificate from the client CA.",
             registry=self._registry,
         )
+        self.decision_cache = Counter(
+            "gitwarden_webhook_decision_cache_total",
+            "Decisions by how the cache took part: hit (answered from memory), miss (asked of "
+            "OPA, kept), uncacheable (asked of an OPA whose decisions are not kept).",
+            ["result"],
+            registry=self._registry,
+        )
         self.bad_requests = Counter(
             "gitwarden_webhook_bad_requests_total",
             "Bodies rejected with HTTP 400.",

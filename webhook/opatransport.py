@@ -116,6 +116,8 @@ class KeepAliveAdapter(adapters.BaseAdapter):
         self._host, self._port = host, port
         self._sock: socket.socket | None = None
         self._poller: select.poll | None = None
+        self.connections = 0
+        """How many connections this adapter has opened: a new number is a new connection."""
         self._heads: dict[tuple[str, str, tuple[tuple[str, str | bytes], ...]], bytes] = {}
 
     def send(  # noqa: PLR0917 - the signature requests calls adapters with
@@ -192,9 +194,23 @@ class KeepAliveAdapter(adapters.BaseAdapter):
             self._poller = select.poll()
             self._poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
             self._sock = sock
+            self.connections += 1
         elif sock.gettimeout() != timeout:  # setting it costs system calls: only on a change
             sock.settimeout(timeout)
         return sock
+
+    def still_open(self) -> bool:
+        """Whether the kept-alive connection is open and idle (one poll, no bytes moved).
+
+        False when there is none or OPA closed it (it reads as ready while idle): it is then
+        dropped, as the next request would drop it.
+        """
+        if self._sock is None or self._poller is None:
+            return False
+        if self._poller.poll(0):
+            self.close()
+            return False
+        return True
 
     def __del__(self) -> None:
         # An engine dropped without close() (a test's, a worker's at exit) owns no socket.

@@ -6,17 +6,24 @@ thread's first decision, after fork) with one kept-alive connection to OPA; the 
 retry, time out well under the API server's deadline, and ignore the process environment
 (no proxy, netrc or CA-bundle variables). An undefined or malformed decision and any transport
 error become `EngineError`, which the app answers fail-closed (or open, if so configured).
-Nothing is cached: every request is decided by OPA with the policy and data it holds at that
-moment. It never logs and never sees object contents beyond the slim policy input.
+Nothing is cached here. What a cache needs to know is said here, per connection: which OPA
+server process a decision came from (its `labels.id`), whether that server's policy and data
+are fixed for as long as it runs (it refuses a write to its API and loads no bundles), and
+whether the connection to it is still open (`OpaEngine.decide_and_identify`,
+`OpaEngine.serving`). It never logs and never sees object contents beyond the slim policy
+input.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 import requests
 from opa_client import OpaClient
 
@@ -81,6 +88,64 @@ def decision_from_result(result: Any) -> decision_mod.Decision:
     )
 
 
+@dataclass(frozen=True)
+class Instance:
+    """One OPA server process, as checked over one connection to it."""
+
+    id: str
+    """Its `labels.id` (GET /v1/config): a random id each OPA process draws at start."""
+    fixed: bool
+    """Its policy and data cannot change while it runs: a write to its API is refused (401 or
+    403) and its configuration names no bundles and no discovery."""
+    why_not: str = ""
+    """Why it is not `fixed` (for the log)."""
+
+
+# OPA configuration sections through which a running server loads new policy or data.
+_LOADING_SECTIONS = ("bundles", "bundle", "discovery")
+# A write that changes nothing: an empty JSON Patch of the data root. A server that accepts
+# writes answers 204 (and has applied nothing); one under `--authorization` refuses it.
+_WRITE_PROBE = b"[]"
+
+
+def _identify(
+    adapter: opatransport.KeepAliveAdapter, headers: Mapping[str, str], timeout: float
+) -> Instance:
+    """Ask the server behind `adapter`'s connection who it is and whether it takes writes.
+
+    Raises OSError-derived requests errors as any exchange does; an answer it cannot read is an
+    `Instance` that is not fixed, never an exception.
+    """
+    fields = {**headers, "Accept-Encoding": "identity"}
+    config = adapter.exchange("GET", "/v1/config", fields, b"", timeout, "/v1/config")
+    result: Any = None
+    if config.status_code == 200:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            result = orjson.loads(config.content)
+    result = result.get("result") if isinstance(result, dict) else None
+    if not isinstance(result, dict):
+        result = {}
+    labels = result.get("labels")
+    server_id = labels.get("id") if isinstance(labels, dict) else None
+    if not isinstance(server_id, str) or not server_id:
+        why = f"GET /v1/config named no labels.id (HTTP {config.status_code})"
+        return Instance("", fixed=False, why_not=why)
+    loading = [name for name in _LOADING_SECTIONS if result.get(name)]
+    if loading:
+        why = f"it is configured with {', '.join(loading)}"
+        return Instance(server_id, fixed=False, why_not=why)
+    probe_fields = {**fields, "Content-Type": "application/json"}
+    probe = adapter.exchange("PATCH", "/v1/data", probe_fields, _WRITE_PROBE, timeout, "/v1/data")
+    if probe.status_code not in (401, 403):
+        return Instance(
+            server_id,
+            fixed=False,
+            why_not=f"it accepts writes to its API (an empty PATCH got HTTP {probe.status_code}; "
+            "run it with --authorization=basic and policies/opaserver/authz.rego)",
+        )
+    return Instance(server_id, fixed=True)
+
+
 class _Client(OpaClient):  # type: ignore[misc]  # opa-python-client ships no type information
     """An OPA client whose HTTP session does not read the process environment.
 
@@ -133,8 +198,55 @@ class OpaEngine:
 
     def decide(self, policy_input: Mapping[str, Any]) -> decision_mod.Decision:
         """Query the decision rule; transport errors, timeouts and bad answers raise EngineError."""
+        return self._decide(self._client(), policy_input)
+
+    def decide_and_identify(
+        self, policy_input: Mapping[str, Any]
+    ) -> tuple[decision_mod.Decision, Instance | None]:
+        """Decide, and name the server that decided when one connection carried both.
+
+        The server is checked (`_identify`) on the first decision of each new connection, after
+        the decision and over the same connection; None when that check failed or the
+        connection changed in between (the decision stands, it is just not attributed), or
+        OPA is reached over TLS (requests' own session: no connection to follow).
+        """
+        client = self._client()
+        decision = self._decide(client, policy_input)
+        adapter = _adapter(client)
+        if adapter is None:
+            return decision, None
+        connection = adapter.connections
+        known: tuple[int, Instance] | None = getattr(self._local, "identified", None)
+        if known is not None and known[0] == connection:
+            return decision, known[1]
         try:
-            answer = self._client().query_rule(dict(policy_input), self._path)
+            instance = _identify(adapter, client._session.headers, self._timeout)
+        except requests.RequestException:
+            return decision, None
+        if adapter.connections != connection:  # OPA closed it after answering: not the same one
+            return decision, None
+        self._local.identified = (connection, instance)
+        return decision, instance
+
+    def serving(self) -> Instance | None:
+        """The server this thread's last decision came from, while its connection stays open.
+
+        One poll of the idle connection, no bytes sent. None when this thread has no checked
+        connection or OPA closed it (a server that ended, restarted or timed the connection
+        out): the caller must then ask OPA.
+        """
+        known: tuple[int, Instance] | None = getattr(self._local, "identified", None)
+        client: _Client | None = getattr(self._local, "client", None)
+        if known is None or client is None:
+            return None
+        adapter = _adapter(client)
+        if adapter is None or adapter.connections != known[0] or not adapter.still_open():
+            return None
+        return known[1]
+
+    def _decide(self, client: _Client, policy_input: Mapping[str, Any]) -> decision_mod.Decision:
+        try:
+            answer = client.query_rule(dict(policy_input), self._path)
         except requests.Timeout as exc:
             raise EngineError("timeout", "no answer within the timeout") from exc
         except requests.ConnectionError as exc:
@@ -146,7 +258,7 @@ class OpaEngine:
         return decision_from_result(answer.get("result") if isinstance(answer, dict) else None)
 
     def ready(self) -> bool:
-        """OPA answers, and the policy decides the probe request."""
+        """OPA answers, and the policy decides the probe request (never from a cache)."""
         try:
             self.decide(PROBE_INPUT)
         except EngineError:
@@ -159,3 +271,8 @@ class OpaEngine:
             clients, self._clients = self._clients, []
         for client in clients:
             client.close_connection()
+
+
+def _adapter(client: _Client) -> opatransport.KeepAliveAdapter | None:
+    session = client._session  # the session this module's _Client made
+    return session.adapter if isinstance(session, opatransport.DirectSession) else None

@@ -82,6 +82,16 @@ class WebhookSettings:
             "seconds per OPA call, at most 2.5: well under the webhook's timeoutSeconds (3)"
         ),
     )
+    decision_cache: int = field(
+        default=0,
+        metadata=_help(
+            "decisions each worker keeps for identical policy inputs, answered again while the "
+            "OPA server that made them still serves with its policy and data fixed (it refuses "
+            "writes to its API and loads no bundles; checked on every connection; see the "
+            'README\'s "Decision cache"); the chart sets 4096',
+            "0: off",
+        ),
+    )
     fail_open: bool = field(
         default=False,
         metadata=_help(
@@ -135,6 +145,8 @@ class WebhookSettings:
         for name in ("handshake_timeout", "request_timeout"):
             if not 0 < getattr(self, name) <= 60:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be in (0, 60] seconds")
+        if not 0 <= self.decision_cache <= 1_000_000:
+            raise SettingsError(f"{PREFIX}DECISION_CACHE must be in [0, 1000000] decisions")
         if self.max_body_bytes < 1024:
             raise SettingsError(f"{PREFIX}MAX_BODY_BYTES must be at least 1024")
 

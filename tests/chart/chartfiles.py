@@ -2,7 +2,8 @@
 
 Owns the list of those copies and the two ways to handle them: `--write` refreshes them and
 `--check` (run by `make chart` and by tests/chart) fails naming every copy that drifted. The
-copies are the admission and commit policies (Rego, without their tests), the Sync CRD and the
+copies are the admission and commit policies and the OPA sidecar's API policy (Rego, without
+their tests), the Sync CRD and the
 default admission document in values.yaml (generated from `webhook.config.AdmissionConfig()`,
 between two marker comments). Helm only packages what is inside the chart directory, so the
 chart carries copies; this module is why they cannot silently differ from their sources.
@@ -35,7 +36,7 @@ DERIVED = {"namespace": None, "gitops": ("service_account",), "repository": ("ur
 
 def copies() -> Iterator[tuple[Path, Path]]:
     """(source, copy in the chart) for every copied file."""
-    for package in ("admission", "commits"):
+    for package in ("admission", "commits", "opaserver"):
         for rego in sorted((ROOT / "policies" / package).glob("*.rego")):
             if not rego.name.endswith("_test.rego"):
                 yield rego, CHART / "files" / "policies" / package / rego.name

@@ -211,10 +211,17 @@ def test_opa_loads_the_packaged_policy_and_the_data_the_webhook_derives(value_se
     assert sources
     for source in sources:
         assert config_map["data"][source.name] == source.read_text()
+    authz = chartfiles.ROOT / "policies" / "opaserver" / "authz.rego"
+    assert config_map["data"]["opaserver-authz.rego"] == authz.read_text()
     opa = _container(pod, "opa")
     assert [a for a in opa["args"] if a.endswith(".rego")] == [
-        f"/etc/gitwarden/policies/{s.name}" for s in sources
+        "/etc/gitwarden/policies/opaserver-authz.rego",
+        *(f"/etc/gitwarden/policies/{s.name}" for s in sources),
     ]
+    # Writes to OPA's API refused, and nothing reloaded behind the decision cache's back.
+    assert "--authorization=basic" in opa["args"]
+    assert not [a for a in opa["args"] if a.startswith(("--watch", "-w", "--bundle", "-b"))]
+    assert not [a for a in opa["args"] if a.startswith(("--config-file", "-c", "--set"))]
     init = _container(pod, "opa-data")
     assert (
         "gitwarden webhook opa-data --config /etc/gitwarden/admission/admission.yaml"

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,14 @@ def test_sidecar_serves_the_packaged_policy_with_the_derived_data(
         decision = _post(f"{base}/v1/data/admission/decision", {"input": case["input"]})
         assert decision["result"]["allowed"] is False
         assert decision["result"]["reason"] == case["expect"]["reason"]
+        # The decision cache's premise: this sidecar's policy and data cannot be changed.
+        write = urllib.request.Request(  # noqa: S310 - the loopback sidecar's http URL
+            f"{base}/v1/data/gitwarden/admission", data=b"{}", method="PUT"
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(write, timeout=10)  # noqa: S310 - the loopback sidecar
+        refused.value.close()
+        assert refused.value.code == 401
     finally:
         server.stop()
 
@@ -93,3 +102,4 @@ def test_the_harness_runs_opa_with_the_go_runtime_settings_the_chart_ships() -> 
     shipped = {e["name"]: e["value"] for e in opa["env"]}
     assert shipped == services.OPA_ENV
     assert "--disable-telemetry" in opa["args"]
+    assert "--authorization=basic" in opa["args"]  # as every harness OPA not asked to be writable

@@ -25,7 +25,7 @@ from kubernetes import client as k8s
 
 from tests.harness import canaries
 from tests.harness.controlplane import ControlPlane, Credentials
-from tests.harness.services import OpaServer, WebhookServer
+from tests.harness.services import CHART_DECISION_CACHE, OpaServer, WebhookServer
 from webhook import config as config_mod
 from webhook import registration
 
@@ -170,6 +170,7 @@ def running_stack(
             "GITWARDEN_WEBHOOK_CERT_RELOAD_SECONDS": "0.5",
             "GITWARDEN_WEBHOOK_KUBECONFIG": str(webhook_kubeconfig),
             "GITWARDEN_WEBHOOK_ADMISSION_CONFIG": str(admission_file),
+            "GITWARDEN_WEBHOOK_DECISION_CACHE": CHART_DECISION_CACHE,
             **(webhook_env or {}),
         },
     )

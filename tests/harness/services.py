@@ -16,10 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.harness import pki
 from tests.harness.controlplane import LOOPBACK, REPO_ROOT, Process, free_port, tool, wait_http
 
 POLICY_DIR = REPO_ROOT / "policies" / "admission"
+# The decision cache the chart turns on (values.yaml `webhook.decisionCache`): the webhook the
+# end-to-end tests and benches run is the one that is deployed.
+CHART_DECISION_CACHE = str(
+    yaml.safe_load((REPO_ROOT / "charts" / "gitwarden" / "values.yaml").read_text())["webhook"][
+        "decisionCache"
+    ]
+)
+# The OPA server's own API policy: queries only, as the chart's sidecar runs (`--authorization`).
+AUTHZ_POLICY = REPO_ROOT / "policies" / "opaserver" / "authz.rego"
 # OPA's Go runtime as the chart deploys it (values.yaml `webhook.opa.go`; a chart test keeps the
 # two equal), so every test and bench measures the OPA that is shipped.
 OPA_ENV = {"GOGC": "400", "GOMEMLIMIT": "200MiB"}
@@ -27,12 +38,19 @@ OPA_ENV = {"GOGC": "400", "GOMEMLIMIT": "200MiB"}
 
 @dataclass
 class OpaServer:
-    """`opa run --server` with the admission policy and a data document, on a fixed port."""
+    """`opa run --server` with the admission policy and a data document, on a fixed port.
+
+    Like the chart's sidecar, it refuses writes to its API (`AUTHZ_POLICY`) unless `writable`:
+    a test that pushes data or policy to a running server asks for one.
+    """
 
     workdir: Path
     data: dict[str, Any]
     port: int = field(default_factory=free_port)
     process: Process | None = None
+    writable: bool = False
+    args: tuple[str, ...] = ()
+    """More `opa run` flags (a test's configuration)."""
 
     @property
     def url(self) -> str:
@@ -52,6 +70,8 @@ class OpaServer:
                 f"--addr={LOOPBACK}:{self.port}",
                 "--log-level=error",
                 "--disable-telemetry",
+                *([] if self.writable else ["--authorization=basic", str(AUTHZ_POLICY)]),
+                *self.args,
                 str(POLICY_DIR),
                 str(data_file),
             ],

@@ -169,7 +169,7 @@ def test_a_connection_cut_mid_request_is_an_error_and_never_retried() -> None:
 
 def test_data_pushed_to_opa_changes_the_next_identical_decision(tmp_path: Path) -> None:
     """The same input, decided again right after new data reaches OPA, gets the new verdict."""
-    server = OpaServer(tmp_path, {"gitwarden": {"admission": GOLDEN["config"]}})
+    server = OpaServer(tmp_path, {"gitwarden": {"admission": GOLDEN["config"]}}, writable=True)
     server.start()
     try:
         engine = engine_for(server)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -203,3 +204,47 @@ def test_a_header_value_that_would_break_the_request_is_refused_before_sending()
         assert session.post(url + "/v1/data/x", json={}).json() == {"result": DECISION}
         session.close()
     assert len(seen) == 1
+
+
+def test_a_no_content_answer_is_read_without_waiting_for_a_body() -> None:
+    """204 has no body whatever its headers say: read at once, and the connection stays usable."""
+    replies = {1: b"HTTP/1.1 204 No Content\r\nDate: now\r\n\r\n", 2: _ok()}
+    with scripted(lambda n: replies[n]) as (url, seen, _):
+        session = opatransport.DirectSession(LOOPBACK, int(url.rsplit(":", 1)[1]))
+        started = time.monotonic()
+        empty = session.request("PATCH", f"{url}/v1/data", data=b"[]", timeout=2)
+        assert (empty.status_code, empty.content) == (204, b"")
+        assert time.monotonic() - started < 1  # not the 2 s timeout of a body read to the end
+        answer = session.request("POST", f"{url}/v1/data/admission/decision", json={}, timeout=2)
+        assert answer.json() == {"result": DECISION}
+        assert session.adapter.connections == 1
+        session.adapter.close()
+    assert len(seen) == 2
+
+
+@pytest.mark.parametrize(
+    ("config", "why"),
+    [
+        (b"not json", "named no labels.id"),
+        (json.dumps({"result": {"labels": {}}}).encode(), "named no labels.id"),
+        (json.dumps({"result": {"labels": {"id": 7}}}).encode(), "named no labels.id"),
+        (
+            json.dumps({"result": {"labels": {"id": "x"}, "discovery": {"name": "d"}}}).encode(),
+            "configured with discovery",
+        ),
+    ],
+)
+def test_a_server_that_does_not_say_who_it_is_is_never_taken_as_fixed(
+    config: bytes, why: str
+) -> None:
+    """Only a readable labels.id, no loading configuration and a refused write make it fixed."""
+    refused = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n"
+    replies = {1: _ok(), 2: _ok(config), 3: refused}
+    with scripted(lambda n: replies.get(n, _ok())) as (url, _seen, _):
+        engine = _engine(url)
+        decision, instance = engine.decide_and_identify(INPUT)
+        assert decision.reason == "not-gitops"
+        assert instance is not None
+        assert not instance.fixed
+        assert why in instance.why_not
+        engine.close()

@@ -27,13 +27,15 @@ CASE = reviews.golden()["cases"]["user_update_configmap_denied"]["input"]
 USER = CASE["userInfo"]["username"]
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[OpaServer, WebhookServer]]:
-    """OPA with the golden configuration and the webhook with 2 workers x 2 threads."""
-    opa = OpaServer(tmp_path, {"gitwarden": {"admission": CONFIG}})
+def _serve(tmp_path: Path, *, writable: bool) -> Iterator[tuple[OpaServer, WebhookServer]]:
+    opa = OpaServer(tmp_path, {"gitwarden": {"admission": CONFIG}}, writable=writable)
     server = WebhookServer.self_signed(
         tmp_path,
-        env={"GITWARDEN_WEBHOOK_WORKERS": "2", "GITWARDEN_WEBHOOK_THREADS": "2"},
+        env={
+            "GITWARDEN_WEBHOOK_WORKERS": "2",
+            "GITWARDEN_WEBHOOK_THREADS": "2",
+            "GITWARDEN_WEBHOOK_DECISION_CACHE": "4096",
+        },
     )
     opa.start()
     try:
@@ -43,6 +45,19 @@ def served(tmp_path: Path) -> Iterator[tuple[OpaServer, WebhookServer]]:
     finally:
         server.stop()
         opa.stop()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[OpaServer, WebhookServer]]:
+    """A writable OPA with the golden configuration and the webhook with 2 workers x 2 threads,
+    its decision cache on (and declining: this OPA takes writes)."""
+    yield from _serve(tmp_path, writable=True)
+
+
+@pytest.fixture
+def served_locked(tmp_path: Path) -> Iterator[tuple[OpaServer, WebhookServer]]:
+    """As `served`, with OPA refusing writes as the chart's sidecar does: decisions are kept."""
+    yield from _serve(tmp_path, writable=False)
 
 
 def _post_concurrently(server: WebhookServer, bodies: list[bytes], threads: int = 4) -> list[Any]:
@@ -162,3 +177,50 @@ def test_policy_data_pushed_to_opa_decides_the_very_next_request(
     assert verdicts("exempt") == {(True, "")}
     _push_exemption(opa, [])
     assert verdicts("again") == before
+
+
+def _verdicts(server: WebhookServer, tag: str) -> set[tuple[bool, str]]:
+    bodies = [reviews.body(reviews.review_from_input(CASE, uid=f"{tag}-{i}")) for i in range(24)]
+    return {
+        (a["allowed"], a.get("status", {}).get("message", "")[:20])
+        for a in _post_concurrently(server, bodies)
+    }
+
+
+def test_a_writable_opa_gets_every_decision_asked_even_with_the_cache_on(
+    served: tuple[OpaServer, WebhookServer],
+) -> None:
+    _, server = served
+    _verdicts(server, "twice-a")
+    _verdicts(server, "twice-b")
+    text = _metrics(server)
+    assert _sample(text, 'gitwarden_webhook_decision_cache_total{result="uncacheable"}') == 48
+    assert _sample(text, 'gitwarden_webhook_decision_cache_total{result="hit"}') == 0
+    assert "decision cache off for OPA" in server.log()
+
+
+def test_an_opa_restarted_with_new_data_decides_the_next_request_of_every_worker(
+    served_locked: tuple[OpaServer, WebhookServer],
+) -> None:
+    """Kept decisions answer repeats, and none outlives the OPA process that made it."""
+    opa, server = served_locked
+    before = _verdicts(server, "before")
+    assert {allowed for allowed, _ in before} == {False}
+    assert _verdicts(server, "repeat") == before
+    text = _metrics(server)
+    hits = _sample(text, 'gitwarden_webhook_decision_cache_total{result="hit"}')
+    misses = _sample(text, 'gitwarden_webhook_decision_cache_total{result="miss"}')
+    assert hits + misses == 48
+    # Each of the 2 x 2 request threads asks OPA at least once; the rest may be answered again.
+    assert hits >= 24, text
+    assert ", from the decision cache" in server.log()
+    opa.stop()
+    exempt = json.loads(json.dumps(CONFIG))
+    exempt["exemptions"]["usernames"] = [USER]
+    opa.data = {"gitwarden": {"admission": exempt}}
+    opa.start()
+    assert _verdicts(server, "exempt") == {(True, "")}
+    opa.stop()
+    opa.data = {"gitwarden": {"admission": CONFIG}}
+    opa.start()
+    assert _verdicts(server, "again") == before
