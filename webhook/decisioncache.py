@@ -18,9 +18,10 @@ ones OPA decides with. That is what is checked:
   next request of every thread goes to the new server.
 
 Errors are never kept (they are raised, as without the cache), nor are decisions made while
-the server could not be checked. The readiness probe always asks OPA. Entries are bounded
-(least recently used go first), per worker process. It logs once when the server it caches
-for changes or declines to be cached, and counts hits and misses through `count`.
+the server could not be checked, nor those of inputs over `MAX_INPUT_BYTES`. The readiness
+probe always asks OPA. Entries are bounded (least recently used go first), per worker
+process. It logs once when the server it caches for changes or declines to be cached, and
+counts hits and misses through `count`.
 """
 
 from __future__ import annotations
@@ -41,7 +42,13 @@ log = logging.getLogger("gitwarden.webhook.decisions")
 
 HIT, MISS, UNCACHEABLE = "hit", "miss", "uncacheable"
 """What `count` is told for each decision: answered from memory; asked of a server whose
-decisions are kept; asked of one whose are not (not fixed, or not identified)."""
+decisions are kept; asked and not kept (the server is not fixed or not identified, or the
+input is larger than `MAX_INPUT_BYTES`)."""
+
+MAX_INPUT_BYTES = 16 * 1024
+"""Inputs larger than this are always asked, never kept: a person's update is about 1 KiB, and
+objects with thousands of labels must not let a client fill a worker's memory (entries x
+this is the most a cache holds in keys: 64 MiB at the chart's 4096)."""
 
 
 class IdentifyingEngine(Protocol):
@@ -79,6 +86,9 @@ class CachedDecisions:
     def decide(self, policy_input: Mapping[str, Any]) -> decision_mod.Decision:
         """The kept decision for this exact input from the serving server, else OPA's."""
         key = orjson.dumps(policy_input)
+        if len(key) > MAX_INPUT_BYTES:
+            self._count(UNCACHEABLE)
+            return self._engine.decide_and_identify(policy_input)[0]
         serving = self._engine.serving()
         if serving is not None and serving.fixed:
             with self._lock:

@@ -106,6 +106,11 @@ _LOADING_SECTIONS = ("bundles", "bundle", "discovery")
 # A write that changes nothing: an empty JSON Patch of the data root. A server that accepts
 # writes answers 204 (and has applied nothing); one under `--authorization` refuses it.
 _WRITE_PROBE = b"[]"
+# Each of the two checks of a new connection waits at most this long (or the OPA timeout, if
+# shorter): they run before the first decision on it is answered, so a slow OPA adds at most
+# twice this to one request per connection, and a check that times out only means nothing
+# from that connection is cached (the connection is dropped; the next one is checked again).
+IDENTIFY_TIMEOUT = 0.25
 
 
 def _identify(
@@ -220,7 +225,9 @@ class OpaEngine:
         if known is not None and known[0] == connection:
             return decision, known[1]
         try:
-            instance = _identify(adapter, client._session.headers, self._timeout)
+            instance = _identify(
+                adapter, client._session.headers, min(self._timeout, IDENTIFY_TIMEOUT)
+            )
         except requests.RequestException:
             return decision, None
         if adapter.connections != connection:  # OPA closed it after answering: not the same one

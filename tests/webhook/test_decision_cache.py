@@ -246,3 +246,46 @@ def test_readiness_always_asks_the_server(tmp_path: Path) -> None:
     server.stop()
     assert not cache.ready()
     engine.close()
+
+
+def test_a_large_input_is_always_asked_and_never_kept(tmp_path: Path) -> None:
+    """Objects with thousands of labels cannot fill a worker's memory through the cache."""
+    server = _server(tmp_path)
+    server.start()
+    try:
+        cache, engine, counted = _cache(server)
+        labels = {f"label-{i}": "x" * 40 for i in range(400)}
+        large = {
+            **DENIED,
+            "object": {**DENIED["object"], "labels": {**labels, **DENIED["object"]["labels"]}},
+        }
+        assert len(json.dumps(large)) > decisioncache.MAX_INPUT_BYTES
+        for _ in range(2):
+            assert cache.decide(large).reason == "not-gitops"
+        assert counted == [decisioncache.UNCACHEABLE] * 2
+        assert len(cache) == 0
+        assert _queries_seen(server) == 2
+        engine.close()
+    finally:
+        server.stop()
+
+
+def test_every_opa_process_names_itself_anew_even_when_configured_with_an_id(
+    tmp_path: Path,
+) -> None:
+    """The cache tells servers apart by labels.id; OPA draws it at start and overrides a
+    configured one (checked here, so an OPA upgrade that stopped doing so fails this test)."""
+    config = tmp_path / "opa-config.yaml"
+    config.write_text("labels:\n  id: configured-id\n")
+    server = _server(tmp_path, args=(f"--config-file={config}",))
+    ids = []
+    for _ in range(2):
+        server.start()
+        try:
+            ids.append(
+                requests.get(f"{server.url}/v1/config", timeout=5).json()["result"]["labels"]["id"]
+            )
+        finally:
+            server.stop()
+    assert "configured-id" not in ids
+    assert ids[0] != ids[1]
