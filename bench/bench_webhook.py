@@ -147,8 +147,8 @@ def _measured(
     return run
 
 
-def _cache_results(server: WebhookServer) -> dict[str, float]:
-    """The webhook's decision-cache counters by result, from its /metrics."""
+def _scrape(server: WebhookServer) -> dict[str, float]:
+    """The webhook's decision-cache counters by result and its own latency buckets (by `le`)."""
     conn = http.client.HTTPSConnection(
         LOOPBACK, server.port, context=server.tls_context(), timeout=10
     )
@@ -158,11 +158,27 @@ def _cache_results(server: WebhookServer) -> dict[str, float]:
     finally:
         conn.close()
     found: dict[str, float] = collections.defaultdict(float)
-    prefix = 'gitwarden_webhook_decision_cache_total{result="'
+    prefixes = {
+        'gitwarden_webhook_decision_cache_total{result="': "",
+        'gitwarden_webhook_request_duration_seconds_bucket{le="': "le ",
+    }
     for line in text.splitlines():
-        if line.startswith(prefix):
-            found[line[len(prefix) :].split('"', 1)[0]] += float(line.rsplit(" ", 1)[1])
+        for prefix, tag in prefixes.items():
+            if line.startswith(prefix):
+                name = tag + line[len(prefix) :].split('"', 1)[0]
+                found[name] += float(line.rsplit(" ", 1)[1])
     return found
+
+
+def _own_time(before: dict[str, float], after: dict[str, float]) -> str:
+    """What the webhook's own histogram says of the requests between two scrapes."""
+    total = after["le +Inf"] - before["le +Inf"]
+    over = [
+        f"{100 * (1 - (after[f'le {le}'] - before[f'le {le}']) / max(total, 1)):.2f}% over "
+        f"{float(le) * 1000:g} ms"
+        for le in ("0.005", "0.01", "0.025")
+    ]
+    return f"{total:.0f} requests, " + ", ".join(over)
 
 
 def _part_one(
@@ -194,7 +210,10 @@ def _part_one(
         ("webhook", stack.webhook.port),
         ("uncached", uncached.port),
     )
-    cache_before = _cache_results(stack.webhook)
+    scraped = {
+        name: _scrape(server)
+        for name, server in (("webhook", stack.webhook), ("uncached", uncached))
+    }
     for connections in (8, 32):
         for _ in range(args.repeats):
             for target, port in targets:
@@ -209,7 +228,18 @@ def _part_one(
                 )
                 print("  " + run.line(), flush=True)
                 results[(target, connections)].append(run)
-    cache = {k: v - cache_before.get(k, 0.0) for k, v in _cache_results(stack.webhook).items()}
+    servers = (("webhook", stack.webhook), ("uncached", uncached))
+    after = {name: _scrape(server) for name, server in servers}
+    for name, _ in servers:
+        # Time inside the app (parse, lookups, decision, answer), against wrk's round trip.
+        print(
+            f"the {name}'s own histogram over these runs: {_own_time(scraped[name], after[name])}"
+        )
+    cache = {
+        k: v - scraped["webhook"].get(k, 0.0)
+        for k, v in after["webhook"].items()
+        if not k.startswith("le ")
+    }
     asked = sum(cache.values())
     print(
         "the webhook's decision cache over these runs: "
