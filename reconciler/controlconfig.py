@@ -58,6 +58,14 @@ class LoopConfig:
     retry_max: float = field(
         default=300.0, metadata=_help("Longest wait between retries after transient failures.")
     )
+    stall_retry_max_intervals: float = field(
+        default=10.0,
+        metadata=_help(
+            "A pass stalled by the cluster (Forbidden by RBAC, a kind or namespace missing, a"
+            " webhook's denial) is retried after interval, doubling, up to this many intervals"
+            " (at least 1); a stall caused in Git waits for a new commit or configuration."
+        ),
+    )
     drift_repair: bool = field(
         default=True,
         metadata=_help(
@@ -224,6 +232,8 @@ def check(
         raise fail("loop.jitter", "must be between 0 and 1")
     if loop.retry_max < loop.retry_base:
         raise fail("loop.retry_max", "must not be less than loop.retry_base")
+    if loop.stall_retry_max_intervals < 1:
+        raise fail("loop.stall_retry_max_intervals", "must be at least 1")
     if not _LEASE.fullmatch(leader.lease_name):
         raise fail("leader.lease_name", "must be an object name (DNS-1123 subdomain)")
     if min(leader.lease_duration, leader.renew_deadline, leader.retry_period) <= 0:
