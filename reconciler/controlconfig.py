@@ -1,4 +1,5 @@
-"""The settings of the long-running reconciler: loop, leader election, endpoints, push, keys, logs.
+"""The settings of the long-running reconciler: loop, self-guard, leader election, endpoints, push,
+keys, logs.
 
 Owns the frozen sections that only `gitwarden reconcile` without `--once` reads (the one-pass
 command ignores them), each field documented once in its `metadata["help"]`, like the sections
@@ -71,6 +72,29 @@ class LoopConfig:
         metadata=_help(
             "Watch every managed kind by the managed label and re-apply a managed object at"
             " once when it is changed or deleted outside Git."
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """The self-guard of GitWarden's own ValidatingWebhookConfiguration (the leader runs it)."""
+
+    webhook_configuration_file: Path | None = field(
+        default=None,
+        metadata=_help(
+            "The expected ValidatingWebhookConfiguration (YAML or JSON, as `gitwarden webhook"
+            " configuration` prints it; the chart renders it with the registration). Set: the"
+            " live one is compared on every pass and on every change of it (a watch by name),"
+            " put back when it differs, and reported (log, Event, metric, Sync condition"
+            " WebhookConfiguration). Unset: no self-guard."
+        ),
+    )
+    watch: bool = field(
+        default=True,
+        metadata=_help(
+            "Watch the webhook configuration by name, so a change is undone within seconds"
+            " rather than at the next pass (needs `watch` on it)."
         ),
     )
 
@@ -197,6 +221,7 @@ class LogConfig:
 
 SECTIONS: tuple[tuple[str, type[object]], ...] = (
     ("loop", LoopConfig),
+    ("guard", GuardConfig),
     ("leader", LeaderConfig),
     ("server", ServerConfig),
     ("push", PushConfig),

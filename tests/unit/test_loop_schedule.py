@@ -27,11 +27,11 @@ FORBIDDEN = cluster_errors.Forbidden("apply LimitRange a/b: HTTP 403 Forbidden (
 
 
 def wrapped(cause: errors.ReconcileError) -> apply.ApplyStalled:
-    """As apply raises it: the stage's wrapper, the adapter's error as its cause."""
-    try:
-        raise apply.ApplyStalled(cause, changeset.ChangeSet()) from cause
-    except apply.ApplyStalled as exc:
-        return exc
+    """As apply raises it (`raise ApplyStalled(...) from cause`): the adapter's error as the
+    stage's wrapper's cause."""
+    error = apply.ApplyStalled(cause, changeset.ChangeSet())
+    error.__cause__ = cause
+    return error
 
 
 def schedule(random: float = 0.5) -> loop.Schedule:
