@@ -208,8 +208,14 @@ class Guard:
         target = self._expected()
         try:
             report = selfguard.check_webhook(self._port, target)
-        except errors.ReconcileError as exc:
+        except errors.Transient as exc:
             log.warning(f"webhook configuration not checked (the next pass retries): {exc}")
+            return None
+        except errors.ReconcileError as exc:  # e.g. RBAC without `get` on it: say so loudly
+            message = f"ValidatingWebhookConfiguration {self.name} cannot be checked: {exc}"
+            log.error(message)  # noqa: TRY400  # ours: the message says it all
+            self._metrics.webhook_configuration(False, None)
+            self._set(Condition("False", "NotChecked", message))
             return None
         if report.clean:
             self._metrics.webhook_configuration(True, None)

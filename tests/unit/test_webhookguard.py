@@ -155,3 +155,18 @@ def test_a_document_without_a_ca_bundle_leaves_the_injected_one_alone() -> None:
     assert webhookguard.target_for(bundled, "gitwarden").compare_ca_bundle
     del bundled["webhooks"][0]["clientConfig"]["caBundle"]
     assert not webhookguard.target_for(bundled, "gitwarden").compare_ca_bundle
+
+
+def test_a_configuration_rbac_does_not_let_it_read_is_a_false_condition_not_silence(
+    expected_file: Path,
+) -> None:
+    class Forbidden(FakeCluster):
+        def read_webhook_configuration(self, name: str) -> Any:
+            raise cluster_errors.Forbidden("read ValidatingWebhookConfiguration gitwarden: 403")
+
+    guard, recorder, metrics, written = _guard(Forbidden(None), expected_file)
+    assert guard.run() is None
+    assert [(c.status, c.reason) for c in written] == [("False", "NotChecked")]
+    assert "403" in written[0].message
+    assert metrics.seen == [(False, None)]
+    assert recorder.events == []
