@@ -3,8 +3,8 @@
 Owns composing `reconciler.controller.Parts`: the ports (`reconciler.wiring`, with the stop
 event apply honours), the pass runner, the Event recorder, metrics, the Lease elector, the
 drift repairer and its watches, the self-guard of the webhook configuration and its watch, and
-the sealing-key service. Used by `gitwarden reconcile`
-without `--once`. Must not run anything: `Controller.run` does.
+the sealing-key service. Used by `gitwarden reconcile` without `--once`. Must not run anything:
+`Controller.run` does.
 """
 
 from __future__ import annotations
