@@ -2,7 +2,9 @@
 
 Owns the rule that decides what the loop does with an API error: 409, 429, 5xx, 401 and the
 network retry (`Transient`); 400, 403, 404 and 422 wait for a new revision or configuration
-(`Stalled`). Every message names the request (verb and object) with the HTTP status and the
+(`Stalled`): 403 and 404 stall on the cluster's side (RBAC, a missing namespace or kind, an
+admission denial: `cause_in_cluster`, retried on a slow backoff), 400 and 422 on the revision's.
+Every message names the request (verb and object) with the HTTP status and the
 Status object's machine `reason` only, never the response body or the Status `message`: the API
 server may echo what it was sent, and for a Secret that is the value. A 422 names the invalid
 field paths (from `details.causes[].field`) and tells an immutable field from another error.
@@ -63,11 +65,15 @@ class Rejected(ClusterError, errors.Stalled):
 
 
 class Forbidden(ClusterError, errors.Stalled):
-    """403: RBAC (or an admission webhook) refused; needs a configuration change."""
+    """403: RBAC (or an admission webhook) refused; an administrator's fix ends it."""
+
+    cause_in_cluster = True
 
 
 class NotFound(ClusterError, errors.Stalled):
-    """404: the object, its namespace or its kind does not exist."""
+    """404: the object, its namespace or its kind does not exist (yet)."""
+
+    cause_in_cluster = True
 
 
 class Invalid(ClusterError, errors.Stalled):
@@ -87,6 +93,8 @@ class Immutable(Invalid):
 class NotServed(ClusterError, errors.Stalled):
     """The API server serves no resource for the kind (its CRD is missing or not ready)."""
 
+    cause_in_cluster = True
+
 
 class GroupUnavailable(ClusterError, errors.Transient):
     """The kind's API group is served by an aggregated API server that is not answering
@@ -102,7 +110,9 @@ class NotGone(ClusterError, errors.Transient):
 
 
 class NamesNotAccepted(ClusterError, errors.Stalled):
-    """A CRD's names conflict with another CRD; retrying cannot help."""
+    """A CRD's names conflict with another CRD in the cluster; removing that one ends it."""
+
+    cause_in_cluster = True
 
 
 def unreachable(what: str, cause: BaseException) -> Unreachable:

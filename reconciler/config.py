@@ -213,6 +213,7 @@ class ReconcilerConfig:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     # The long-running process only (`gitwarden reconcile` without --once).
     loop: controlconfig.LoopConfig = field(default_factory=controlconfig.LoopConfig)
+    guard: controlconfig.GuardConfig = field(default_factory=controlconfig.GuardConfig)
     leader: controlconfig.LeaderConfig = field(default_factory=controlconfig.LeaderConfig)
     server: controlconfig.ServerConfig = field(default_factory=controlconfig.ServerConfig)
     push: controlconfig.PushConfig = field(default_factory=controlconfig.PushConfig)

@@ -1,4 +1,5 @@
-"""The settings of the long-running reconciler: loop, leader election, endpoints, push, keys, logs.
+"""The settings of the long-running reconciler: loop, self-guard, leader election, endpoints, push,
+keys, logs.
 
 Owns the frozen sections that only `gitwarden reconcile` without `--once` reads (the one-pass
 command ignores them), each field documented once in its `metadata["help"]`, like the sections
@@ -58,11 +59,42 @@ class LoopConfig:
     retry_max: float = field(
         default=300.0, metadata=_help("Longest wait between retries after transient failures.")
     )
+    stall_retry_max_intervals: float = field(
+        default=10.0,
+        metadata=_help(
+            "A pass stalled by the cluster (Forbidden by RBAC, a kind or namespace missing, a"
+            " webhook's denial) is retried after interval, doubling, up to this many intervals"
+            " (at least 1); a stall caused in Git waits for a new commit or configuration."
+        ),
+    )
     drift_repair: bool = field(
         default=True,
         metadata=_help(
             "Watch every managed kind by the managed label and re-apply a managed object at"
             " once when it is changed or deleted outside Git."
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """The self-guard of GitWarden's own ValidatingWebhookConfiguration (the leader runs it)."""
+
+    webhook_configuration_file: Path | None = field(
+        default=None,
+        metadata=_help(
+            "The expected ValidatingWebhookConfiguration (YAML or JSON, as `gitwarden webhook"
+            " configuration` prints it; the chart renders it with the registration). Set: the"
+            " live one is compared on every pass and on every change of it (a watch by name),"
+            " put back when it differs, and reported (log, Event, metric, Sync condition"
+            " WebhookConfiguration). Unset: no self-guard."
+        ),
+    )
+    watch: bool = field(
+        default=True,
+        metadata=_help(
+            "Watch the webhook configuration by name, so a change is undone within seconds"
+            " rather than at the next pass (needs `watch` on it)."
         ),
     )
 
@@ -189,6 +221,7 @@ class LogConfig:
 
 SECTIONS: tuple[tuple[str, type[object]], ...] = (
     ("loop", LoopConfig),
+    ("guard", GuardConfig),
     ("leader", LeaderConfig),
     ("server", ServerConfig),
     ("push", PushConfig),
@@ -224,6 +257,8 @@ def check(
         raise fail("loop.jitter", "must be between 0 and 1")
     if loop.retry_max < loop.retry_base:
         raise fail("loop.retry_max", "must not be less than loop.retry_base")
+    if loop.stall_retry_max_intervals < 1:
+        raise fail("loop.stall_retry_max_intervals", "must be at least 1")
     if not _LEASE.fullmatch(leader.lease_name):
         raise fail("leader.lease_name", "must be an object name (DNS-1123 subdomain)")
     if min(leader.lease_duration, leader.renew_deadline, leader.retry_period) <= 0:

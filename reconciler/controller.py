@@ -4,9 +4,11 @@ Owns the threads and their lifetimes. The main thread campaigns for the Lease (w
 election is on), serves the endpoints, and waits for a signal or a lost Lease. A standby does
 nothing else: it answers /healthz, /readyz and /metrics, serves the sealing certificate, and
 campaigns. The leader starts the watches (drift events go into the worker's inbox), the key
-maker and ONE worker thread that runs passes and drift repairs serially, so a repair never
-races a pass applying a newer revision (after each successful pass the repairer tracks what
-it applied).
+maker and ONE worker thread that runs passes, drift repairs and the self-guard serially, so a
+repair never races a pass applying a newer revision (after each successful pass the repairer
+tracks what it applied). The self-guard (GitWarden's own webhook configuration,
+`reconciler.webhookguard`) runs after every pass and every stalled tip check, and whenever the
+watch of that one object wakes the worker.
 
 Shutdown (SIGTERM, SIGINT): no new work is taken, apply starts no further object (requests in
 flight finish), the Lease is released, exit 0. Losing the Lease while leading exits non-zero
@@ -44,6 +46,7 @@ log = logs.get("controller")
 EXIT_STOPPED = 0
 EXIT_LOST = 1
 POLL = 0.1  # how often the main thread looks at the Lease; losing it is acted on this fast
+GUARD = "self-guard"  # the inbox key (and event) of a change to the webhook configuration
 
 
 class PassRunner(Protocol):
@@ -81,6 +84,17 @@ class Repairer(Protocol):
 class Watches(Protocol):
     def follow(self, kinds: Iterable[Any]) -> None: ...
 
+    def stop(self) -> None: ...
+
+
+class SelfGuard(Protocol):
+    """`reconciler.webhookguard.Guard`: one look at the webhook configuration (and repair);
+    reports itself and never raises a ReconcileError."""
+
+    def run(self) -> object: ...
+
+
+class Stoppable(Protocol):
     def stop(self) -> None: ...
 
 
@@ -125,6 +139,9 @@ class Parts:
     watches: Callable[[Callable[[Any], None]], Watches] | None = None
     watched_kinds: Callable[[], Iterable[Any]] | None = None
     event_key: Callable[[Any], Hashable] = id
+    guard: SelfGuard | None = None
+    guard_watch: Callable[[Callable[[], None]], Stoppable] | None = None
+    """Started by the leader: calls its argument on every change of the webhook configuration."""
     leader_services: tuple[Service, ...] = ()
     services: tuple[Service, ...] = ()
     """Run on every replica from the start (the certificate endpoint)."""
@@ -145,6 +162,7 @@ class Controller:
         self._loaded_digest = parts.digest()
         self._worker: threading.Thread | None = None
         self._watches: Watches | None = None
+        self._guard_watch: Stoppable | None = None
         self._endpoints: Endpoints | None = None
         self._campaign = threading.Event()
         self.passes = 0  # for /readyz detail and tests
@@ -219,6 +237,8 @@ class Controller:
     def _lead(self) -> None:
         for service in self._parts.leader_services:
             self._spawn(service, "leader-service")
+        if self._parts.guard is not None and self._parts.guard_watch is not None:
+            self._guard_watch = self._parts.guard_watch(lambda: self._inbox.event(GUARD, GUARD))
         self._worker = threading.Thread(target=self._work, name="worker")
         # Daemon: a Lease lost mid-apply must not wait for the worker on the way out.
         self._worker.daemon = True
@@ -240,6 +260,8 @@ class Controller:
                 log.warning("the current pass did not stop in time; its record is write-ahead")
         if self._watches is not None:
             self._watches.stop()
+        if self._guard_watch is not None:
+            self._guard_watch.stop()
         if elector is not None:
             elector.release()
             self._parts.metrics.leading(False)
@@ -269,10 +291,8 @@ class Controller:
                 case loop.Wake.STOP:
                     return
                 case loop.Wake.EVENTS:
-                    for event in self._inbox.take_events():
-                        if self._stop.is_set():
-                            return
-                        self._repair(event)
+                    if not self._handle_events():
+                        return
                     continue
                 case loop.Wake.PUSH:
                     step = self._schedule.on_push(state)
@@ -295,8 +315,29 @@ class Controller:
                 state, step = self._schedule.after_pass(state, result.outcome, key)
             else:
                 state, step = self._schedule.after_check(state, self._check())
+            self._self_guard()  # every pass, and every interval while stalled
             log.debug(f"next: {step.action.value}", extra={"delay": round(step.delay, 3)})
             due = clock() + step.delay
+
+    def _handle_events(self) -> bool:
+        """Repair drift and run the self-guard for what the watches sent; False: stopping."""
+        for event in self._inbox.take_events():
+            if self._stop.is_set():
+                return False
+            if event is GUARD:
+                self._self_guard()
+            else:
+                self._repair(event)
+        return True
+
+    def _self_guard(self) -> None:
+        guard = self._parts.guard
+        if guard is None or self._stop.is_set():
+            return
+        try:
+            guard.run()
+        except Exception as exc:  # the next pass is the safety net
+            log.warning("self-guard failed", extra={"error": type(exc).__name__})
 
     def _check(self) -> loop.StallKey | None:
         try:

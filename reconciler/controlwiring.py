@@ -2,8 +2,9 @@
 
 Owns composing `reconciler.controller.Parts`: the ports (`reconciler.wiring`, with the stop
 event apply honours), the pass runner, the Event recorder, metrics, the Lease elector, the
-drift repairer and its watches, and the sealing-key service. Used by `gitwarden reconcile`
-without `--once`. Must not run anything: `Controller.run` does.
+drift repairer and its watches, the self-guard of the webhook configuration and its watch, and
+the sealing-key service. Used by `gitwarden reconcile` without `--once`. Must not run anything:
+`Controller.run` does.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from reconciler import (
     passes,
     pushauth,
     watches,
+    webhookguard,
     wiring,
 )
 from reconciler.sealed import keys
@@ -110,6 +112,7 @@ def build(
     if settings.keys.serve:
         services.append(_key_service(settings, kubeconfig, leads))
     repairer = drift.Repairer(process.target, settings.apply, settings.identity.name)
+    guard = _guard(settings, process, recorder, gauges)
     reachable = _Reachable(process.target)
 
     def serve(running: controller.Controller) -> controller.Endpoints:
@@ -140,10 +143,40 @@ def build(
         ),
         watched_kinds=repairer.kinds,
         event_key=lambda event: event.ref,
+        guard=guard,
+        guard_watch=(
+            (lambda wake: webhookguard.Watch(process.target, guard.name, wake))
+            if guard is not None and settings.guard.watch
+            else None
+        ),
         services=tuple(services),
         endpoints=serve,
     )
     return Built(controller.Controller(settings, parts, stop), process)
+
+
+def _guard(
+    settings: config.ReconcilerConfig,
+    process: wiring.Process,
+    recorder: events.Recorder,
+    gauges: metrics.Metrics,
+) -> webhookguard.Guard | None:
+    """The self-guard, when the configuration names the expected document (read here: a file
+    that does not read or is not a webhook configuration stops the start)."""
+    path = settings.guard.webhook_configuration_file
+    if path is None:
+        return None
+    name = settings.identity.name
+    return webhookguard.Guard(
+        webhookguard.KubePort(process.target),
+        path,
+        settings.identity.namespace,
+        recorder,
+        gauges,
+        webhookguard.condition_writer(
+            process.target, name, lambda: datetime.datetime.now(datetime.UTC)
+        ),
+    )
 
 
 def _key_service(

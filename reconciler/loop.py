@@ -6,10 +6,16 @@ for (ARCHITECTURE: "one loop module turns outcomes and errors into ... the next 
 * success: the next full pass after `loop.interval`, plus jitter;
 * `Transient`: the same pass again after an exponential backoff from `retry_base`, doubling,
   capped at `retry_max`, plus jitter; a success resets it;
-* `Stalled`: never the same pass again. The stall key (the refused tip commit and a digest of
-  the configuration and trust files) is remembered; on the interval a cheap check (the
-  remote's tip, `git ls-remote`) compares the key, and only a changed key runs a full pass. So
-  a bad signature costs one ls-remote a minute, not a fetch, a verify and an apply.
+* `Stalled` in Git (a bad signature, manifest or SealedSecret): never the same pass again. The
+  stall key (the refused tip commit and a digest of the configuration and trust files) is
+  remembered; on the interval a cheap check (the remote's tip, `git ls-remote`) compares the
+  key, and only a changed key runs a full pass. So a bad signature costs one ls-remote a
+  minute, not a fetch, a verify and an apply;
+* `Stalled` in the cluster (`errors.in_cluster`: RBAC forbids, a kind or namespace is missing,
+  a webhook denies): the same pass again after `loop.interval`, doubling, capped at
+  `loop.stall_retry_max_intervals` times the interval, plus jitter; so an administrator's fix
+  is picked up with no new commit, and a stall nobody fixes costs one pass per cap (ten
+  minutes by default). A success resets it; a push runs a pass at once;
 
 and the `Inbox` the worker thread waits on: a push (coalesced: any number while a pass runs
 is one more pass), drift events (coalesced by object, the newest kept) and the stop request.
@@ -66,7 +72,8 @@ class State:
     """What the schedule remembers between passes."""
 
     failures: int = 0  # consecutive Transient failures
-    stalled: StallKey | None = None
+    stalled: StallKey | None = None  # stalled in Git: only a new key runs a pass
+    cluster_stalls: int = 0  # consecutive passes stalled in the cluster
 
 
 Outcome = Succeeded | errors.ReconcileError
@@ -93,6 +100,13 @@ class Schedule:
                 base = self._settings.retry_base * 2.0 ** min(failures - 1, 62)
                 delay = self._jittered(min(base, self._settings.retry_max))
                 return State(failures=failures), Step(Action.RECONCILE, delay)
+            case errors.Stalled() if errors.in_cluster(outcome):
+                stalls = state.cluster_stalls + 1
+                settings = self._settings
+                base = settings.interval * 2.0 ** min(stalls - 1, 62)
+                cap = settings.interval * settings.stall_retry_max_intervals
+                delay = self._jittered(min(base, cap))
+                return State(cluster_stalls=stalls), Step(Action.RECONCILE, delay)
             case errors.Stalled():
                 return State(stalled=key), self._recheck()
             case _:  # a ReconcileError that is neither: the hierarchy test forbids it

@@ -24,6 +24,7 @@ from reconciler.signatures import rejections
 
 CONTENT_TYPE = exposition.CONTENT_TYPE_LATEST
 RESULTS = ("applied", "transient", "stalled")
+GUARD_RESULTS = ("restored", "failed")
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 OTHER = "other"
 MAX_KINDS = 100
@@ -129,6 +130,19 @@ class Metrics:
             ["kind"],
             registry=reg,
         )
+        self._guard = prometheus_client.Counter(
+            "gitwarden_webhook_configuration_restores",
+            "Times the self-guard found GitWarden's ValidatingWebhookConfiguration changed or"
+            " deleted, by result (restored, failed: not put back).",
+            ["result"],
+            registry=reg,
+        )
+        self._guard_intact = prometheus_client.Gauge(
+            "gitwarden_webhook_configuration_intact",
+            "1 when the self-guard's last look found (or left) the webhook configuration as"
+            " configured, 0 when it could not put it back.",
+            registry=reg,
+        )
         # Every series of a bounded label exists from the start, so a rate() over it works
         # before the first event and a dashboard tells "none" from "not scraped".
         for result in RESULTS:
@@ -138,6 +152,8 @@ class Metrics:
             self._applied.labels(action.value)
         for reason in VERIFY_REASONS:
             self._verify.labels(reason)
+        for result in GUARD_RESULTS:
+            self._guard.labels(result)
         self._leader.set(0)
 
     def pass_finished(self, seconds: float, result: str) -> None:
@@ -177,6 +193,14 @@ class Metrics:
     def watch_restarted(self, kind: str) -> None:
         """The watch of `kind` was started again."""
         self._watch_restarts.labels(self._kind(kind)).inc()
+
+    def webhook_configuration(self, intact: bool, result: str | None) -> None:
+        """The self-guard looked: `intact` afterwards; `result` (GUARD_RESULTS) if it acted."""
+        if result is not None:
+            if result not in GUARD_RESULTS:
+                raise ValueError(f"result must be one of {', '.join(GUARD_RESULTS)}")
+            self._guard.labels(result).inc()
+        self._guard_intact.set(1 if intact else 0)
 
     def render(self) -> bytes:
         """Every metric in the Prometheus text format (CONTENT_TYPE)."""

@@ -32,7 +32,11 @@ CRD_TIMEOUT = 60.0
 
 
 class InventoryUnreadable(cluster_errors.ClusterError, errors.Stalled):
-    """The stored inventory does not decode; prune cannot be decided safely."""
+    """The stored inventory does not decode; prune cannot be decided safely.
+
+    In the cluster: an administrator who deletes `status.inventory` ends the stall."""
+
+    cause_in_cluster = True
 
 
 def sync_path(name: str, subresource: str = "") -> str:

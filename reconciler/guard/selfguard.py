@@ -9,9 +9,11 @@ the field managers (from managedFields) of every difference, and lists changes t
 Namespace, Deployments, ConfigMaps and Secrets made by any field manager but the expected ones;
 `restore` puts the webhook configuration back with server-side apply as `gitwarden`.
 
-Both take a `ClusterPort`, so the reconciler's loop can call them on every pass as the CLI does
-once. Pure apart from the port: no logging, no retries; values printed are configuration (the
-caBundle is a public certificate) and field paths, never object contents.
+Both take a `ClusterPort`; `check_webhook` and `restore_webhook` are the same comparison and
+restore for the webhook configuration alone (a `WebhookPort`), which the reconciler's loop runs
+on every pass and on every change of that object (`reconciler.webhookguard`), as the CLI runs
+`restore` once. Pure apart from the port: no logging, no retries; values printed are
+configuration (the caBundle is a public certificate) and field paths, never object contents.
 """
 
 from __future__ import annotations
@@ -85,6 +87,11 @@ class Target:
     """Field managers whose changes in the namespace are GitOps' (the reconciler's)."""
     compare_client_config: bool = True
     """False when the expected clientConfig is unknown (then it is neither compared nor set)."""
+    compare_ca_bundle: bool = True
+    """False when another controller injects the caBundle (cert-manager's cainjector): then the
+    live caBundle is neither compared nor replaced. A foreign caBundle cannot redirect the API
+    server's calls (the URL or Service still is compared); it can only make them fail, and
+    failurePolicy Fail then denies."""
 
     @property
     def name(self) -> str:
@@ -133,8 +140,8 @@ class GuardReport:
         return not (self.missing or self.drift or self.foreign)
 
 
-class ClusterPort(Protocol):
-    """The cluster, as the guard needs it."""
+class WebhookPort(Protocol):
+    """The one ValidatingWebhookConfiguration, as the loop's guard needs it."""
 
     def read_webhook_configuration(self, name: str) -> Mapping[str, Any] | None:
         """The live object as JSON (with metadata.managedFields), or None if it is absent."""
@@ -148,6 +155,10 @@ class ClusterPort(Protocol):
         """PUT `document` (carrying the live resourceVersion)."""
         ...
 
+
+class ClusterPort(WebhookPort, Protocol):
+    """The cluster, as the audit's guard needs it: the webhook configuration and the namespace."""
+
     def namespace_objects(self, namespace: str) -> Sequence[ObjectMeta]:
         """The Namespace and its Deployments, ConfigMaps and Secrets, metadata only."""
         ...
@@ -158,23 +169,38 @@ class ClusterPort(Protocol):
 
 def check(cluster: ClusterPort, target: Target) -> GuardReport:
     """Compare the live webhook configuration and list foreign changes in the namespace."""
+    report = check_webhook(cluster, target)
+    foreign = tuple(foreign_changes(cluster.namespace_objects(target.namespace), target))
+    return dataclasses.replace(report, foreign=foreign)
+
+
+def check_webhook(cluster: WebhookPort, target: Target) -> GuardReport:
+    """Compare the live webhook configuration only (the namespace is not read)."""
     live = cluster.read_webhook_configuration(target.name)
     drift = () if live is None else tuple(differences(target, live))
-    foreign = tuple(foreign_changes(cluster.namespace_objects(target.namespace), target))
-    return GuardReport(target.name, live is None, drift, foreign, target.compare_client_config)
+    return GuardReport(target.name, live is None, drift, (), target.compare_client_config)
 
 
 def restore(cluster: ClusterPort, target: Target) -> GuardReport:
-    """`check`, then put the webhook configuration back when it differs; verified by re-reading.
+    """`check`, then put the webhook configuration back when it differs (`restore_webhook`)."""
+    return _restore(cluster, target, check(cluster, target))
+
+
+def restore_webhook(cluster: WebhookPort, target: Target) -> GuardReport:
+    """`check_webhook`, then put the webhook configuration back when it differs; verified by
+    re-reading.
 
     Server-side apply cannot remove a field another manager owns (an added matchCondition
     stays), so when applying leaves a difference the webhooks are replaced outright and applied
     once more: the foreign manager then owns nothing, and `gitwarden` applies every field (a
     creator that set a field to the same value keeps sharing it, which is harmless).
     """
+    return _restore(cluster, target, check_webhook(cluster, target))
+
+
+def _restore(cluster: WebhookPort, target: Target, report: GuardReport) -> GuardReport:
     if not target.compare_client_config:
         raise GuardError("cannot restore without the expected clientConfig (--url or --service)")
-    report = check(cluster, target)
     if not (report.missing or report.drift):
         return report
     document = _applied(target.webhook_configuration)
@@ -182,7 +208,7 @@ def restore(cluster: ClusterPort, target: Target) -> GuardReport:
     live = cluster.read_webhook_configuration(target.name)
     if live is not None and differences(target, live):
         replacement = json.loads(json.dumps(live))
-        replacement["webhooks"] = document["webhooks"]
+        replacement["webhooks"] = _keeping_ca_bundles(document["webhooks"], live, target)
         replacement["metadata"].pop("managedFields", None)
         cluster.replace_webhook_configuration(replacement)
         cluster.apply_webhook_configuration(document)
@@ -190,6 +216,26 @@ def restore(cluster: ClusterPort, target: Target) -> GuardReport:
     if live is None or differences(target, live):
         raise GuardError(f"ValidatingWebhookConfiguration {target.name} is still not as expected")
     return dataclasses.replace(report, restored=True)
+
+
+def _keeping_ca_bundles(
+    webhooks: list[dict[str, Any]], live: Mapping[str, Any], target: Target
+) -> list[dict[str, Any]]:
+    """The expected webhooks; with `compare_ca_bundle` off, each keeps its live caBundle (the
+    injector's), so a replace does not cut the API server off until it injects again."""
+    if target.compare_ca_bundle:
+        return webhooks
+    bundles = {
+        w.get("name"): (w.get("clientConfig") or {}).get("caBundle")
+        for w in live.get("webhooks") or []
+        if isinstance(w, dict)
+    }
+    kept = json.loads(json.dumps(webhooks))
+    for webhook in kept:
+        bundle = bundles.get(webhook.get("name"))
+        if bundle:
+            webhook.setdefault("clientConfig", {})["caBundle"] = bundle
+    return list(kept)
 
 
 def _applied(expected: Mapping[str, Any]) -> dict[str, Any]:
@@ -220,6 +266,9 @@ def differences(target: Target, live: Mapping[str, Any]) -> list[Drift]:
             found.append(Drift(f"webhooks[{name}]", None, "present", owners))
             continue
         want, have = _normal(expected[name]), _normal(actual[name])
+        if not target.compare_ca_bundle:
+            for side in (want, have):
+                side.get("clientConfig", {}).pop("caBundle", None)
         for field_name in fields:
             if want.get(field_name) == have.get(field_name):
                 continue

@@ -112,7 +112,8 @@ def test_reconciler_config_is_read_by_the_reconciler(value_set: str) -> None:
     assert container["env"] == [{"name": "HOME", "value": "/tmp"}]
     assert _mounted(container, Path("/tmp"))
     assert _mounted(container, RECONCILER_FILE)
-    for section in (settings.source, settings.trust, settings.push):
+    assert settings.guard.webhook_configuration_file is not None  # the self-guard is on
+    for section in (settings.source, settings.trust, settings.push, settings.guard):
         for field in dataclasses.fields(section):
             value = getattr(section, field.name)
             if isinstance(value, Path):

@@ -28,6 +28,8 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from reconciler import webhookguard
+from reconciler.guard import selfguard
 from tests.chart import render
 from tests.harness.controlplane import ControlPlane, tool
 from webhook import registration
@@ -147,6 +149,17 @@ def _deletes(control_plane: ControlPlane, since: int, docs: list[dict[str, Any]]
     return deleted
 
 
+def _self_guard_agrees(admin: k8s.ApiClient, ns: str) -> None:
+    """The installed self-guard document equals the live registration."""
+    data = k8s.CoreV1Api(admin).read_namespaced_config_map(f"{FULLNAME}-reconciler-selfguard", ns)
+    expected = json.loads(data.data["webhook-configuration.json"])
+    api = k8s.AdmissionregistrationV1Api(admin)
+    live = api.api_client.sanitize_for_serialization(
+        api.read_validating_webhook_configuration(FULLNAME)
+    )
+    assert selfguard.differences(webhookguard.target_for(expected, ns), live) == []
+
+
 def test_install_upgrade_and_uninstall(
     control_plane: ControlPlane, admin: k8s.ApiClient, helm: Helm, tmp_path: Path
 ) -> None:
@@ -221,6 +234,7 @@ def test_install_upgrade_and_uninstall(
     assert audited.returncode == 0, audited.stdout + audited.stderr
     report = json.loads(audited.stdout)
     assert report["webhook_configuration"]["drift"] == []
+    _self_guard_agrees(admin, ns)
     webhook_sa = f"{FULLNAME}-webhook"
     assert not [f for f in report["rbac"] if f["subject"]["name"] == webhook_sa]
 
@@ -249,6 +263,9 @@ def test_install_upgrade_and_uninstall(
     assert after.data == secret.data
     again = k8s.AdmissionregistrationV1Api(admin).read_validating_webhook_configuration(FULLNAME)
     assert again.webhooks[0].client_config.ca_bundle == vwc.webhooks[0].client_config.ca_bundle
+    # The reconciler's self-guard expects exactly what is live, before and after the upgrade
+    # (its document is rendered with the same reused CA): it would restore nothing.
+    _self_guard_agrees(admin, ns)
 
     since = len(control_plane.audit_events())
     helm.run("helm", "uninstall", RELEASE, "--namespace", ns)

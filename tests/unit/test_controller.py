@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 import time
 from typing import Any
@@ -179,7 +180,7 @@ def test_losing_the_lease_mid_pass_exits_at_once_without_waiting_for_the_pass() 
 
 
 def test_a_stalled_tip_is_checked_cheaply_until_it_moves() -> None:
-    refused = cluster_errors.Forbidden("apply ConfigMap a/b: HTTP 403")
+    refused = cluster_errors.Invalid("apply ConfigMap a/b: HTTP 422 (Invalid)")  # Git's object
     runner = Runner(outcome=refused)
     tips = [TIP] * 5 + ["c" * 40]
     checked: list[str] = []
@@ -192,5 +193,88 @@ def test_a_stalled_tip_is_checked_cheaply_until_it_moves() -> None:
     thread, _codes = running(control)
     eventually(lambda: runner.passes == 2, 5.0)
     assert len(checked) == 6  # five checks saw the same tip; the sixth a new one
+    control.stop()
+    thread.join(5)
+
+
+def test_a_pass_stalled_by_the_cluster_is_run_again_on_the_backoff_without_a_new_tip() -> None:
+    runner = Runner(outcome=cluster_errors.Forbidden("apply LimitRange a/b: HTTP 403"))
+    checked: list[str] = []
+
+    def tip() -> str:
+        checked.append(TIP)
+        return TIP
+
+    control, _ = build(runner, tip=tip)
+    thread, _codes = running(control)
+    # interval 0.2 s, then 0.4 s (jitter 0): three passes within about 0.6 s, no tip check.
+    eventually(lambda: runner.passes >= 3, 3.0)
+    runner.outcome = loop.Succeeded()  # an administrator fixed the RBAC
+    eventually(lambda: runner.passes >= 4, 3.0)
+    control.stop()
+    thread.join(5)
+    assert checked == []
+    starts = [t for what, t in runner.log if what == "pass-start"]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert 0.19 < gaps[0] < 0.35, gaps  # loop.interval
+    assert 0.39 < gaps[1] < 0.55, gaps  # doubled
+
+
+@dataclasses.dataclass
+class Guard:
+    log: list[tuple[str, float]]
+
+    def run(self) -> None:
+        self.log.append(("guard", time.monotonic()))
+
+
+class GuardWatch:
+    def __init__(self, wake: Any) -> None:
+        self.wake = wake
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_the_self_guard_runs_after_every_pass_and_at_once_when_its_watch_wakes_the_worker() -> None:
+    runner = Runner()
+    guard = Guard(runner.log)
+    watches: list[GuardWatch] = []
+
+    def watch(wake: Any) -> GuardWatch:
+        watches.append(GuardWatch(wake))
+        return watches[-1]
+
+    control, _ = build(runner, guard=guard, guard_watch=watch)
+    thread, _codes = running(control)
+    eventually(lambda: runner.passes == 1 and len(watches) == 1)
+    eventually(lambda: [w for w, _ in runner.log][:3] == ["pass-start", "pass-end", "guard"])
+    before = sum(1 for what, _ in runner.log if what == "guard")
+    woken = time.monotonic()
+    watches[0].wake()  # the webhook configuration changed
+    watches[0].wake()  # twice: coalesced, one look
+    eventually(lambda: sum(1 for what, _ in runner.log if what == "guard") > before)
+    first = next(t for what, t in runner.log if what == "guard" and t >= woken)
+    assert first - woken < 0.1  # not at the next pass (0.2 s)
+    control.stop()
+    thread.join(5)
+    assert watches[0].stopped
+
+
+def test_a_standby_neither_guards_nor_watches_the_webhook_configuration() -> None:
+    runner, elector = Runner(), Elector()
+    guard = Guard(runner.log)
+    watches: list[GuardWatch] = []
+
+    def watch(wake: Any) -> GuardWatch:
+        watches.append(GuardWatch(wake))
+        return watches[-1]
+
+    control, _ = build(runner, elector=elector, guard=guard, guard_watch=watch)
+    thread, _codes = running(control)
+    time.sleep(0.3)
+    assert runner.log == []
+    assert watches == []
     control.stop()
     thread.join(5)

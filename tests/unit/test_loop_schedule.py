@@ -7,12 +7,31 @@ import time
 
 import pytest
 
-from reconciler import cluster_errors, controlconfig, errors, loop, pipeline
+from reconciler import (
+    apply,
+    changeset,
+    cluster_errors,
+    controlconfig,
+    errors,
+    load,
+    loop,
+    pipeline,
+)
+from reconciler.sealed import errors as sealed_errors
 
 SETTINGS = controlconfig.LoopConfig(interval=60.0, jitter=0.1, retry_base=2.0, retry_max=300.0)
 KEY = loop.StallKey(tip="a" * 40, digest="d1")
 BUSY = cluster_errors.Busy("apply ConfigMap a/b: HTTP 503")
 REFUSED = pipeline.RevisionRefused("revision refused", (("a" * 40, "unsigned"),), "a" * 40)
+FORBIDDEN = cluster_errors.Forbidden("apply LimitRange a/b: HTTP 403 Forbidden (Forbidden)")
+
+
+def wrapped(cause: errors.ReconcileError) -> apply.ApplyStalled:
+    """As apply raises it (`raise ApplyStalled(...) from cause`): the adapter's error as the
+    stage's wrapper's cause."""
+    error = apply.ApplyStalled(cause, changeset.ChangeSet())
+    error.__cause__ = cause
+    return error
 
 
 def schedule(random: float = 0.5) -> loop.Schedule:
@@ -43,6 +62,86 @@ def test_transient_failures_back_off_doubling_to_the_cap_and_a_success_resets() 
     assert state.failures == 0
     _, again = plan.after_pass(state, BUSY, KEY)
     assert again.delay == 2.0
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        FORBIDDEN,  # RBAC (or a webhook's denial) that an administrator may fix
+        cluster_errors.NotFound("apply ConfigMap gone/a: HTTP 404 Not Found (NotFound)"),
+        cluster_errors.NotServed("the API server serves no resource for kind Widget"),
+        wrapped(FORBIDDEN),  # how apply raises it
+        wrapped(cluster_errors.NotFound("apply ConfigMap gone/a: HTTP 404")),
+    ],
+    ids=["forbidden", "not-found", "not-served", "apply-forbidden", "apply-not-found"],
+)
+def test_a_stall_caused_in_the_cluster_is_retried_from_the_interval_doubling_to_the_cap(
+    error: errors.ReconcileError,
+) -> None:
+    plan = schedule(0.0)
+    state, delays = loop.State(), []
+    for _ in range(7):
+        state, step = plan.after_pass(state, error, KEY)
+        assert step.action is loop.Action.RECONCILE  # a full pass: no new commit needed
+        delays.append(step.delay)
+    # From loop.interval (60 s), doubling, capped at stall_retry_max_intervals (10) intervals.
+    assert delays == [60, 120, 240, 480, 600, 600, 600]
+    assert state.stalled is None
+    # A push (someone says "fixed") runs a pass at once; a success resets the backoff.
+    assert plan.on_push(state) == loop.Step(loop.Action.RECONCILE, 0.0)
+    state, _ = plan.after_pass(state, loop.Succeeded(), KEY)
+    assert state == loop.State()
+    assert plan.after_pass(state, error, KEY)[1].delay == 60.0
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        REFUSED,  # a bad signature
+        load.LoadError("abc123 app.yaml line 3: not valid YAML"),  # a bad manifest
+        sealed_errors.DecryptionError("a/b", (sealed_errors.Failure(None, "no key opens it"),)),
+        cluster_errors.Invalid("apply ConfigMap a/b: HTTP 422 (Invalid)"),  # Git's object
+        cluster_errors.Immutable("apply Job a/b: HTTP 422: invalid spec.template"),
+        cluster_errors.Rejected("apply ConfigMap a/b: HTTP 400 Bad Request"),
+        wrapped(cluster_errors.Invalid("apply ConfigMap a/b: HTTP 422 (Invalid)")),
+    ],
+    ids=["signature", "manifest", "sealed", "invalid", "immutable", "rejected", "apply-invalid"],
+)
+def test_a_stall_caused_in_git_is_never_retried_on_a_timer(error: errors.ReconcileError) -> None:
+    plan = schedule()
+    state, step = plan.after_pass(loop.State(cluster_stalls=3), error, KEY)
+    assert state == loop.State(stalled=KEY)
+    assert step.action is loop.Action.CHECK_TIP
+    for _ in range(100):
+        state, step = plan.after_check(state, KEY)
+        assert step.action is loop.Action.CHECK_TIP
+
+
+def test_a_cluster_stall_with_a_short_cap_holds_at_the_interval_times_the_cap() -> None:
+    settings = controlconfig.LoopConfig(interval=2.0, jitter=0.5, stall_retry_max_intervals=3)
+    plan = loop.Schedule(settings, lambda: 0.999)
+    state, delays = loop.State(), []
+    for _ in range(5):
+        state, step = plan.after_pass(state, FORBIDDEN, KEY)
+        delays.append(step.delay)
+    assert delays == pytest.approx([2 * 1.4995, 4 * 1.4995, 6 * 1.4995, 6 * 1.4995, 6 * 1.4995])
+
+
+def test_an_hour_of_an_unfixed_cluster_stall_costs_a_handful_of_passes() -> None:
+    plan, now, state, passes = schedule(0.0), 0.0, loop.State(), 0
+    while now < 3600.0:
+        state, step = plan.after_pass(state, FORBIDDEN, KEY)
+        passes += 1
+        now += step.delay
+    # 60, 120, 240, 480, then every 600 s: no retry storm.
+    assert passes == 9
+
+
+def test_the_classification_follows_the_cause_chain_and_defaults_to_git() -> None:
+    assert errors.in_cluster(wrapped(FORBIDDEN))
+    assert not errors.in_cluster(REFUSED)
+    assert not errors.in_cluster(errors.Stalled("?"))
+    assert not errors.in_cluster(cluster_errors.Busy("503"))  # Transient: not a stall at all
 
 
 def test_a_thousand_failures_do_not_overflow_the_backoff() -> None:

@@ -74,6 +74,7 @@ class FakeCluster:
         self.apply_keeps_extras = apply_keeps_extras
         self.calls: list[str] = []
         self.objects: list[selfguard.ObjectMeta] = []
+        self.replaced: dict[str, Any] = {}
 
     def read_webhook_configuration(self, name: str) -> Mapping[str, Any] | None:
         return copy.deepcopy(self.live)
@@ -85,10 +86,14 @@ class FakeCluster:
             kept = self.live["webhooks"][0].get("matchConditions", [])
             names = {c["name"] for c in new["webhooks"][0]["matchConditions"]}
             new["webhooks"][0]["matchConditions"] += [c for c in kept if c["name"] not in names]
+            bundle = self.live["webhooks"][0]["clientConfig"].get("caBundle")
+            if bundle:  # an injector's caBundle the document leaves out stays, too
+                new["webhooks"][0]["clientConfig"].setdefault("caBundle", bundle)
         self.live = new
 
     def replace_webhook_configuration(self, document: Mapping[str, Any]) -> None:
         self.calls.append("replace")
+        self.replaced = copy.deepcopy(dict(document))
         assert document["metadata"]["resourceVersion"]
         self.live = _stored(document, [])
         self.apply_keeps_extras = False  # the foreign fields are gone now
@@ -192,3 +197,36 @@ def test_foreign_managers_in_the_namespace_are_reported_but_status_and_root_ca_a
     (change,) = selfguard.check(cluster, _target()).foreign
     assert (change.kind, change.name, change.manager) == ("Secret", "opa-data", "kubectl-edit")
     assert change.fields == ("data", "metadata.labels")  # key names under data never shown
+
+
+def test_check_webhook_reads_no_namespace_and_restore_webhook_undoes_the_same_drift() -> None:
+    """The loop's half: the webhook configuration alone, the same comparison and restore."""
+    cluster = FakeCluster(_tampered(), apply_keeps_extras=True)
+    cluster.objects = [selfguard.ObjectMeta("Secret", "s", (selfguard.managed_entry({}),))]
+    report = selfguard.check_webhook(cluster, _target())
+    assert report.foreign == ()
+    assert [d.path for d in report.drift] == [f"webhooks[{HOOK}].matchConditions[x]"]
+    assert selfguard.restore_webhook(cluster, _target()).restored
+    assert cluster.calls == ["apply", "replace", "apply"]
+    assert selfguard.check_webhook(cluster, _target()).clean
+
+
+def test_an_injected_ca_bundle_is_neither_compared_nor_replaced_when_told() -> None:
+    """cert-manager's cainjector owns the caBundle: a different one is no drift, and a replace
+    keeps it; the URL is still compared (a foreign caBundle cannot redirect, only break)."""
+    expected = _expected()
+    del expected["webhooks"][0]["clientConfig"]["caBundle"]
+    target = selfguard.Target(expected, "gitwarden", compare_ca_bundle=False)
+    live = _stored(_tampered(), [_owner("kubectl-patch", "x")])
+    live["webhooks"][0]["clientConfig"]["caBundle"] = "SU5KRUNURUQ="
+    cluster = FakeCluster(live, apply_keeps_extras=True)
+    assert [d.path for d in selfguard.check_webhook(cluster, target).drift] == [
+        f"webhooks[{HOOK}].matchConditions[x]"
+    ]
+    assert selfguard.restore_webhook(cluster, target).restored
+    assert cluster.calls == ["apply", "replace", "apply"]
+    # The replace kept the injector's caBundle (a real SSA then leaves it to its owner).
+    assert cluster.replaced["webhooks"][0]["clientConfig"]["caBundle"] == "SU5KRUNURUQ="
+    redirected = _stored(expected, [])
+    redirected["webhooks"][0]["clientConfig"]["url"] = "https://127.0.0.1:9/evil"
+    assert selfguard.check_webhook(FakeCluster(redirected), target).drift
