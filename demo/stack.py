@@ -197,6 +197,8 @@ def start(stack: contextlib.ExitStack, workdir: Path, repository_url: str, say: 
             "GITWARDEN_WEBHOOK_ADMISSION_CONFIG": str(admission_file),
             # Only the API server (its client certificate) may ask for decisions.
             "GITWARDEN_WEBHOOK_CLIENT_CA": str(client_ca),
+            # The chart's decision cache, against an OPA locked as the chart runs it.
+            "GITWARDEN_WEBHOOK_DECISION_CACHE": services.CHART_DECISION_CACHE,
         },
     )
     stack.callback(webhook.stop)

@@ -10,11 +10,13 @@ exact counts after stopping its server (one worker) rather than guessing from ti
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -314,3 +316,36 @@ def test_a_stopping_worker_answers_the_request_in_flight_with_connection_close(
     finally:
         sock.close()
     assert counts(served)[0] == 2
+
+
+def test_a_client_that_stops_reading_gets_every_answer_once_it_reads(
+    opa_server: OpaServer, tmp_path: Path
+) -> None:
+    """400 pipelined reviews from a client that reads nothing for 1.5 s: every answer arrives,
+    once and in order, and the connection and the worker's one thread then serve on."""
+    server = _webhook(opa_server, tmp_path, {"GITWARDEN_WEBHOOK_THREADS": "1"})
+    try:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window fills soon
+        raw.settimeout(20)
+        raw.connect((LOOPBACK, server.port))
+        sock = server.tls_context().wrap_socket(raw, server_hostname=LOOPBACK)
+        uids = [f"unread-{i}" for i in range(400)]
+        pipelined = b"".join(request("/validate", _review(u)) for u in uids)
+        sender = threading.Thread(target=sock.sendall, args=(pipelined,))
+        sender.start()
+        time.sleep(1.5)  # not reading: the answers queue in the buffers
+        pending = bytearray()
+        answers = [read_answer(sock, pending) for _ in uids]
+        sender.join(20)
+        assert [json.loads(a.split(b"\r\n\r\n", 1)[1])["response"]["uid"] for a in answers] == uids
+        assert all(a.startswith(b"HTTP/1.1 200 OK\r\n") for a in answers)
+        sock.sendall(request("/validate", _review("after")))
+        assert b'"uid":"after"' in read_answer(sock, pending)
+        other = connect(server)
+        other.sendall(request("/validate", _review("other")))
+        assert b'"uid":"other"' in read_answer(other, bytearray())
+        other.close()
+        sock.close()
+    finally:
+        server.stop()
