@@ -147,7 +147,7 @@ def _measured(
     return run
 
 
-def _scrape(server: WebhookServer) -> dict[str, float]:
+def scrape(server: WebhookServer) -> dict[str, float]:
     """The webhook's decision-cache counters by result and its own latency buckets (by `le`)."""
     conn = http.client.HTTPSConnection(
         LOOPBACK, server.port, context=server.tls_context(), timeout=10
@@ -170,7 +170,7 @@ def _scrape(server: WebhookServer) -> dict[str, float]:
     return found
 
 
-def _own_time(before: dict[str, float], after: dict[str, float]) -> str:
+def own_time(before: dict[str, float], after: dict[str, float]) -> str:
     """What the webhook's own histogram says of the requests between two scrapes."""
     total = after["le +Inf"] - before["le +Inf"]
     over = [
@@ -211,7 +211,7 @@ def _part_one(
         ("uncached", uncached.port),
     )
     scraped = {
-        name: _scrape(server)
+        name: scrape(server)
         for name, server in (("webhook", stack.webhook), ("uncached", uncached))
     }
     for connections in (8, 32):
@@ -229,12 +229,10 @@ def _part_one(
                 print("  " + run.line(), flush=True)
                 results[(target, connections)].append(run)
     servers = (("webhook", stack.webhook), ("uncached", uncached))
-    after = {name: _scrape(server) for name, server in servers}
+    after = {name: scrape(server) for name, server in servers}
     for name, _ in servers:
         # Time inside the app (parse, lookups, decision, answer), against wrk's round trip.
-        print(
-            f"the {name}'s own histogram over these runs: {_own_time(scraped[name], after[name])}"
-        )
+        print(f"the {name}'s own histogram over these runs: {own_time(scraped[name], after[name])}")
     cache = {
         k: v - scraped["webhook"].get(k, 0.0)
         for k, v in after["webhook"].items()

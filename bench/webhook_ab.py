@@ -18,7 +18,6 @@ seconds.
 from __future__ import annotations
 
 import argparse
-import http.client
 import statistics
 import sys
 import tempfile
@@ -42,25 +41,6 @@ def _variant(text: str) -> tuple[str, dict[str, str]]:
             raise argparse.ArgumentTypeError(f"not KEY=VALUE: {pair!r}")
         env[f"GITWARDEN_WEBHOOK_{key.upper()}"] = value
     return name, env
-
-
-def _over(server: WebhookServer) -> dict[str, float]:
-    """The webhook's request-duration buckets (cumulative counts by `le`)."""
-    conn = http.client.HTTPSConnection(
-        LOOPBACK, server.port, context=server.tls_context(), timeout=10
-    )
-    try:
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
-    finally:
-        conn.close()
-    found: dict[str, float] = {}
-    prefix = 'gitwarden_webhook_request_duration_seconds_bucket{le="'
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            le = line[len(prefix) :].split('"', 1)[0]
-            found[le] = found.get(le, 0.0) + float(line.rsplit(" ", 1)[1])
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,22 +99,18 @@ def _rounds(
             pids = bench_webhook._children(server.process.popen.pid)  # type: ignore[union-attr]
             pids.append(opa.process.popen.pid)  # type: ignore[union-attr]
             cpu = sum(bench_webhook._cpu_seconds(p) for p in pids)
-            before = _over(server)
+            before = bench_webhook.scrape(server)
             run = wrk.run(
                 name, server.port, inputs, connections=args.connections, seconds=args.seconds
             )
-            after = _over(server)
+            after = bench_webhook.scrape(server)
             per_request = (
                 1000
                 * (sum(bench_webhook._cpu_seconds(p) for p in pids) - cpu)
                 / max(run.requests, 1)
             )
-            total = max(after["+Inf"] - before["+Inf"], 1.0)
-            shares = ", ".join(
-                f">{float(le) * 1000:g} ms {100 * (1 - (after[le] - before[le]) / total):.2f}%"
-                for le in ("0.005", "0.01", "0.025")
-            )
-            print(f"  {run.line()}  cpu/req {per_request:.3f} ms  in the app: {shares}", flush=True)
+            shares = bench_webhook.own_time(before, after)
+            print(f"  {run.line()}  cpu/req {per_request:.3f} ms; in the app: {shares}", flush=True)
             runs[name].append((run.rate, run.p99_ms, per_request))
     for name, measured in runs.items():
         p99s = [m[1] for m in measured]
