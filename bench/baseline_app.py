@@ -3,23 +3,15 @@
 It reads the body, decodes the JSON (with orjson, as the webhook does), and answers
 `allowed: true` for the request's uid: no validation, no policy call, no logging, no metrics.
 So gunicorn, TLS, JSON and the loopback network are all it measures; bench_webhook serves it
-with the same worker settings as the webhook, and it runs with the webhook's GIL switch
-interval.
+with the same worker settings as the webhook.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
-
-from webhook import settings
-
-# The same Python runtime as the webhook's workers (gunicorn imports this module in each worker
-# after fork): their GIL switch interval.
-sys.setswitchinterval(settings.WebhookSettings().switch_interval_ms / 1000)
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

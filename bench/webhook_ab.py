@@ -12,7 +12,7 @@ measures serving without the lookups' round trips. 127.0.0.1 only; bounded by ro
 seconds.
 
     python -m bench.webhook_ab --variant base: \\
-        --variant slow-switch:SWITCH_INTERVAL_MS=5 --variant uncached:DECISION_CACHE=0
+        --variant two-threads:THREADS=2 --variant uncached:DECISION_CACHE=0
 """
 
 from __future__ import annotations

@@ -15,9 +15,7 @@ well-formed POSTs to `app.REVIEW_PATHS` itself, without gunicorn's HTTP parser.
 from __future__ import annotations
 
 import logging
-import os
 import ssl
-import sys
 import threading
 import time
 from pathlib import Path
@@ -165,17 +163,8 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         return self._tls.context()
 
     def _post_fork(self, server: Any, worker: Any) -> None:
-        # The event loop thread reads every connection's next request; behind a request thread
-        # that is busy in Python it waits up to this long for the interpreter, once a request.
-        sys.setswitchinterval(self._settings.switch_interval_ms / 1000)
         logbuffer.spare_caller_lookups()
         self._log_writers = logbuffer.install()
-        log.info(
-            "worker %d: %d threads, GIL switch interval %.2f ms",
-            os.getpid(),
-            self._settings.threads,
-            sys.getswitchinterval() * 1000,
-        )
 
     def _worker_exit(self, server: Any, worker: Any) -> None:
         logbuffer.close(self._log_writers)

@@ -61,15 +61,6 @@ class WebhookSettings:
             "unset: no client certificate asked for",
         ),
     )
-    switch_interval_ms: float = field(
-        default=0.5,
-        metadata=_help(
-            "each worker's GIL switch interval (Python's sys.setswitchinterval, 5 ms by "
-            "default): how long a busy thread keeps the interpreter before one waiting for it "
-            "(the event loop reading the next request) is let in; see the README's "
-            '"Webhook speed"'
-        ),
-    )
     handshake_timeout: float = field(
         default=3.0,
         metadata=_help(
@@ -154,8 +145,6 @@ class WebhookSettings:
         for name in ("handshake_timeout", "request_timeout"):
             if not 0 < getattr(self, name) <= 60:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be in (0, 60] seconds")
-        if not 0.05 <= self.switch_interval_ms <= 100:
-            raise SettingsError(f"{PREFIX}SWITCH_INTERVAL_MS must be in [0.05, 100] ms")
         if not 0 <= self.decision_cache <= 1_000_000:
             raise SettingsError(f"{PREFIX}DECISION_CACHE must be in [0, 1000000] decisions")
         if self.max_body_bytes < 1024:
