@@ -97,7 +97,7 @@ class CachedDecisions:
                     self._kept.move_to_end(key)
             if found is not None:
                 self._count(HIT)
-                return dataclasses.replace(found, cached=True)
+                return found
         decision, server = self._engine.decide_and_identify(policy_input)
         if server is None or not server.fixed:
             self._count(UNCACHEABLE)
@@ -123,7 +123,7 @@ class CachedDecisions:
                     )
                 self._kept.clear()
                 self._server = server.id
-            self._kept[key] = decision
+            self._kept[key] = dataclasses.replace(decision, cached=True)  # as a hit answers it
             if len(self._kept) > self._entries:
                 self._kept.popitem(last=False)
         return decision
