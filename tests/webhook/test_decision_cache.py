@@ -67,6 +67,14 @@ def test_a_fixed_servers_decision_is_answered_again_without_asking_it(tmp_path: 
         other = {**DENIED, "name": "another"}
         assert not cache.decide(other).cached  # another input, even one field, is asked again
         assert _queries_seen(server) == 2
+        # The same person and change, now in the break-glass group: a different input, so the
+        # cached denial is never theirs, and the denial stays cached for the request without it.
+        groups = [*DENIED["userInfo"]["groups"], "gitwarden:break-glass"]
+        glass = {**DENIED, "userInfo": {**DENIED["userInfo"], "groups": groups}}
+        broken = cache.decide(glass)
+        assert (broken.allowed, broken.reason, broken.cached) == (True, "break-glass", False)
+        assert cache.decide(DENIED).reason == "not-gitops"
+        assert _queries_seen(server) == 3
         engine.close()
     finally:
         server.stop()
