@@ -76,6 +76,7 @@ def create_app(
         )
     if metrics is None:
         metrics = metrics_mod.Metrics(settings.metrics_dir)
+    cache: decisioncache.CachedDecisions | None = None
     if engine is None:
         opa = policy.OpaEngine(settings.opa_url, settings.decision_path, settings.opa_timeout)
         engine = opa
@@ -84,7 +85,7 @@ def create_app(
                 result: metrics.decision_cache.labels(result)
                 for result in (decisioncache.HIT, decisioncache.MISS, decisioncache.UNCACHEABLE)
             }
-            engine = decisioncache.CachedDecisions(
+            engine = cache = decisioncache.CachedDecisions(
                 opa, settings.decision_cache, lambda result: counters[result].inc()
             )
     annotation_keys = frozenset({settings.path_annotation})
@@ -100,11 +101,7 @@ def create_app(
         if body is None:
             return _bad_request(metrics, f"body is larger than {settings.max_body_bytes} bytes")
         try:
-            req = review.parse(body, annotation_keys)
-            if route.parent:  # before the lookup: the name becomes part of a URL on the API server
-                review.check_lookup_target(req)
-            if route.namespace_delete:  # likewise: the name is the namespace that is listed
-                review.check_namespace_target(req)
+            req = _parsed(body, annotation_keys, route)
         except review.MalformedReview as exc:
             return _bad_request(metrics, str(exc))
         try:
@@ -112,26 +109,7 @@ def create_app(
             decision = engine.decide(review.policy_input(req, **found))
         except (policy.EngineError, parents_mod.LookupFailed) as exc:
             decision = _undecided(metrics, req, exc, settings.fail_open)
-        metrics.decisions.labels(
-            "allow" if decision.allowed else "deny", decision.mode, decision.reason
-        ).inc()
-        elapsed = time.perf_counter() - started
-        metrics.latency.observe(elapsed)
-        log.info(
-            "%s %s %s by %s: %s (%s, %s) in %.1f ms%s",
-            req.uid,
-            req.operation.lower(),
-            req.ref + (f"/{req.sub_resource}" if req.sub_resource else ""),
-            req.username,
-            "allowed" if decision.allowed else "denied",
-            decision.reason,
-            decision.mode,
-            elapsed * 1000,
-            ", from the decision cache" if decision.cached else "",
-        )
-        # Encoded here, once, compactly, as UTF-8 by orjson: Flask's JSON provider (sorted keys,
-        # its own encoder hooks) costs more than the whole answer is worth on the hot path.
-        return 200, orjson.dumps(review.response(req.uid, decision))
+        return 200, _answered(metrics, req, decision, started)
 
     # The review paths the API server is configured with (registration.py), and what each
     # says about the request.
@@ -150,6 +128,9 @@ def create_app(
         # already applied, is configured with this path.
         "/validate/protected-namespace": facts_mod.Route(namespace_protected=True),
     }
+
+    if cache is not None:
+        app.extensions[RECALL] = _Recall(settings, routes, facts, cache, metrics)
 
     def flask_review() -> Response:
         # Reached only when ReviewRoutes is not in front (a caller of app.full_dispatch_request);
@@ -233,11 +214,115 @@ class ReviewRoutes:
                 "internal error handling POST %s: %s", environ.get("PATH_INFO"), type(exc).__name__
             )
             code, body = 500, _INTERNAL_ERROR
-        start_response(
-            _STATUS[code],
-            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
-        )
+        status, headers, body = _wsgi_answer(code, body)
+        start_response(status, headers)
         return [body]
+
+
+WSGIAnswer = tuple[str, list[tuple[str, str]], bytes]
+"""A WSGI answer in full: status line, headers, body."""
+
+RECALL = "gitwarden.recall"
+"""The key of the app's `recall` in its Flask `extensions` (read by `recall_of`)."""
+
+
+def recall_of(app: Flask) -> Callable[[str, bytes, Callable[[], bool]], WSGIAnswer | None] | None:
+    """The app's answer from the decision cache (`_Recall`), if it caches decisions."""
+    found = app.extensions.get(RECALL)
+    return found if isinstance(found, _Recall) else None
+
+
+def _wsgi_answer(code: int, body: bytes) -> WSGIAnswer:
+    """What ReviewRoutes answers with `code` and `body` (and so what `recall` sends)."""
+    return (
+        _STATUS[code],
+        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+        body,
+    )
+
+
+class _Recall:
+    """The app's answer to a review POST from the decision cache alone (`recall_of`)."""
+
+    def __init__(
+        self,
+        settings: settings_mod.WebhookSettings,
+        routes: Mapping[str, facts_mod.Route],
+        facts: facts_mod.Facts,
+        cache: decisioncache.CachedDecisions,
+        metrics: metrics_mod.Metrics,
+    ) -> None:
+        self._routes, self._facts, self._cache, self._metrics = dict(routes), facts, cache, metrics
+        self._client_ca = settings.client_ca is not None
+        self._max_body = settings.max_body_bytes
+        self._keys = frozenset({settings.path_annotation})
+
+    def __call__(self, path: str, body: bytes, certified: Callable[[], bool]) -> WSGIAnswer | None:
+        """The answer, or None; never waits on OPA or the cluster.
+
+        For the serving worker's event loop (`worker.TLSServing.recall`), which sends the
+        answer as it is and hands every None to a request thread, where `validate` answers as
+        always. A hit is answered, counted and logged exactly as `validate` answers it. None
+        for anything else: another path, no client certificate where one is required, an
+        oversized or malformed review, facts that need a lookup (the parent routes, deletes
+        of namespaces and CRDs, pod-bound tokens), and an input with no kept decision from a
+        server still seen serving.
+        """
+        started = time.perf_counter()
+        route = self._routes.get(path)
+        if route is None or (self._client_ca and not certified()) or len(body) > self._max_body:
+            return None
+        try:
+            gathered = self._facts.at_hand(_parsed(body, self._keys, route), route)
+        except (review.MalformedReview, parents_mod.LookupFailed):
+            return None
+        decision = (
+            None
+            if gathered is None
+            else self._cache.recall(review.policy_input(gathered[0], **gathered[1]))
+        )
+        if gathered is None or decision is None:
+            return None
+        return _wsgi_answer(200, _answered(self._metrics, gathered[0], decision, started))
+
+
+def _parsed(body: bytes, keys: frozenset[str], route: facts_mod.Route) -> review.AdmissionRequest:
+    """The review in `body`, its names checked where the route looks them up."""
+    req = review.parse(body, keys)
+    if route.parent:  # before the lookup: the name becomes part of a URL on the API server
+        review.check_lookup_target(req)
+    if route.namespace_delete:  # likewise: the name is the namespace that is listed
+        review.check_namespace_target(req)
+    return req
+
+
+def _answered(
+    metrics: metrics_mod.Metrics,
+    req: review.AdmissionRequest,
+    decision: decision_mod.Decision,
+    started: float,
+) -> bytes:
+    """Count and log a decision; its AdmissionReview answer."""
+    metrics.decisions.labels(
+        "allow" if decision.allowed else "deny", decision.mode, decision.reason
+    ).inc()
+    elapsed = time.perf_counter() - started
+    metrics.latency.observe(elapsed)
+    log.info(
+        "%s %s %s by %s: %s (%s, %s) in %.1f ms%s",
+        req.uid,
+        req.operation.lower(),
+        req.ref + (f"/{req.sub_resource}" if req.sub_resource else ""),
+        req.username,
+        "allowed" if decision.allowed else "denied",
+        decision.reason,
+        decision.mode,
+        elapsed * 1000,
+        ", from the decision cache" if decision.cached else "",
+    )
+    # Encoded here, once, compactly, as UTF-8 by orjson: Flask's JSON provider (sorted keys,
+    # its own encoder hooks) costs more than the whole answer is worth on the hot path.
+    return orjson.dumps(review.response(req.uid, decision))
 
 
 def _client_certified(environ: dict[str, Any]) -> bool:

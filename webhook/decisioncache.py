@@ -13,9 +13,11 @@ ones OPA decides with. That is what is checked:
 * the cache belongs to one server process at a time (its `labels.id`): the first decision
   from another one empties it;
 * a kept decision is answered only on a request thread whose own connection to that same
-  server is still open (one poll of the idle socket). A server that ends closes every
-  connection to it, so after an OPA restart, the way its policy or data can change, the very
-  next request of every thread goes to the new server.
+  server is still open (one poll of the idle socket), or, by `recall` on a thread that asks
+  OPA nothing (the serving worker's event loop), while the engine's witness connection to
+  that server is (`policy.OpaEngine.witnessed`). A server that ends closes every connection
+  to it, so after an OPA restart, the way its policy or data can change, the very next
+  request of every thread goes to the new server.
 
 Errors are never kept (they are raised, as without the cache), nor are decisions made while
 the server could not be checked, nor those of inputs over `MAX_INPUT_BYTES`. The readiness
@@ -64,6 +66,10 @@ class IdentifyingEngine(Protocol):
         """The server behind this thread's still-open connection, if one was identified."""
         ...
 
+    def witnessed(self) -> policy.Instance | None:
+        """The server behind an idle connection any thread may poll, while it stays open."""
+        ...
+
     def ready(self) -> bool:
         """Whether the engine answers and the policy is loaded."""
         ...
@@ -89,15 +95,9 @@ class CachedDecisions:
         if len(key) > MAX_INPUT_BYTES:
             self._count(UNCACHEABLE)
             return self._engine.decide_and_identify(policy_input)[0]
-        serving = self._engine.serving()
-        if serving is not None and serving.fixed:
-            with self._lock:
-                found = self._kept.get(key) if serving.id == self._server else None
-                if found is not None:
-                    self._kept.move_to_end(key)
-            if found is not None:
-                self._count(HIT)
-                return found
+        found = self._kept_from(key, self._engine.serving())
+        if found is not None:
+            return found
         decision, server = self._engine.decide_and_identify(policy_input)
         if server is None or not server.fixed:
             self._count(UNCACHEABLE)
@@ -127,6 +127,34 @@ class CachedDecisions:
             if len(self._kept) > self._entries:
                 self._kept.popitem(last=False)
         return decision
+
+    def recall(self, policy_input: Mapping[str, Any]) -> decision_mod.Decision | None:
+        """The kept decision for this exact input, or None; never asks OPA, never waits.
+
+        For a thread that must not wait on OPA (the serving worker's event loop): a decision
+        is answered only while the engine's witness connection to the server that made it is
+        still open. None (not counted: whoever then calls `decide` counts that) when nothing
+        is kept for the input, the input is too large to be kept, or no open connection names
+        the server the cache holds decisions of.
+        """
+        key = orjson.dumps(policy_input)
+        if len(key) > MAX_INPUT_BYTES:
+            return None
+        return self._kept_from(key, self._engine.witnessed())
+
+    def _kept_from(
+        self, key: bytes, serving: policy.Instance | None
+    ) -> decision_mod.Decision | None:
+        """The decision kept for `key` if `serving` is the fixed server it came from (a hit)."""
+        if serving is None or not serving.fixed:
+            return None
+        with self._lock:
+            found = self._kept.get(key) if serving.id == self._server else None
+            if found is not None:
+                self._kept.move_to_end(key)
+        if found is not None:
+            self._count(HIT)
+        return found
 
     def ready(self) -> bool:
         """The engine's own readiness: OPA is asked, never the cache."""

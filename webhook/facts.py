@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,17 @@ class LazyLookup:
             return self._lookup
 
 
+_Cluster = Callable[[], parents.ParentLookup]
+
+
+class _WouldLookUp(Exception):
+    """`Facts.at_hand` reached a lookup."""
+
+
+def _no_lookup() -> parents.ParentLookup:
+    raise _WouldLookUp
+
+
 class Facts:
     """Turns a parsed request and its route into the request and facts the policy decides on."""
 
@@ -80,26 +92,48 @@ class Facts:
         self, req: review.AdmissionRequest, route: Route
     ) -> tuple[review.AdmissionRequest, dict[str, Any]]:
         """The request (with the parent's metadata on the parent route) and policy_input kwargs."""
+        return self._gather(req, route, self._lookup.get)
+
+    def at_hand(
+        self, req: review.AdmissionRequest, route: Route
+    ) -> tuple[review.AdmissionRequest, dict[str, Any]] | None:
+        """What `gather` answers when that needs no lookup; None when it would make one.
+
+        For a caller that must not wait on the network (the serving worker's event loop): the
+        same rules decide, and the first lookup they would make ends it instead.
+        """
+        try:
+            return self._gather(req, route, _no_lookup)
+        except _WouldLookUp:
+            return None
+
+    def _gather(
+        self, req: review.AdmissionRequest, route: Route, cluster: _Cluster
+    ) -> tuple[review.AdmissionRequest, dict[str, Any]]:
         if route.parent:
-            req = self._with_parent(req)
+            req = self._with_parent(req, cluster)
         deleting = req.operation == "DELETE"
         return req, {
             "namespace_protected": route.namespace_protected,
             "namespace_terminating": req.username in self._terminating_users
-            and self._namespace_terminating(req),
+            and self._namespace_terminating(req, cluster),
             "namespace_holds_managed": route.namespace_delete
             and deleting
-            and self._namespace_holds_managed(req),
-            "pod_live": self._pod_live(req),
-            "crd_holds_managed": route.crd_delete and deleting and self._crd_holds_managed(req),
+            and self._namespace_holds_managed(req, cluster),
+            "pod_live": self._pod_live(req, cluster),
+            "crd_holds_managed": route.crd_delete
+            and deleting
+            and self._crd_holds_managed(req, cluster),
         }
 
-    def _with_parent(self, req: review.AdmissionRequest) -> review.AdmissionRequest:
+    def _with_parent(
+        self, req: review.AdmissionRequest, cluster: _Cluster
+    ) -> review.AdmissionRequest:
         # Only the configured kinds: anyone who can reach the port could otherwise make the
         # webhook read (and reveal the labels of) any object its RBAC happens to allow.
         if (req.resource_group, req.resource, req.sub_resource) not in self._parent_rules:
             raise parents.LookupFailed(f"{req.ref}: not a configured parent kind")
-        parent = self._lookup.get().metadata(
+        parent = cluster().metadata(
             req.resource_group, req.resource_version, req.resource, req.namespace, req.name
         )
         if parent is None:
@@ -113,40 +147,38 @@ class Facts:
         )
         return dataclasses.replace(req, object=meta, old_object=meta)
 
-    def _namespace_terminating(self, req: review.AdmissionRequest) -> bool:
+    def _namespace_terminating(self, req: review.AdmissionRequest, cluster: _Cluster) -> bool:
         if req.resource_group == "" and req.resource == "namespaces":
             stored = req.old_object
             return stored is not None and stored.terminating
         if not req.namespace:
             return False
-        namespace = self._lookup.get().metadata("", "v1", "namespaces", "", req.namespace)
+        namespace = cluster().metadata("", "v1", "namespaces", "", req.namespace)
         return namespace is not None and namespace.terminating
 
-    def _namespace_holds_managed(self, req: review.AdmissionRequest) -> bool:
+    def _namespace_holds_managed(self, req: review.AdmissionRequest, cluster: _Cluster) -> bool:
         if not (req.resource_group == "" and req.resource == "namespaces"):
             return False
-        lookup = self._lookup.get()
+        lookup = cluster()
         return any(
             lookup.any_labelled(group, version, resource, req.name, self._managed)
             for group, version, resource in self._config.namespace_content_kinds
         )
 
-    def _crd_holds_managed(self, req: review.AdmissionRequest) -> bool:
+    def _crd_holds_managed(self, req: review.AdmissionRequest, cluster: _Cluster) -> bool:
         crd = req.crd
         if crd is None or crd.group not in self._config.guarded_crd_groups:
             return False
         # All namespaces at once: the cluster-wide list path serves namespaced kinds too.
-        return self._lookup.get().any_labelled(
-            crd.group, crd.version, crd.plural, "", self._managed
-        )
+        return cluster().any_labelled(crd.group, crd.version, crd.plural, "", self._managed)
 
-    def _pod_live(self, req: review.AdmissionRequest) -> bool:
+    def _pod_live(self, req: review.AdmissionRequest, cluster: _Cluster) -> bool:
         # Impersonation can claim any pod-name and pod-uid extras; a real pod-bound token names
         # a live pod (the API server checks that when it authenticates the token).
         c = self._config
         if not (c.verify_pod_live and req.pod_name and req.username in c.gitops_usernames):
             return False
-        pod = self._lookup.get().metadata("", "v1", "pods", c.namespace, req.pod_name)
+        pod = cluster().metadata("", "v1", "pods", c.namespace, req.pod_name)
         if pod is None or pod.terminating or not req.pod_uid or pod.uid != req.pod_uid:
             return False
         return all(pod.labels.get(k) == v for k, v in c.pod_labels.items())

@@ -10,8 +10,8 @@ Nothing is cached here. What a cache needs to know is said here, per connection:
 server process a decision came from (its `labels.id`), whether that server's policy and data
 are fixed for as long as it runs (it refuses a write to its API and loads no bundles), and
 whether the connection to it is still open (`OpaEngine.decide_and_identify`,
-`OpaEngine.serving`). It never logs and never sees object contents beyond the slim policy
-input.
+`OpaEngine.serving`, and for a thread that makes no decisions, `OpaEngine.witnessed`). It
+never logs and never sees object contents beyond the slim policy input.
 """
 
 from __future__ import annotations
@@ -188,6 +188,12 @@ class OpaEngine:
         self._local = threading.local()
         self._clients: list[_Client] = []
         self._lock = threading.Lock()
+        # The witness: one more connection to OPA that carries no decision, checked like a
+        # thread's and then left idle, so any thread can see the server is still the same one
+        # (`witnessed`) with one poll and without waiting on a connection in use.
+        self._witness: tuple[opatransport.KeepAliveAdapter, Instance] | None = None
+        self._witness_lock = threading.Lock()
+        self._witness_due = True  # none yet, or the last one ended: a request thread opens one
 
     def _client(self) -> _Client:
         client: _Client | None = getattr(self._local, "client", None)
@@ -233,7 +239,50 @@ class OpaEngine:
         if adapter.connections != connection:  # OPA closed it after answering: not the same one
             return decision, None
         self._local.identified = (connection, instance)
+        if instance.fixed and self._witness_due:
+            self._open_witness(client._session.headers)
         return decision, instance
+
+    def witnessed(self) -> Instance | None:
+        """The server the witness connection was checked against, while it stays open.
+
+        For any thread, the serving worker's event loop included: one poll of an idle
+        connection, under a lock held for nothing else, no bytes sent and never a wait on OPA.
+        None when there is no witness or OPA closed it (the server ended, restarted or timed
+        the idle connection out); the next request thread to make a new connection's first
+        decision on a fixed server then opens another (`decide_and_identify`).
+        """
+        with self._witness_lock:
+            witness = self._witness
+            if witness is None:
+                return None
+            if witness[0].still_open():
+                return witness[1]
+            self._witness, self._witness_due = None, True
+        return None
+
+    def _open_witness(self, headers: Mapping[str, str]) -> None:
+        """Open and check the witness connection, on the request thread that found it due.
+
+        Three exchanges with OPA (connect, the two checks of `_identify`), once per server
+        process and worker, or after OPA closed an idle witness. One thread at a time; a
+        failure only leaves it due for the next one.
+        """
+        with self._witness_lock:
+            if not self._witness_due:
+                return
+            self._witness_due = False  # this thread opens it; others carry on
+        adapter = opatransport.KeepAliveAdapter(self._host, self._port)
+        instance: Instance | None = None
+        with contextlib.suppress(requests.RequestException):
+            instance = _identify(adapter, headers, min(self._timeout, IDENTIFY_TIMEOUT))
+        kept = instance is not None and instance.fixed and adapter.connections == 1
+        with self._witness_lock:
+            if kept and instance is not None and adapter.still_open():
+                self._witness = (adapter, instance)
+                return
+            self._witness_due = True
+        adapter.close()
 
     def serving(self) -> Instance | None:
         """The server this thread's last decision came from, while its connection stays open.
@@ -278,6 +327,10 @@ class OpaEngine:
             clients, self._clients = self._clients, []
         for client in clients:
             client.close_connection()
+        with self._witness_lock:
+            witness, self._witness, self._witness_due = self._witness, None, True
+        if witness is not None:
+            witness[0].close()
 
 
 def _adapter(client: _Client) -> opatransport.KeepAliveAdapter | None:

@@ -113,6 +113,7 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
         self.request_timeout = settings.request_timeout
         # The POSTs the worker answers without gunicorn's parser (see webhook.worker).
         self.review_paths = app_mod.REVIEW_PATHS
+        self.recall: worker.Recall | None = None
         super().__init__()
 
     def load_config(self) -> None:
@@ -176,7 +177,10 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
             )
 
     def load(self) -> Any:
-        return app_mod.create_app(self._settings)
+        app = app_mod.create_app(self._settings)
+        # In the worker, after fork: its event loop answers cache hits through this.
+        self.recall = app_mod.recall_of(app)
+        return app
 
 
 def run(settings: settings_mod.WebhookSettings) -> None:

@@ -46,6 +46,7 @@ import socket
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent import futures
 from functools import partial
 from typing import Any, Protocol, cast
@@ -71,13 +72,21 @@ _HEAD_END = b"\r\n\r\n"
 HEARTBEAT_SECONDS = 1.0
 
 
+Recall = Callable[[str, bytes, Callable[[], bool]], tuple[str, list[tuple[str, str]], bytes] | None]
+"""The application's answer from memory to a review POST (path, body, and a call saying whether
+the connection presented a verified client certificate): a WSGI status, headers and body, or
+None when a request thread must answer it. It never blocks: the event loop calls it."""
+
+
 class TLSServing(Protocol):
-    """What the worker needs from the application: the context, the two deadlines, and the
-    paths whose POSTs the fast path may answer (empty: none)."""
+    """What the worker needs from the application: the context, the two deadlines, the
+    paths whose POSTs the fast path may answer (empty: none) and, once the app is loaded in
+    the worker, its `recall` (None: every fast-path request goes to a thread)."""
 
     handshake_timeout: float
     request_timeout: float
     review_paths: tuple[str, ...]
+    recall: Recall | None
 
     def server_context(self) -> ssl.SSLContext:
         """The current server-side TLS context (rebuilt when its files change)."""
@@ -137,6 +146,7 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
         self._date = (0, "")  # the Date header's value, and the second it names
         # Counted on the event loop; logged when the worker exits.
         self.fast_requests = 0
+        self.recalled_requests = 0  # of the fast ones, answered on the event loop
         self.gunicorn_requests = 0
 
     def init_process(self) -> None:
@@ -148,10 +158,12 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
             super().run()
         finally:
             log.info(
-                "worker %s answered %d requests on the fast path and handed %d to gunicorn",
+                "worker %s answered %d requests on the fast path and handed %d to gunicorn; "
+                "%d of the fast ones were answered from memory on the event loop",
                 self.pid,
                 self.fast_requests,
                 self.gunicorn_requests,
+                self.recalled_requests,
             )
 
     def notify(self) -> None:
@@ -240,6 +252,8 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
             if request is not None:
                 conn.take_head()
                 self.fast_requests += 1
+                if self._recalled(conn, request):
+                    return
                 fs = self.tpool.submit(self._answer_fast, conn, request)
                 fs.add_done_callback(
                     lambda fut: self.method_queue.defer(self._finish_fast, conn, fut)
@@ -293,22 +307,108 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
 
     # -------------------------------------------------------------------- the fast path
 
-    def _answer_fast(self, conn: _Conn, request: fastpath.Request) -> bool:
-        """Answer a review POST in a pool thread; True if the connection stays open.
+    def _recalled(self, conn: _Conn, request: fastpath.Request) -> bool:
+        """Answer a review POST here on the event loop if the app can from memory; True if so.
 
-        What gunicorn's handle_request does for such a request, without its parser, environ
-        builder and Response: the request count and max_requests, the app's answer written in
-        one send, with `Connection: close` when the worker is stopping (checked after the app,
-        so a stop that arrives meanwhile closes too) or keeps too many connections. Anything
-        raised closes the connection: nothing is half-answered or retried.
+        The app's `recall` answers a decision-cache hit without waiting on anything (no OPA,
+        no lookup); the answer goes out in one non-blocking send (`_send_now`), as
+        `_answer_fast` would send it, and the connection returns to the poller without a
+        thread ever taking it up. False (nothing sent, nothing counted) sends the request to
+        a thread as before.
         """
-        close = False
+        recall = self._serving.recall
+        if recall is None:
+            return False
+        try:
+            answer = recall(request.path, request.body, partial(_certified, conn.sock))
+        except Exception as exc:
+            # The type only: an exception's text could quote the request. The thread answers.
+            log.error(  # noqa: TRY400
+                "answering POST %s from memory failed (%s); a request thread answers it",
+                request.path,
+                type(exc).__name__,
+            )
+            return False
+        if answer is None:
+            return False
+        self.recalled_requests += 1
+        self._send_now(conn, answer)
+        return True
+
+    def _send_now(self, conn: _Conn, answer: tuple[str, list[tuple[str, str]], bytes]) -> None:
+        """Send an answer from the event loop; what the socket cannot take at once, a thread's
+        blocking send finishes. A failure closes the connection."""
+        try:
+            data, close = self._encoded(answer, self._counted())
+            try:
+                sent = conn.sock.send(data)
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                sent = 0
+        except Exception as exc:
+            log.info(
+                "closing the connection from %s: %s (answering)",
+                deadline.addr(conn.client),
+                type(exc).__name__,
+            )
+            self.nr_conns -= 1
+            conn.close()
+            return
+        if sent < len(data):  # the socket's buffer is full: a thread waits to send the rest
+            fs = self.tpool.submit(self._send, conn, data[sent:], close)
+            fs.add_done_callback(lambda fut: self.method_queue.defer(self._finish_fast, conn, fut))
+            return
+        self._keep_or_close(conn, kept_alive=not close, deferred=False)
+
+    def _counted(self) -> bool:
+        """Count a fast-path request as gunicorn's handle_request does; True: close after it."""
         self.nr += 1
         if self.nr >= self.max_requests:
             if self.alive:
                 self.log.info("Autorestarting worker after current request.")
                 self.alive = False
-            close = True
+            return True
+        return False
+
+    def _encoded(
+        self, answer: tuple[str, list[tuple[str, str]], bytes], close: bool
+    ) -> tuple[bytes, bool]:
+        """The answer's bytes and whether they close the connection: `Connection: close` when
+        `close` says so, the worker is stopping (checked after the app, so a stop that
+        arrives meanwhile closes too) or it keeps too many connections."""
+        close = (
+            close
+            or not self.alive
+            or not self.cfg.keepalive
+            or len(self.keepalived_conns) >= self.max_keepalived
+        )
+        status, headers, body = answer
+        data = fastpath.encode_answer(
+            status, headers, body, server=gunicorn.SERVER, date=self._http_date(), close=close
+        )
+        return data, close
+
+    def _send(self, conn: _Conn, data: bytes, close: bool) -> bool:
+        """Send (the rest of) an answer in a pool thread; True if the connection stays open."""
+        try:
+            # Blocking for the send, which a DeadlineSocket bounds by the request deadline.
+            conn.sock.setblocking(True)
+            conn.sock.sendall(data)
+        except OSError as exc:
+            log.info(
+                "closing the connection from %s: %s (answering)", deadline.addr(conn.client), exc
+            )
+            return False
+        return not close
+
+    def _answer_fast(self, conn: _Conn, request: fastpath.Request) -> bool:
+        """Answer a review POST in a pool thread; True if the connection stays open.
+
+        What gunicorn's handle_request does for such a request, without its parser, environ
+        builder and Response: the request count and max_requests, the app's answer written in
+        one send (`_encoded`). Anything raised closes the connection: nothing is half-answered
+        or retried.
+        """
+        close = self._counted()
         try:
             environ = fastpath.environ(
                 request,
@@ -318,16 +418,7 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
                 server=conn.server,
                 scheme="https" if self.cfg.is_ssl else "http",
             )
-            status, headers, body = fastpath.call(self.wsgi, environ)
-            close = (
-                close
-                or not self.alive
-                or not self.cfg.keepalive
-                or len(self.keepalived_conns) >= self.max_keepalived
-            )
-            answer = fastpath.encode_answer(
-                status, headers, body, server=gunicorn.SERVER, date=self._http_date(), close=close
-            )
+            answer, close = self._encoded(fastpath.call(self.wsgi, environ), close)
             # Blocking for the send, which a DeadlineSocket bounds by the request deadline.
             conn.sock.setblocking(True)
             conn.sock.sendall(answer)
@@ -348,19 +439,26 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
         return not close
 
     def _finish_fast(self, conn: _Conn, fs: futures.Future[bool]) -> None:
-        """Back on the event loop after a fast-path answer, as gunicorn's finish_request
-        treats a kept-alive answer (the connection may have no gunicorn parser)."""
+        """Back on the event loop after a thread's fast-path answer."""
+        self._keep_or_close(conn, kept_alive=_kept_alive(fs), deferred=True)
+
+    def _keep_or_close(self, conn: _Conn, *, kept_alive: bool, deferred: bool) -> None:
+        """After a fast-path answer, as gunicorn's finish_request treats a kept-alive answer
+        (the connection may have no gunicorn parser). `deferred`: called from the method
+        queue, so a next request already decrypted is read at once; otherwise (an answer
+        sent on the event loop, inside `_step`) that read waits for the queue, so a client
+        pipelining requests never makes the loop recurse."""
         try:
-            if not _kept_alive(fs):
+            if not kept_alive:
                 self.nr_conns -= 1
                 conn.close(graceful=True)
                 return
             conn.sock.setblocking(False)
             if conn.sock.pending():  # decrypted bytes the poller would never report
-                conn.deadline = time.monotonic() + self._serving.request_timeout
-                self._arriving.append(conn)
-                self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._step, conn))
-                self._step(conn, conn.sock)
+                if deferred:
+                    self._resume(conn)
+                else:
+                    self.method_queue.defer(self._resume, conn)
                 return
             conn.set_timeout()
             if not self.alive:
@@ -370,6 +468,19 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
                 conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn)
             )
         except Exception:
+            self.nr_conns -= 1
+            conn.close()
+
+    def _resume(self, conn: _Conn) -> None:
+        """Read the next request of a connection whose bytes are already decrypted."""
+        try:
+            conn.deadline = time.monotonic() + self._serving.request_timeout
+            self._arriving.append(conn)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._step, conn))
+            self._step(conn, conn.sock)
+        except Exception:
+            with contextlib.suppress(ValueError):
+                self._arriving.remove(conn)
             self.nr_conns -= 1
             conn.close()
 
@@ -431,6 +542,12 @@ def _limits(cfg: Any) -> fastpath.Limits:
     return fastpath.Limits(
         request_line=line, fields=fields, field_size=size, head=HEAD_BUFFER_LIMIT
     )
+
+
+def _certified(sock: Any) -> bool:
+    """Whether the connection's TLS handshake verified a client certificate."""
+    getpeercert = getattr(sock, "getpeercert", None)
+    return bool(getpeercert is not None and getpeercert())
 
 
 def _kept_alive(fs: Any) -> bool:

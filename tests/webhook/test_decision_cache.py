@@ -297,3 +297,56 @@ def test_every_opa_process_names_itself_anew_even_when_configured_with_an_id(
             server.stop()
     assert "configured-id" not in ids
     assert ids[0] != ids[1]
+
+
+def _recall_elsewhere(cache: decisioncache.CachedDecisions, policy_input: Any) -> Any:
+    """`recall` on a thread that has never asked OPA (as the worker's event loop)."""
+    found: list[Any] = []
+    thread = threading.Thread(target=lambda: found.append(cache.recall(policy_input)))
+    thread.start()
+    thread.join(10)
+    assert len(found) == 1
+    return found[0]
+
+
+def test_recall_answers_a_kept_decision_on_any_thread_while_its_server_serves(
+    tmp_path: Path,
+) -> None:
+    """The event loop's lookup: no OPA query, never a decision the running server did not make."""
+    server = _server(tmp_path)
+    server.start()
+    try:
+        cache, engine, counted = _cache(server)
+        assert _recall_elsewhere(cache, DENIED) is None  # nothing kept yet, nothing counted
+        assert cache.decide(DENIED).reason == "not-gitops"
+        recalled = _recall_elsewhere(cache, DENIED)
+        assert (recalled.allowed, recalled.reason, recalled.cached) == (False, "not-gitops", True)
+        assert _recall_elsewhere(cache, {**DENIED, "name": "another"}) is None
+        assert counted == [decisioncache.MISS, decisioncache.HIT]
+        assert _queries_seen(server) == 1
+        server.stop()
+        server.data = _server(tmp_path, exempt=(USER,)).data
+        server.start()  # same port, new process, the user now exempt
+        assert _recall_elsewhere(cache, DENIED) is None  # the witness ended with the old server
+        assert cache.decide(DENIED).reason == "exempt"  # a request thread asks the new one
+        after = _recall_elsewhere(cache, DENIED)
+        assert (after.allowed, after.reason, after.cached) == (True, "exempt", True)
+        assert counted == [decisioncache.MISS, decisioncache.HIT] * 2
+        engine.close()
+        assert _recall_elsewhere(cache, DENIED) is None  # a closed engine has no witness
+    finally:
+        server.stop()
+
+
+def test_recall_answers_nothing_from_a_server_that_accepts_writes(tmp_path: Path) -> None:
+    server = _server(tmp_path, writable=True)
+    server.start()
+    try:
+        cache, engine, counted = _cache(server)
+        for _ in range(2):
+            assert cache.decide(DENIED).reason == "not-gitops"
+            assert _recall_elsewhere(cache, DENIED) is None
+        assert counted == [decisioncache.UNCACHEABLE] * 2
+        engine.close()
+    finally:
+        server.stop()

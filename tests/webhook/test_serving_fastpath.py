@@ -33,6 +33,7 @@ CASE = reviews.golden()["cases"]["user_update_configmap_denied"]["input"]
 MAX_BODY = 64 * 1024
 FALLBACK_HEADER = b"X-Gitwarden-Test: caf\xe9\r\n"  # obs-text: gunicorn takes it, we do not
 _COUNTS = re.compile(rb"answered (\d+) requests on the fast path and handed (\d+) to gunicorn")
+_RECALLED = re.compile(rb"(\d+) of the fast ones were answered from memory on the event loop")
 
 
 def request(target: str, body: bytes, *, extra: bytes = b"", version: bytes = b"HTTP/1.1") -> bytes:
@@ -95,10 +96,25 @@ def counts(server: WebhookServer) -> tuple[int, int]:
     return int(found[0][0]), int(found[0][1])
 
 
-@pytest.fixture
-def served(opa_server: OpaServer, tmp_path: Path) -> Iterator[WebhookServer]:
-    """One worker (exact counts), a real OPA, reviews up to 64 KiB."""
-    server = _webhook(opa_server, tmp_path, {})
+def recalled(server: WebhookServer) -> int:
+    """How many of the fast path's answers the stopped worker sent from memory on its loop."""
+    server.stop()
+    found = _RECALLED.findall(server.log().encode())
+    assert len(found) == 1, f"expected one worker's counts in the log, found {found}"
+    return int(found[0])
+
+
+CACHES = {"uncached": {}, "cached": {"GITWARDEN_WEBHOOK_DECISION_CACHE": "4096"}}
+"""Each served test runs without the decision cache and with it: with it, a repeated review is
+answered from memory on the worker's event loop, which must answer exactly as a thread does."""
+
+
+@pytest.fixture(params=sorted(CACHES))
+def served(
+    opa_server: OpaServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[WebhookServer]:
+    """One worker (exact counts), a real OPA, reviews up to 64 KiB; without and with the cache."""
+    server = _webhook(opa_server, tmp_path, CACHES[request.param])
     try:
         yield server
     finally:
@@ -119,8 +135,10 @@ def _webhook(opa: OpaServer, workdir: Path, env: dict[str, str]) -> WebhookServe
     return server
 
 
-def _review(uid: str) -> bytes:
-    return reviews.body(reviews.review_from_input(CASE, uid=uid))
+def _review(uid: str, name: str | None = None) -> bytes:
+    """The configmap case's review; another `name` makes it another policy input."""
+    case = CASE if name is None else {**CASE, "name": name}
+    return reviews.body(reviews.review_from_input(case, uid=uid))
 
 
 COMPARED: dict[str, tuple[str, bytes]] = {
@@ -164,26 +182,32 @@ def test_fast_answers_equal_gunicorns_byte_for_byte(served: WebhookServer) -> No
     assert gunicorn_count >= len(COMPARED)  # and the start-up probes of /healthz
 
 
+@pytest.mark.parametrize("cache", sorted(CACHES))
 def test_with_a_client_ca_both_paths_answer_alike_with_and_without_a_certificate(
-    opa_server: OpaServer, tmp_path: Path
+    opa_server: OpaServer, tmp_path: Path, cache: str
 ) -> None:
-    """The certificate check reads the socket the fast path passes: 403 without, 200 with."""
+    """The certificate check reads the socket the fast path passes: 403 without, 200 with.
+    The certified connection goes first, so with the cache its decision is kept by the time
+    the anonymous connection sends the same review: it still gets the 403."""
     client_ca = pki.CertificateAuthority("client-ca")
     ca_file = tmp_path / "client-ca.crt"
     ca_file.write_bytes(client_ca.cert_pem)
-    server = _webhook(opa_server, tmp_path, {"GITWARDEN_WEBHOOK_CLIENT_CA": str(ca_file)})
+    env = {"GITWARDEN_WEBHOOK_CLIENT_CA": str(ca_file), **CACHES[cache]}
+    server = _webhook(opa_server, tmp_path, env)
     try:
         certified = server.tls_context()
         crt, key = client_ca.client("kube-apiserver").write(tmp_path, "client")
         certified.load_cert_chain(str(crt), str(key))
         answers = {}
-        for name, context in (("anonymous", None), ("certified", certified)):
+        for name, context in (("certified", certified), ("anonymous", None)):
             sock, pending = connect(server, context), bytearray()
             try:
                 body = _review(f"cert-{name}")
                 sock.sendall(request("/validate?timeout=10s", body))
                 fast = read_answer(sock, pending)
                 sock.sendall(request("/validate?timeout=10s", body, extra=FALLBACK_HEADER))
+                assert undated(fast) == undated(read_answer(sock, pending))
+                sock.sendall(request("/validate?timeout=10s", body))  # from memory, if cached
                 assert undated(fast) == undated(read_answer(sock, pending))
                 answers[name] = fast
             finally:
@@ -194,7 +218,8 @@ def test_with_a_client_ca_both_paths_answer_alike_with_and_without_a_certificate
         assert b'"uid":"cert-certified"' in answers["certified"]
     finally:
         server.stop()
-    assert counts(server)[0] == 2
+    assert counts(server)[0] == 4
+    assert recalled(server) == (1 if cache == "cached" else 0)  # the certified repeat only
 
 
 BODY = _review("fallback")
@@ -302,7 +327,8 @@ def test_a_stopping_worker_answers_the_request_in_flight_with_connection_close(
         assert b"\r\nConnection: keep-alive\r\n" in read_answer(sock, pending)
         os.killpg(opa_server.process.popen.pid, signal.SIGSTOP)  # the review waits for OPA
         try:
-            sock.sendall(request("/validate?timeout=10s", _review("in-flight")))
+            # Another object: never answered from memory, it waits for OPA with the cache too.
+            sock.sendall(request("/validate?timeout=10s", _review("in-flight", "in-flight")))
             time.sleep(0.3)  # in the app by now; if not, the stopping worker reads it anyway
             os.killpg(served.process.popen.pid, signal.SIGTERM)
             time.sleep(0.3)
@@ -349,3 +375,82 @@ def test_a_client_that_stops_reading_gets_every_answer_once_it_reads(
         sock.close()
     finally:
         server.stop()
+
+
+def test_repeats_are_answered_from_memory_on_the_loop_and_an_opa_restart_ends_that_at_once(
+    tmp_path: Path,
+) -> None:
+    """With the cache, a repeated review is answered on the event loop (counted exactly) and
+    logged as a thread logs it; once OPA restarts with new data, the very next repeat is
+    decided by the new server, and its decision is the one then answered from memory."""
+    config = reviews.golden()["config"]
+    (tmp_path / "opa").mkdir()
+    opa = OpaServer(tmp_path / "opa", {"gitwarden": {"admission": config}})
+    opa.start()
+    server = _webhook(opa, tmp_path, CACHES["cached"])
+    try:
+        sock, pending = connect(server), bytearray()
+        verdicts = []
+        for step in ("asked", "memory", "memory", "restarted", "new-memory"):
+            if step == "restarted":
+                opa.stop()
+                exempt = json.loads(json.dumps(config))
+                exempt["exemptions"]["usernames"] = [CASE["userInfo"]["username"]]
+                opa.data = {"gitwarden": {"admission": exempt}}
+                opa.start()  # same port, new process
+            sock.sendall(request("/validate", _review(f"repeat-{step}")))
+            answer = json.loads(read_answer(sock, pending).split(b"\r\n\r\n", 1)[1])["response"]
+            assert answer["uid"] == f"repeat-{step}"
+            verdicts.append(answer["allowed"])
+        assert verdicts == [False, False, False, True, True]
+        sock.close()
+    finally:
+        server.stop()
+        opa.stop()
+    assert recalled(server) == 3  # both repeats before the restart, one after
+    log = server.log()
+    assert log.count("repeat-memory update ") == 2
+    assert re.search(
+        r"repeat-memory update ConfigMap \S+ by \S+: denied \(not-gitops, \w+\) in [\d.]+ ms, "
+        r"from the decision cache",
+        log,
+    )
+    assert re.search(r"repeat-restarted update ConfigMap \S+ by \S+: allowed \(exempt", log)
+    assert counts(server)[0] == 5
+
+
+def test_answers_from_memory_wait_for_a_client_that_stops_reading(
+    opa_server: OpaServer, tmp_path: Path
+) -> None:
+    """8,000 repeated reviews sent one by one from a client that reads nothing until it has
+    sent them all or sending stalls: about 4.7 MB of answers, more than the worker's socket
+    buffer takes, so a send from the event loop finds it full and a thread finishes it (seen
+    once in a run instrumented for it); every answer arrives once and in order."""
+    server = _webhook(opa_server, tmp_path, {"GITWARDEN_WEBHOOK_THREADS": "1", **CACHES["cached"]})
+    try:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(30)
+        raw.connect((LOOPBACK, server.port))
+        sock = server.tls_context().wrap_socket(raw, server_hostname=LOOPBACK)
+        uids = [f"unread-{i}" for i in range(8000)]
+        sent = [request("/validate", _review(u)) for u in uids]
+
+        def send_each() -> None:
+            for r in sent:  # one TLS record each: each alone in the worker's buffer
+                sock.sendall(r)
+
+        sender = threading.Thread(target=send_each)
+        sender.start()
+        # Not reading until all is sent, or sending is stuck behind the worker's full socket.
+        sender.join(4.0)
+        pending = bytearray()
+        answers = [read_answer(sock, pending) for _ in uids]
+        sender.join(30)
+        assert [json.loads(a.split(b"\r\n\r\n", 1)[1])["response"]["uid"] for a in answers] == uids
+        sock.sendall(request("/validate", _review("after")))
+        assert b'"uid":"after"' in read_answer(sock, pending)
+        sock.close()
+    finally:
+        server.stop()
+    assert recalled(server) > len(uids) // 2

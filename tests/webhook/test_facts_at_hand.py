@@ -1,0 +1,110 @@
+"""`Facts.at_hand`, what the event loop may gather: exactly `gather`'s answer, or None when
+`gather` would have asked the cluster.
+
+Every golden case on every review route, under the default configuration and one with
+pod-bound tokens verified live: `gather` runs with a recording fake of the lookup port, and
+`at_hand` (with no lookup at all) must decline precisely when that fake was asked anything,
+and otherwise give the same request and facts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.webhook import reviews
+from tests.webhook.fakes import FakeParents
+from webhook import config as config_mod
+from webhook import facts as facts_mod
+from webhook import parents, review
+
+GOLDEN = reviews.golden()
+KEYS = frozenset({"gitwarden.dev/path"})
+ROUTES = {
+    "plain": facts_mod.Route(),
+    "protected-namespace": facts_mod.Route(namespace_protected=True),
+    "parent": facts_mod.Route(parent=True),
+    "namespace-delete": facts_mod.Route(namespace_delete=True),
+    "crd-delete": facts_mod.Route(crd_delete=True),
+}
+CONFIGS = {
+    "default": config_mod.AdmissionConfig(guarded_crd_groups=("example.com",)),
+    "pod-live": config_mod.AdmissionConfig(
+        require_pod_bound_token=True,
+        pod_name_prefixes=("gitwarden-reconciler-",),
+        verify_pod_live=True,
+        pod_labels={"app.kubernetes.io/name": "gitwarden-reconciler"},
+    ),
+}
+
+
+_GITOPS = GOLDEN["cases"]["gitops_update_deployment"]["input"]
+# A pod-bound token of the reconciler's: only verify_pod_live looks its pod up.
+CASES = {
+    **GOLDEN["cases"],
+    "pod_bound_gitops_update": {
+        "input": {
+            **_GITOPS,
+            "userInfo": {**_GITOPS["userInfo"], "podName": "gitwarden-reconciler-0"},
+        }
+    },
+}
+
+
+def _request(case: dict[str, Any]) -> review.AdmissionRequest | None:
+    try:
+        return review.parse(reviews.body(reviews.review_from_input(case["input"])), KEYS)
+    except review.MalformedReview:
+        return None
+
+
+class _Refusing(FakeParents):
+    """A lookup that must never be reached."""
+
+    def metadata(
+        self, group: str, version: str, resource: str, namespace: str, name: str
+    ) -> parents.ParentMeta | None:
+        raise AssertionError(f"at_hand looked up {resource} {namespace}/{name}")
+
+    def any_labelled(
+        self, group: str, version: str, resource: str, namespace: str, selector: str
+    ) -> bool:
+        raise AssertionError(f"at_hand listed {resource} in {namespace}")
+
+
+@pytest.mark.parametrize("config_name", sorted(CONFIGS))
+@pytest.mark.parametrize("route_name", sorted(ROUTES))
+def test_at_hand_declines_exactly_where_gather_looks_up(config_name: str, route_name: str) -> None:
+    config, route = CONFIGS[config_name], ROUTES[route_name]
+    declined: set[str] = set()
+    answered = 0
+    for name, case in sorted(CASES.items()):
+        req = _request(case)
+        if req is None:
+            continue
+        fake = FakeParents(labels={"gitwarden.dev/managed": "true"}, holding=frozenset({"pods"}))
+        gathering = facts_mod.Facts(config, facts_mod.LazyLookup(None, 1.0, fake), KEYS)
+        try:
+            gathered: Any = gathering.gather(req, route)
+        except parents.LookupFailed:
+            gathered = "lookup refused"
+        looked_up = bool(fake.asked or fake.listed)
+        local = facts_mod.Facts(config, facts_mod.LazyLookup(None, 1.0, _Refusing()), KEYS)
+        try:
+            at_hand: Any = local.at_hand(req, route)
+        except parents.LookupFailed:
+            at_hand = "lookup refused"
+        if looked_up:
+            assert at_hand is None, name
+            declined.add(name)
+        else:
+            assert at_hand == gathered, name
+            answered += 1
+    # Both outcomes are exercised: lookups of parents, namespaces and pods.
+    assert answered > 0
+    if route.parent:  # a Deployment or a Namespace is no parent kind: refused before lookups
+        assert "eviction_of_managed_pod_denied" in declined
+    else:
+        assert ("pod_bound_gitops_update" in declined) == (config_name == "pod-live")
+        assert "namespace_controller_delete_allowed" in declined
