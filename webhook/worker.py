@@ -22,14 +22,17 @@ HTTP/1.1`, one Content-Length and exactly that much body, plain visible-ASCII he
 Transfer-Encoding, Expect, Upgrade or Connection other than keep-alive) is answered by a pool
 thread calling the app with a minimal environ and writing the answer in one send, with the
 bytes gunicorn's Response would write; gunicorn's parser, environ builder and Response cost
-about a fifth of the worker's Python time. Anything else goes to gunicorn with the buffered
-bytes untouched, and gunicorn answers it as it always has. Both paths keep the same
-request count, keep-alive and stopping rules; the worker logs how many requests took each
-when it exits.
+about a fifth of the worker's Python time. Before that hand-off, the app's `recall` (the
+`TLSServing` port) may answer the review from its decision cache; it never waits on OPA or the
+cluster, so that answer is sent from the event loop itself, non-blocking (a thread finishes a
+send the socket cannot take at once), and no thread takes the connection up. Anything else
+goes to gunicorn with the buffered bytes untouched, and gunicorn answers it as it always has.
+All paths keep the same request count, keep-alive and stopping rules; the worker logs how many
+requests took each when it exits.
 
 Owns the worker class (the deadline-keeping socket is `webhook.deadline`'s) and the
 `TLSServing` port through which the gunicorn application (`webhook.serve`) gives it the TLS
-context, the timeouts and the review paths. It serves HTTP/1.1 only (the context offers no
+context, the timeouts, the review paths and the app's `recall`. It serves HTTP/1.1 only (the context offers no
 ALPN); it must not change what a request is answered (the fast path's answers are
 gunicorn's, byte for byte but the Date), only when a connection is given up and who writes
 the answer. The fast path is off when gunicorn's request hooks or access log are configured,
