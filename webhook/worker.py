@@ -32,11 +32,11 @@ requests took each when it exits.
 
 Owns the worker class (the deadline-keeping socket is `webhook.deadline`'s) and the
 `TLSServing` port through which the gunicorn application (`webhook.serve`) gives it the TLS
-context, the timeouts, the review paths and the app's `recall`. It serves HTTP/1.1 only (the context offers no
-ALPN); it must not change what a request is answered (the fast path's answers are
-gunicorn's, byte for byte but the Date), only when a connection is given up and who writes
-the answer. The fast path is off when gunicorn's request hooks or access log are configured,
-since it calls neither.
+context, the timeouts, the review paths and the app's `recall`. It serves HTTP/1.1 only (the
+context offers no ALPN); it must not change what a request is answered (the fast path's
+answers are gunicorn's, byte for byte but the Date), only when a connection is given up and
+who writes the answer. The fast path is off when gunicorn's request hooks or access log are
+configured, since it calls neither.
 """
 
 from __future__ import annotations
