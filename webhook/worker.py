@@ -422,9 +422,6 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
                 scheme="https" if self.cfg.is_ssl else "http",
             )
             answer, close = self._encoded(fastpath.call(self.wsgi, environ), close)
-            # Blocking for the send, which a DeadlineSocket bounds by the request deadline.
-            conn.sock.setblocking(True)
-            conn.sock.sendall(answer)
         except OSError as exc:
             log.info(
                 "closing the connection from %s: %s (answering)", deadline.addr(conn.client), exc
@@ -439,7 +436,7 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
                 request.path,
             )
             return False
-        return not close
+        return self._send(conn, answer, close)
 
     def _finish_fast(self, conn: _Conn, fs: futures.Future[bool]) -> None:
         """Back on the event loop after a thread's fast-path answer."""

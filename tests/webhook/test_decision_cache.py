@@ -42,6 +42,13 @@ def _cache(
     return decisioncache.CachedDecisions(engine, entries, counted.append), engine, counted
 
 
+def _restart(server: OpaServer, tmp_path: Path, *, exempt: tuple[str, ...] = ()) -> None:
+    """Stop the server and start a new process on the same port with new data."""
+    server.stop()
+    server.data = _server(tmp_path, exempt=exempt).data
+    server.start()
+
+
 def _queries_seen(server: OpaServer) -> int:
     """How many decision queries (POSTs to the data API) this OPA process has answered."""
     text = requests.get(f"{server.url}/metrics", timeout=5).text
@@ -90,15 +97,11 @@ def test_an_opa_restarted_with_new_data_decides_the_very_next_identical_request(
         cache, engine, counted = _cache(server)
         assert cache.decide(DENIED).reason == "not-gitops"
         assert cache.decide(DENIED).cached
-        server.stop()
-        server.data = _server(tmp_path, exempt=(USER,)).data
-        server.start()  # same port, new process, the user now exempt
+        _restart(server, tmp_path, exempt=(USER,))  # same port, new process
         after = cache.decide(DENIED)
         assert (after.allowed, after.reason, after.cached) == (True, "exempt", False)
         assert cache.decide(DENIED).cached  # kept again, from the new server
-        server.stop()
-        server.data = _server(tmp_path).data
-        server.start()
+        _restart(server, tmp_path)
         assert cache.decide(DENIED).reason == "not-gitops"
         assert counted == [
             decisioncache.MISS,
@@ -134,9 +137,7 @@ def test_threads_that_knew_the_old_server_each_ask_the_new_one(tmp_path: Path) -
                 seen.get(timeout=10)
             assert not cache.decide(DENIED).cached  # this thread's first: asked and checked
             assert cache.decide(DENIED).cached  # this thread's connection, the same server
-            server.stop()
-            server.data = _server(tmp_path, exempt=(USER,)).data
-            server.start()
+            _restart(server, tmp_path, exempt=(USER,))  # same port, new process
             asked.put("decide")
             assert seen.get(timeout=10) == ("exempt", False)
             after = cache.decide(DENIED)  # this thread's connection ended with the old server
@@ -324,9 +325,7 @@ def test_recall_answers_a_kept_decision_on_any_thread_while_its_server_serves(
         assert _recall_elsewhere(cache, {**DENIED, "name": "another"}) is None
         assert counted == [decisioncache.MISS, decisioncache.HIT]
         assert _queries_seen(server) == 1
-        server.stop()
-        server.data = _server(tmp_path, exempt=(USER,)).data
-        server.start()  # same port, new process, the user now exempt
+        _restart(server, tmp_path, exempt=(USER,))  # same port, new process
         assert _recall_elsewhere(cache, DENIED) is None  # the witness ended with the old server
         assert cache.decide(DENIED).reason == "exempt"  # a request thread asks the new one
         after = _recall_elsewhere(cache, DENIED)
