@@ -274,7 +274,9 @@ class OpaEngine:
             self._witness_due = False  # this thread opens it; others carry on
         adapter = opatransport.KeepAliveAdapter(self._host, self._port)
         instance: Instance | None = None
-        with contextlib.suppress(requests.RequestException):
+        # The decision this thread carries stands whatever happens here: a witness that cannot
+        # be opened or checked only leaves it due.
+        with contextlib.suppress(requests.RequestException, OSError, ValueError):
             instance = _identify(adapter, headers, min(self._timeout, IDENTIFY_TIMEOUT))
         kept = instance is not None and instance.fixed and adapter.connections == 1
         with self._witness_lock:
