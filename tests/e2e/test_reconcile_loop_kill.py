@@ -95,10 +95,11 @@ def test_sigkills_during_a_big_apply_then_a_killed_b_superseded_by_c(
     repo = env.repo()
     repo.write(FILE, objects(ns, "a"))
     first = repo.commit(f"{COUNT} objects", "alice")
-    # 1,000 requests a full pass (a dry-run check and an apply per object), at most 400 a
-    # second: the dry-run checks, then the writes.
+    # 1,000 requests a full pass (a dry-run check and an apply per object), 400 a second and no
+    # burst: 1.25 s of dry-run checks, then 1.25 s of writes, however fast the machine. (A burst
+    # of 400 once let a fast CI machine finish the whole pass inside the first kill's sleep.)
     config = loop_process.config_with(
-        env.config(repo, name, qps=400, burst=400),
+        env.config(repo, name, qps=400, burst=1),
         # The kills are about the record, not the Lease: a killed leader's Lease would only
         # make each restart wait lease_duration as a standby.
         {"leader": {"enabled": False}},
@@ -112,8 +113,8 @@ def test_sigkills_during_a_big_apply_then_a_killed_b_superseded_by_c(
     for kill in range(KILLS):
         loop = loops.start(env, config)
         applying(loop, first)
-        if kill == 0:
-            time.sleep(chance.uniform(0.0, 1.5))
+        if kill == 0:  # within the 1.25 s of checks
+            time.sleep(chance.uniform(0.0, 1.0))
         else:
             target = targets[kill - 1]
             wait_for(lambda: count(env, ns) >= target, 60, "writes", every=0.02)  # noqa: B023
