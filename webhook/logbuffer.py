@@ -5,7 +5,7 @@ the line says what was true then, and no argument is read later) and hands the f
 to one writer thread. The writer writes whatever lines have queued up in one `write` and
 flush, then waits `pause` seconds before the next, so a worker makes at most 1/`pause` write
 syscalls a second however many requests it answers, and a line reaches the log within about
-`pause` seconds. `close()` writes every line still queued (gunicorn's worker exit hook calls
+`pause` seconds. `close()` writes every line still waiting (gunicorn's worker exit hook calls
 it, and so does interpreter exit); nothing is dropped while the process lives: when `limit`
 lines are waiting, logging threads wait for the writer, as they would on a plain stream.
 It never decides what is logged; the per-request line is `webhook.app`'s.
@@ -15,25 +15,39 @@ from __future__ import annotations
 
 import atexit
 import logging
-import queue
 import threading
 from typing import IO
 
-_STOP = object()
-
 
 class LineWriter(logging.Handler):
-    """Formats on the caller's thread, writes from its own thread in batches."""
+    """Formats on the caller's thread, writes from its own thread in batches.
+
+    The waiting lines are one list under one lock: a logging thread appends to it, and the
+    writer takes the whole list at once (swapping in an empty one), so a batch of any size
+    costs the writer one lock round, not one queue operation per line.
+    """
 
     def __init__(self, stream: IO[str], *, pause: float = 0.05, limit: int = 100_000) -> None:
         super().__init__()
-        self._stream, self._pause = stream, pause
-        self._lines: queue.Queue[object] = queue.Queue(maxsize=limit)
-        self._closed = False
+        self._stream, self._pause, self._limit = stream, pause, limit
+        self._mutex = threading.Lock()  # guards _waiting, _stopping and _closed
+        self._changed = threading.Condition(self._mutex)  # lines came, or room was made
+        self._waiting: list[str] = []
+        self._stopping = False  # close() began: the writer takes its last batch
+        self._closed = False  # the writer is gone: lines are written where they are logged
         self._closing = threading.Event()  # ends the writer's pause at once
         self._writer = threading.Thread(target=self._run, name="gitwarden-log-writer", daemon=True)
         self._writer.start()
         atexit.register(self.close)
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Filter and emit without the handler-wide lock: `emit` guards what it shares."""
+        kept = self.filter(record)
+        if isinstance(kept, logging.LogRecord):  # Python 3.12+: a filter may replace it
+            record = kept
+        if kept:
+            self.emit(record)
+        return bool(kept)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -41,23 +55,26 @@ class LineWriter(logging.Handler):
         except Exception:  # a record that cannot be formatted: logging's own error report
             self.handleError(record)
             return
-        if self._closed:  # after shutdown (late threads): write it now rather than lose it
-            self._write([line])
-            return
-        self._lines.put(line)
+        with self._mutex:
+            while len(self._waiting) >= self._limit and not self._stopping:
+                self._changed.wait()  # the writer is behind: wait as on a full pipe
+            if self._closed:  # after shutdown (late threads): write it now rather than lose it
+                self._write([line])
+                return
+            self._waiting.append(line)
+            if len(self._waiting) == 1:  # the writer may be waiting for a first line
+                self._changed.notify_all()
 
     def _run(self) -> None:
         while True:
-            batch: list[str] = []
-            item = self._lines.get()
-            while item is not _STOP:
-                batch.append(item)  # type: ignore[arg-type]  # only lines and _STOP are queued
-                try:
-                    item = self._lines.get_nowait()
-                except queue.Empty:
-                    break
+            with self._mutex:
+                while not self._waiting and not self._stopping:
+                    self._changed.wait()
+                batch, self._waiting = self._waiting, []
+                last = self._stopping
+                self._changed.notify_all()  # room for any logging thread held at the limit
             self._write(batch)
-            if item is _STOP:
+            if last:
                 return
             self._closing.wait(self._pause)  # let lines gather: this bounds the syscalls
 
@@ -71,12 +88,18 @@ class LineWriter(logging.Handler):
             pass
 
     def close(self) -> None:
-        """Write every queued line and stop the writer (idempotent)."""
-        if not self._closed:
-            self._closed = True
+        """Write every waiting line and stop the writer (idempotent)."""
+        with self._mutex:
+            first = not self._stopping
+            self._stopping = True
+            self._changed.notify_all()
+        if first:
             self._closing.set()
-            self._lines.put(_STOP)
             self._writer.join(timeout=10)
+            with self._mutex:  # lines the writer's last batch missed, then direct writes
+                self._closed = True
+                batch, self._waiting = self._waiting, []
+                self._write(batch)
         super().close()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 
 from webhook import logbuffer
 
@@ -95,3 +96,31 @@ def test_install_replaces_stream_handlers_keeping_level_and_format() -> None:
     root.info("below the handler's level")
     logbuffer.close(writers)
     assert stream.getvalue() == "X kept\n"
+
+
+def test_a_full_writer_holds_the_logging_thread_and_close_loses_none() -> None:
+    """At `limit` waiting lines a logger waits (as on a full pipe); close() writes them all."""
+    stream = CountingStream()
+    writer = logbuffer.LineWriter(stream, pause=30.0, limit=10)
+    logger = _logger("gitwarden.test.logbuffer.limit", writer)
+    logger.info("first")  # the writer writes it, then pauses for 30 s
+    for _ in range(500):  # 5 s at most for the writer's first write
+        if stream.getvalue() == "first\n":
+            break
+        time.sleep(0.01)
+    assert stream.getvalue() == "first\n"
+
+    def hold() -> None:
+        for i in range(25):
+            logger.info("held %d", i)
+
+    emitter = threading.Thread(target=hold)
+    emitter.start()
+    emitter.join(timeout=0.5)
+    assert emitter.is_alive(), "11 lines past the first went into a 10-line buffer"
+    assert stream.getvalue() == "first\n"  # nothing written during the pause
+    writer.close()
+    emitter.join(timeout=5)
+    assert not emitter.is_alive()
+    logger.info("late")
+    assert stream.getvalue().splitlines() == ["first", *(f"held {i}" for i in range(25)), "late"]
