@@ -57,6 +57,7 @@ from webhook import registration
 
 # The floor's registration beside the webhook's in part 2 (its hooks are managed.<this>...).
 FLOOR_HOOKS = "benchfloor"
+LOOKUPS = "gitwarden_webhook_lookup_duration_seconds"
 CONFIG = config_mod.AdmissionConfig(
     namespace=webhook_stack.GITOPS_NS,
     gitops_service_account=webhook_stack.GITOPS_SA,
@@ -147,16 +148,20 @@ def _measured(
     return run
 
 
-def scrape(server: WebhookServer) -> dict[str, float]:
-    """The webhook's decision-cache counters by result and its own latency buckets (by `le`)."""
+def metrics_text(server: WebhookServer) -> str:
+    """The webhook's /metrics exposition."""
     conn = http.client.HTTPSConnection(
         LOOPBACK, server.port, context=server.tls_context(), timeout=10
     )
     try:
         conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
+        return conn.getresponse().read().decode()
     finally:
         conn.close()
+
+
+def scrape(text: str) -> dict[str, float]:
+    """The webhook's decision-cache counters by result and its own latency buckets (by `le`)."""
     found: dict[str, float] = collections.defaultdict(float)
     prefixes = {
         'gitwarden_webhook_decision_cache_total{result="': "",
@@ -210,10 +215,9 @@ def _part_one(
         ("webhook", stack.webhook.port),
         ("uncached", uncached.port),
     )
-    scraped = {
-        name: scrape(server)
-        for name, server in (("webhook", stack.webhook), ("uncached", uncached))
-    }
+    servers = (("webhook", stack.webhook), ("uncached", uncached))
+    texts = {name: metrics_text(server) for name, server in servers}
+    scraped = {name: scrape(text) for name, text in texts.items()}
     for connections in (8, 32):
         for _ in range(args.repeats):
             for target, port in targets:
@@ -228,11 +232,16 @@ def _part_one(
                 )
                 print("  " + run.line(), flush=True)
                 results[(target, connections)].append(run)
-    servers = (("webhook", stack.webhook), ("uncached", uncached))
-    after = {name: scrape(server) for name, server in servers}
+    texts_after = {name: metrics_text(server) for name, server in servers}
+    after = {name: scrape(text) for name, text in texts_after.items()}
     for name, _ in servers:
         # Time inside the app (parse, lookups, decision, answer), against wrk's round trip.
         print(f"the {name}'s own histogram over these runs: {own_time(scraped[name], after[name])}")
+        # The parents behind `kubectl scale`: a GET of the API server each, inside that time.
+        lookups = webhook_apiserver.histogram(
+            texts[name], texts_after[name], LOOKUPS, {"read": "object"}
+        )
+        print(_histogram_line(f"the {name}'s parent lookups", lookups))
     cache = {
         k: v - scraped["webhook"].get(k, 0.0)
         for k, v in after["webhook"].items()

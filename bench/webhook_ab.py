@@ -99,11 +99,11 @@ def _rounds(
             pids = bench_webhook._children(server.process.popen.pid)  # type: ignore[union-attr]
             pids.append(opa.process.popen.pid)  # type: ignore[union-attr]
             cpu = sum(bench_webhook._cpu_seconds(p) for p in pids)
-            before = bench_webhook.scrape(server)
+            before = bench_webhook.scrape(bench_webhook.metrics_text(server))
             run = wrk.run(
                 name, server.port, inputs, connections=args.connections, seconds=args.seconds
             )
-            after = bench_webhook.scrape(server)
+            after = bench_webhook.scrape(bench_webhook.metrics_text(server))
             per_request = (
                 1000
                 * (sum(bench_webhook._cpu_seconds(p) for p in pids) - cpu)

@@ -92,7 +92,17 @@ def create_app(
             )
     annotation_keys = frozenset({settings.path_annotation})
     app = Flask("gitwarden-webhook")
-    lookup = facts_mod.LazyLookup(settings.kubeconfig, settings.opa_timeout, parents)
+    timings = {
+        (read, outcome): metrics.lookups.labels(read, outcome)
+        for read in ("object", "list")
+        for outcome in ("found", "absent", "failed")
+    }
+    lookup = facts_mod.LazyLookup(
+        settings.kubeconfig,
+        settings.opa_timeout,
+        parents,
+        lambda read, outcome, seconds: timings[(read, outcome)].observe(seconds),
+    )
     facts = facts_mod.Facts(admission, lookup, annotation_keys)
 
     def validate(environ: dict[str, Any], route: facts_mod.Route) -> tuple[int, bytes]:

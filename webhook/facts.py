@@ -36,10 +36,19 @@ class LazyLookup:
     """Builds the cluster lookup on first use, so a worker starts even without cluster access."""
 
     def __init__(
-        self, kubeconfig: Path | None, timeout: float, given: parents.ParentLookup | None
+        self,
+        kubeconfig: Path | None,
+        timeout: float,
+        given: parents.ParentLookup | None,
+        observe: parents.Observe | None = None,
     ) -> None:
-        self._kubeconfig, self._timeout, self._lookup = kubeconfig, timeout, given
+        """`observe`, when given, is told of every read (`parents.TimedLookup`)."""
+        self._kubeconfig, self._timeout, self._observe = kubeconfig, timeout, observe
+        self._lookup = self._timed(given) if given is not None else None
         self._lock = threading.Lock()
+
+    def _timed(self, lookup: parents.ParentLookup) -> parents.ParentLookup:
+        return lookup if self._observe is None else parents.TimedLookup(lookup, self._observe)
 
     def get(self) -> parents.ParentLookup:
         lookup = self._lookup
@@ -48,7 +57,9 @@ class LazyLookup:
         with self._lock:
             if self._lookup is None:
                 try:
-                    self._lookup = parents.KubeParentLookup.load(self._kubeconfig, self._timeout)
+                    self._lookup = self._timed(
+                        parents.KubeParentLookup.load(self._kubeconfig, self._timeout)
+                    )
                 except parents.UnsupportedConfig as exc:  # our own refusal: its reason helps
                     raise parents.LookupFailed(
                         f"cannot use the kubeconfig for lookups: {exc}"

@@ -43,6 +43,14 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self._registry,
         )
+        self.lookups = Histogram(
+            "gitwarden_webhook_lookup_duration_seconds",
+            "Reads from the API server that decisions needed (the object behind a subresource, "
+            "a namespace, a list for one managed object), by read and outcome.",
+            ["read", "outcome"],
+            buckets=_BUCKETS,
+            registry=self._registry,
+        )
         self.engine_errors = Counter(
             "gitwarden_webhook_policy_engine_errors_total",
             "Requests the policy engine could not decide, by error kind.",

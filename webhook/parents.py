@@ -18,8 +18,9 @@ answers like an unavailable policy engine (fail closed by default); 404 means "n
 from __future__ import annotations
 
 import re
+import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -69,6 +70,44 @@ class ParentLookup(Protocol):
     ) -> bool:
         """Whether any object of the kind in the namespace matches the label selector."""
         ...
+
+
+Observe = Callable[[str, str, float], None]
+"""Told of each lookup: the read ("object" or "list"), its outcome ("found": the object or a
+labelled one is there, "absent", "failed") and its seconds."""
+
+
+class TimedLookup:
+    """A ParentLookup that tells `observe` how each read went and how long it took.
+
+    For /metrics: a webhook that is slow because the API server is slow to answer its lookups
+    says so there. The reads themselves are the wrapped lookup's.
+    """
+
+    def __init__(self, inner: ParentLookup, observe: Observe) -> None:
+        self._inner, self._observe = inner, observe
+
+    def metadata(
+        self, group: str, version: str, resource: str, namespace: str, name: str
+    ) -> ParentMeta | None:
+        started, outcome = time.perf_counter(), "failed"
+        try:
+            found = self._inner.metadata(group, version, resource, namespace, name)
+            outcome = "absent" if found is None else "found"
+            return found
+        finally:
+            self._observe("object", outcome, time.perf_counter() - started)
+
+    def any_labelled(
+        self, group: str, version: str, resource: str, namespace: str, selector: str
+    ) -> bool:
+        started, outcome = time.perf_counter(), "failed"
+        try:
+            found = self._inner.any_labelled(group, version, resource, namespace, selector)
+            outcome = "found" if found else "absent"
+            return found
+        finally:
+            self._observe("list", outcome, time.perf_counter() - started)
 
 
 class KubeParentLookup:

@@ -436,3 +436,60 @@ def test_crd_delete_lists_the_custom_resources_of_guarded_groups_only() -> None:
     post(app2.test_client(), reviews.body(review), "/validate/crd-delete")
     assert parents2.listed == []
     assert engine2.inputs[0]["crdHoldsManaged"] is False
+
+
+def _lookup_counts(metrics: metrics_mod.Metrics) -> dict[tuple[str, str], float]:
+    """Observations of the lookup histogram by (read, outcome), from the exposition."""
+    counts: dict[tuple[str, str], float] = {}
+    prefix = "gitwarden_webhook_lookup_duration_seconds_count{"
+    for line in metrics.exposition().decode().splitlines():
+        if line.startswith(prefix):
+            labels = dict(
+                part.split("=", 1) for part in line[len(prefix) : line.index("}")].split(",")
+            )
+            key = (labels["read"].strip('"'), labels["outcome"].strip('"'))
+            counts[key] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+@pytest.mark.parametrize(
+    ("parents", "path", "case", "expected"),
+    [
+        (
+            FakeParents(labels={"gitwarden.dev/managed": "true"}),
+            "/validate/parent",
+            SCALE_CASE,
+            ("object", "found"),
+        ),
+        (
+            FakeParents(objects={("deployments", "team-a", "web"): None}),
+            "/validate/parent",
+            SCALE_CASE,
+            ("object", "absent"),
+        ),
+        (FakeParents(fail=True), "/validate/parent", SCALE_CASE, ("object", "failed")),
+        (
+            FakeParents(holding=frozenset({"configmaps"})),
+            "/validate/namespace-delete",
+            NS_CASE,
+            ("list", "found"),
+        ),
+        (FakeParents(), "/validate/namespace-delete", NS_CASE, ("list", "absent")),
+    ],
+)
+def test_every_lookup_is_timed_on_metrics_by_read_and_outcome(
+    parents: FakeParents, path: str, case: dict[str, Any], expected: tuple[str, str]
+) -> None:
+    """/metrics says how many reads of the API server decisions needed and how they ended."""
+    client, metrics = client_for(FakeEngine(decision.Decision(True, "x")), parents)
+    assert set(_lookup_counts(metrics).values()) == {0.0}  # every series there from the start
+    post(client, reviews.body(reviews.review_from_input(case)), path)
+    reads = len(parents.asked) + len(parents.listed)
+    assert reads >= 1
+    counts = _lookup_counts(metrics)
+    assert len(counts) == 6
+    assert counts[expected] == reads
+    assert sum(counts.values()) == reads
+    # A decision that needs no lookup adds none.
+    post(client, reviews.body(reviews.review_from_input(SECRET_CASE)))
+    assert sum(_lookup_counts(metrics).values()) == reads
