@@ -453,34 +453,35 @@ def _lookup_counts(metrics: metrics_mod.Metrics) -> dict[tuple[str, str], float]
 
 
 @pytest.mark.parametrize(
-    ("parents", "path", "case", "expected"),
+    ("fake", "path", "case", "expected"),
     [
         (
-            FakeParents(labels={"gitwarden.dev/managed": "true"}),
+            {"labels": {"gitwarden.dev/managed": "true"}},
             "/validate/parent",
             SCALE_CASE,
             ("object", "found"),
         ),
         (
-            FakeParents(objects={("deployments", "team-a", "web"): None}),
+            {"objects": {("deployments", "team-a", "web"): None}},
             "/validate/parent",
             SCALE_CASE,
             ("object", "absent"),
         ),
-        (FakeParents(fail=True), "/validate/parent", SCALE_CASE, ("object", "failed")),
+        ({"fail": True}, "/validate/parent", SCALE_CASE, ("object", "failed")),
         (
-            FakeParents(holding=frozenset({"configmaps"})),
+            {"holding": frozenset({"configmaps"})},
             "/validate/namespace-delete",
             NS_CASE,
             ("list", "found"),
         ),
-        (FakeParents(), "/validate/namespace-delete", NS_CASE, ("list", "absent")),
+        ({}, "/validate/namespace-delete", NS_CASE, ("list", "absent")),
     ],
 )
 def test_every_lookup_is_timed_on_metrics_by_read_and_outcome(
-    parents: FakeParents, path: str, case: dict[str, Any], expected: tuple[str, str]
+    fake: dict[str, Any], path: str, case: dict[str, Any], expected: tuple[str, str]
 ) -> None:
     """/metrics says how many reads of the API server decisions needed and how they ended."""
+    parents = FakeParents(**fake)  # a fresh one per run: it records what it was asked
     client, metrics = client_for(FakeEngine(decision.Decision(True, "x")), parents)
     assert set(_lookup_counts(metrics).values()) == {0.0}  # every series there from the start
     post(client, reviews.body(reviews.review_from_input(case)), path)
