@@ -8,6 +8,13 @@ http/1.1, the client certificate when one is configured). It exists because the 
 client's request path (urllib3's pool, http.client and the email package's header parsing)
 costs several times the CPU of the exchange itself; the answer is read by webhook/httpreader.
 
+`LoopTransport` makes the same GETs for an event loop that must never wait: `start` returns
+an `Exchange` (connect, TLS handshake, send, read, each step non-blocking) that the caller
+advances whenever its socket is ready, over a small pool of kept-alive connections of its own.
+It connects only to an API server named by an IP address (a host name would need a blocking
+resolver; in a pod the API server is an address); with a name, or with every connection busy,
+`start` returns None and the caller makes the GET on a thread instead.
+
 It never retries, reads no environment variable and uses no proxy: a failure to connect, send
 or read, or an answer the reader cannot take, raises `TransportFailed` and drops the thread's
 connection, so the next lookup starts a fresh one. A kept-alive connection the API server
@@ -18,6 +25,9 @@ decides nothing from a status: the caller (webhook/parents) does.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import ipaddress
 import re
 import select
 import socket
@@ -27,6 +37,7 @@ import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from webhook import httpreader
 
@@ -120,13 +131,34 @@ class _Connection:
         self.close()
 
 
+def _request_bytes(server: Server, host_line: str, target: str, fields: Mapping[str, str]) -> bytes:
+    """The GET's bytes; `TransportFailed` for a target or header that would break a line."""
+    path = server.prefix + target
+    if _BREAKS_A_LINE.search(path) or " " in path or not path.startswith("/"):
+        raise TransportFailed("the request target would break the request line")
+    head = [f"GET {path} HTTP/1.1\r\n", host_line]
+    for name, value in fields.items():
+        if _BREAKS_A_LINE.search(name + value) or ":" in name or not name.isascii():
+            raise TransportFailed(f"header {name} would break the request")
+        head.append(f"{name}: {value}\r\n")
+    head.append("Accept-Encoding: identity\r\n\r\n")  # the reader takes no compressed body
+    try:
+        return "".join(head).encode("latin-1")
+    except UnicodeEncodeError:  # a token or target outside latin-1: HTTP/1.1 cannot carry it
+        raise TransportFailed("a header or the target is not latin-1") from None
+
+
+def _host_line(server: Server) -> str:
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    return f"Host: {host}:{server.port}\r\n"
+
+
 class ApiTransport:
     """GETs to one API server; each thread sends over its own kept-alive connection."""
 
     def __init__(self, server: Server, context: ssl.SSLContext, timeout: float) -> None:
         self._server, self._context, self._timeout = server, context, timeout
-        host = f"[{server.host}]" if ":" in server.host else server.host
-        self._host_line = f"Host: {host}:{server.port}\r\n"
+        self._host_line = _host_line(server)
         self._local = threading.local()
 
     def get(self, target: str, fields: Mapping[str, str]) -> Answer:
@@ -135,7 +167,7 @@ class ApiTransport:
         `target` is a path and query the caller built from checked segments; a header value
         or target that would break the request line is refused before anything is sent.
         """
-        wire = self._request(target, fields)
+        wire = _request_bytes(self._server, self._host_line, target, fields)
         conn = self._connection()
         try:
             sock, fresh = self._socket(conn)
@@ -155,21 +187,6 @@ class ApiTransport:
     def close(self) -> None:
         """Drop the calling thread's connection."""
         self._connection().close()
-
-    def _request(self, target: str, fields: Mapping[str, str]) -> bytes:
-        path = self._server.prefix + target
-        if _BREAKS_A_LINE.search(path) or " " in path or not path.startswith("/"):
-            raise TransportFailed("the request target would break the request line")
-        head = [f"GET {path} HTTP/1.1\r\n", self._host_line]
-        for name, value in fields.items():
-            if _BREAKS_A_LINE.search(name + value) or ":" in name or not name.isascii():
-                raise TransportFailed(f"header {name} would break the request")
-            head.append(f"{name}: {value}\r\n")
-        head.append("Accept-Encoding: identity\r\n\r\n")  # the reader takes no compressed body
-        try:
-            return "".join(head).encode("latin-1")
-        except UnicodeEncodeError:  # a token or target outside latin-1: HTTP/1.1 cannot carry it
-            raise TransportFailed("a header or the target is not latin-1") from None
 
     def _connection(self) -> _Connection:
         conn: _Connection | None = getattr(self._local, "conn", None)
@@ -200,3 +217,264 @@ class ApiTransport:
         poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
         conn.sock, conn.poller = sock, poller
         return sock, True
+
+
+# An answer the event loop reads is parsed again as each part arrives; past this it fails
+# (closed): more than any object's metadata can be (etcd keeps objects up to 1.5 MiB).
+LOOP_ANSWER_LIMIT = 2 * 1024 * 1024
+# Connections a LoopTransport opens at most (each worker's event loop has one transport).
+LOOP_CONNECTIONS = 8
+
+
+class _Incomplete(Exception):
+    """The buffered bytes end before the answer does."""
+
+
+class _Buffered:
+    """The bytes an exchange has received so far, read as a socket by httpreader."""
+
+    def __init__(self, data: bytes, ended: bool) -> None:
+        self._data, self._at, self._ended = data, 0, ended
+
+    def recv(self, size: int, /) -> bytes:
+        if self._at >= len(self._data):
+            if self._ended:
+                return b""
+            raise _Incomplete
+        chunk = self._data[self._at : self._at + size]
+        self._at += len(chunk)
+        return chunk
+
+
+class Exchange:
+    """One GET on a non-blocking connection, advanced by the caller's event loop.
+
+    The caller waits for `sock` to be writable (`wants_write`) or readable, then calls
+    `advance`, until it returns the answer; `TransportFailed` ends it (the connection is
+    closed). `deadline` (time.monotonic) is the caller's to keep: past it, `abandon`.
+    """
+
+    def __init__(self, pool: LoopTransport, conn: _LoopConn, wire: bytes, deadline: float) -> None:
+        self._pool, self._conn, self._wire, self.deadline = pool, conn, wire, deadline
+        self._received = bytearray()
+        self._done = False
+
+    @property
+    def sock(self) -> socket.socket:
+        """The socket to wait on now (it changes once, when TLS wraps the connection)."""
+        return self._conn.sock
+
+    @property
+    def reused(self) -> bool:
+        """The connection is a kept-alive one: `advance` may be called before any wait."""
+        return self._conn.reused
+
+    @property
+    def wants_write(self) -> bool:
+        """Wait for the socket to be writable (True) or readable (False)."""
+        return self._conn.stage in ("connecting", "sending") or self._conn.handshake_writes
+
+    def advance(self) -> Answer | None:
+        """As far as the socket allows: the answer once it is complete, else None."""
+        if self._done:
+            raise TransportFailed("the exchange is over")
+        try:
+            answer = self._advance()
+        except (OSError, ValueError, httpreader.BadAnswer) as exc:
+            self.abandon()
+            raise TransportFailed(type(exc).__name__) from None
+        if answer is not None:
+            self._done = True
+        return answer
+
+    def abandon(self) -> None:
+        """Give up: the connection is closed (a GET that may have been sent is never resent)."""
+        if not self._done:
+            self._done = True
+            self._pool.discard(self._conn)
+
+    def _advance(self) -> Answer | None:
+        conn = self._conn
+        if conn.stage == "connecting":
+            error = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                raise ConnectionRefusedError(error, "connect failed")
+            conn.wrap()
+        if conn.stage == "handshake":
+            if not conn.handshake():
+                return None
+            conn.stage = "sending"
+        if conn.stage == "sending":
+            tls = cast(ssl.SSLSocket, conn.sock)
+            while self._wire:
+                try:
+                    sent = tls.send(self._wire)
+                except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    return None
+                self._wire = self._wire[sent:]
+            conn.stage = "reading"
+        return self._read()
+
+    def _read(self) -> Answer | None:
+        tls = cast(ssl.SSLSocket, self._conn.sock)
+        ended = False
+        while True:
+            try:
+                chunk = tls.recv(65536)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                chunk = b""
+            if not chunk:
+                ended = True
+                break
+            self._received += chunk
+            if len(self._received) > LOOP_ANSWER_LIMIT:
+                raise httpreader.BadAnswer("answer too large for the event loop")
+        if not self._received and not ended:
+            return None
+        reader = _Buffered(bytes(self._received), ended)
+        try:
+            status, _, _, body, will_close = httpreader.read_answer(reader)
+        except _Incomplete:
+            return None
+        if will_close or ended or tls.pending():
+            self._pool.discard(self._conn)  # the server is done with it, or sent bytes unasked
+        else:
+            self._pool.release(self._conn)
+        return Answer(status, body)
+
+
+class _LoopConn:
+    """One non-blocking connection of a `LoopTransport`: its socket and how far it got."""
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str) -> None:
+        self.sock = sock
+        self.stage = "connecting"
+        self.handshake_writes = False
+        self.reused = False
+        self._context, self._server_hostname = context, server_hostname
+
+    def wrap(self) -> None:
+        self.sock = self._context.wrap_socket(
+            self.sock, server_hostname=self._server_hostname, do_handshake_on_connect=False
+        )
+        self.stage = "handshake"
+
+    def handshake(self) -> bool:
+        """True once the TLS handshake is complete."""
+        tls = cast(ssl.SSLSocket, self.sock)
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self.handshake_writes = False
+            return False
+        except ssl.SSLWantWriteError:
+            self.handshake_writes = True
+            return False
+        self.handshake_writes = False
+        return True
+
+    def stale(self) -> bool:
+        """An idle connection that reads as ready: the server closed it (or sent bytes unasked)."""
+        tls = cast(ssl.SSLSocket, self.sock)
+        try:
+            tls.recv(1)
+        except ssl.SSLWantReadError:
+            return False
+        except (OSError, ValueError):
+            return True
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __del__(self) -> None:
+        # A transport dropped (or a worker's exit) leaves no socket open behind it.
+        self.close()
+
+
+class LoopTransport:
+    """GETs for an event loop (`Exchange`), over at most `connections` connections of its own.
+
+    For one thread only (the event loop's): nothing here is locked.
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        context: ssl.SSLContext,
+        timeout: float,
+        connections: int = LOOP_CONNECTIONS,
+    ) -> None:
+        self._server, self._context, self._timeout = server, context, timeout
+        self._host_line = _host_line(server)
+        self._limit = connections
+        self._idle: list[_LoopConn] = []
+        self._busy = 0
+        try:
+            address = ipaddress.ip_address(server.host)
+        except ValueError:
+            address = None  # a host name: the event loop cannot resolve it without waiting
+        self._family = (
+            None if address is None else socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        )
+
+    @property
+    def usable(self) -> bool:
+        """False when the server is named by a host name: `start` always returns None."""
+        return self._family is not None
+
+    def start(self, target: str, fields: Mapping[str, str]) -> Exchange | None:
+        """Begin a GET (nothing is sent yet); None: no connection free, or no address.
+
+        `TransportFailed` for a request that cannot be sent or a connection refused at once.
+        """
+        if self._family is None:
+            return None
+        wire = _request_bytes(self._server, self._host_line, target, fields)
+        conn = self._take()
+        if conn is None:
+            return None
+        return Exchange(self, conn, wire, time.monotonic() + self._timeout)
+
+    def release(self, conn: _LoopConn) -> None:
+        """An exchange is over and its connection can carry the next."""
+        self._busy -= 1
+        conn.stage = "sending"  # connected and handshaken: the next exchange starts sending
+        conn.reused = True
+        self._idle.append(conn)
+
+    def discard(self, conn: _LoopConn) -> None:
+        """An exchange is over and its connection is closed."""
+        self._busy -= 1
+        conn.close()
+
+    def close(self) -> None:
+        """Close the idle connections."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def _take(self) -> _LoopConn | None:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.stale():
+                self._busy += 1
+                return conn
+            conn.close()
+        if self._busy >= self._limit or self._family is None:
+            return None
+        raw = socket.socket(self._family, socket.SOCK_STREAM)
+        try:
+            raw.setblocking(False)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            error = raw.connect_ex((self._server.host, self._server.port))
+            if error not in (0, errno.EINPROGRESS):
+                raise ConnectionRefusedError(error, "connect failed")
+        except OSError as exc:
+            raw.close()
+            raise TransportFailed(type(exc).__name__) from None
+        self._busy += 1
+        return _LoopConn(raw, self._context, self._server.server_hostname)

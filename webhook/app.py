@@ -8,9 +8,11 @@ that imports Flask. POSTs to the review paths are answered by a thin WSGI layer 
 Flask (`ReviewRoutes`), which costs a request about 1 us instead of Flask's ~70 us of request
 context, URL matching and response objects; everything else (probes, /metrics, wrong methods
 and paths) is Flask's. With the decision cache on, `_Recall` (reached through `recall_of`)
-answers a review the cache can decide without any wait, for the serving worker's event loop,
-with the same answer, counters and log line. One log line per decision names the request
-(kind, namespace/name, user, verdict), never its contents.
+takes a review up on the serving worker's event loop without ever waiting there: it answers a
+hit (after the reads its facts need, each made on the loop as a `_Lookup`) with the same
+answer, counters and log line, and hands a miss to a thread with what it parsed and read.
+One log line per decision names the request (kind, namespace/name, user, verdict), never its
+contents.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import orjson
 from flask import Flask, Response, jsonify, request
@@ -106,6 +109,9 @@ def create_app(
     facts = facts_mod.Facts(admission, lookup, annotation_keys)
 
     def validate(environ: dict[str, Any], route: facts_mod.Route) -> tuple[int, bytes]:
+        carried = environ.get(CARRIED)
+        if isinstance(carried, _Carried):  # parsed (and read for) by `recall` on the event loop
+            return 200, decide(carried.request, route, carried.known, carried.started)
         started = time.perf_counter()
         if settings.client_ca is not None and not _client_certified(environ):
             return _unauthenticated(metrics, environ)
@@ -116,12 +122,20 @@ def create_app(
             req = _parsed(body, annotation_keys, route)
         except review.MalformedReview as exc:
             return _bad_request(metrics, str(exc))
+        return 200, decide(req, route, None, started)
+
+    def decide(
+        req: review.AdmissionRequest,
+        route: facts_mod.Route,
+        known: facts_mod.Known | None,
+        started: float,
+    ) -> bytes:
         try:
-            req, found = facts.gather(req, route)
+            req, found = facts.gather(req, route, known)
             decision = engine.decide(review.policy_input(req, **found))
         except (policy.EngineError, parents_mod.LookupFailed) as exc:
             decision = _undecided(metrics, req, exc, settings.fail_open)
-        return 200, _answered(metrics, req, decision, started)
+        return _answered(metrics, req, decision, started)
 
     # The review paths the API server is configured with (registration.py), and what each
     # says about the request.
@@ -238,8 +252,8 @@ RECALL = "gitwarden.recall"
 """The key of the app's `recall` in its Flask `extensions` (read by `recall_of`)."""
 
 
-def recall_of(app: Flask) -> Callable[[str, bytes, Callable[[], bool]], WSGIAnswer | None] | None:
-    """The app's answer from the decision cache (`_Recall`), if it caches decisions."""
+def recall_of(app: Flask) -> Callable[[str, bytes, Callable[[], bool]], Recalled] | None:
+    """The app's answer without waiting (`_Recall`), if it caches decisions."""
     found = app.extensions.get(RECALL)
     return found if isinstance(found, _Recall) else None
 
@@ -253,8 +267,23 @@ def _wsgi_answer(code: int, body: bytes) -> WSGIAnswer:
     )
 
 
+CARRIED = "gitwarden.carried"
+"""The environ key under which the serving worker hands a thread what `recall` already did
+(`_Carried`): set only from `recall`'s own answer, never from a request (a header becomes an
+`HTTP_` key)."""
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """A review `recall` parsed and checked, with the reads it made; a thread decides it."""
+
+    request: review.AdmissionRequest
+    known: facts_mod.Known
+    started: float
+
+
 class _Recall:
-    """The app's answer to a review POST from the decision cache alone (`recall_of`)."""
+    """The app's answer to a review POST without waiting (`recall_of`)."""
 
     def __init__(
         self,
@@ -267,40 +296,109 @@ class _Recall:
         self._routes, self._facts, self._cache, self._metrics = dict(routes), facts, cache, metrics
         self._client_ca = settings.client_ca is not None
         self._max_body = settings.max_body_bytes
+        self._fail_open = settings.fail_open
         self._keys = frozenset({settings.path_annotation})
 
-    def __call__(self, path: str, body: bytes, certified: Callable[[], bool]) -> WSGIAnswer | None:
-        """The answer, or None; never waits on OPA or the cluster.
+    def __call__(self, path: str, body: bytes, certified: Callable[[], bool]) -> Recalled:
+        """The answer, a read to wait for, the parsed review for a thread, or None.
 
-        For the serving worker's event loop (`worker.TLSServing.recall`), which sends the
-        answer as it is and hands every None to a request thread, where `validate` answers as
-        always. A hit is answered, counted and logged exactly as `validate` answers it. None
-        for anything else: another path, no client certificate where one is required, an
-        oversized or malformed review, facts that need a lookup (the parent routes, deletes
-        of namespaces and CRDs, pod-bound tokens), and an input with no kept decision from a
-        server still seen serving.
+        For the serving worker's event loop (`worker.TLSServing.recall`), which never waits
+        here: it sends an answer as it is, advances a `_Lookup` whenever its socket is ready
+        (each read is the GET a thread would make, fresh from the API server), and hands the
+        rest to a request thread, which decides what was carried (OPA, for a cache miss) or,
+        for None, answers as always. A hit, and a failed read, are answered, counted and
+        logged exactly as `validate` answers them. None for another path, no client
+        certificate where one is required, and an oversized or malformed review (the thread
+        answers those 400 or 403).
         """
         started = time.perf_counter()
         route = self._routes.get(path)
-        if (
-            route is None
-            or route.parent  # every answer there needs the parent's labels: not parsed twice
-            or (self._client_ca and not certified())
-            or len(body) > self._max_body
-        ):
+        if route is None or (self._client_ca and not certified()) or len(body) > self._max_body:
             return None
         try:
-            gathered = self._facts.at_hand(_parsed(body, self._keys, route), route)
-        except (review.MalformedReview, parents_mod.LookupFailed):
+            req = _parsed(body, self._keys, route)
+        except review.MalformedReview:
             return None
-        decision = (
-            None
-            if gathered is None
-            else self._cache.recall(review.policy_input(gathered[0], **gathered[1]))
-        )
-        if gathered is None or decision is None:
-            return None
-        return _wsgi_answer(200, _answered(self._metrics, gathered[0], decision, started))
+        return self.resume(req, route, {}, started)
+
+    def resume(
+        self,
+        req: review.AdmissionRequest,
+        route: facts_mod.Route,
+        known: facts_mod.Known,
+        started: float,
+    ) -> Recalled:
+        """On from the reads in `known`: the next read, the answer, or the carry for a thread."""
+        try:
+            while isinstance(step := self._facts.next_read(req, route, known), parents_mod.Read):
+                pending = self._facts.start(step)
+                if pending is None:  # reads on threads only: the thread makes the rest
+                    return {CARRIED: _Carried(req, known, started)}
+                if not pending.over:
+                    return _Lookup(self, route, _Carried(req, known, started), pending)
+                known = {**known, step: _outcome(pending)}  # over at once (failed, mostly)
+        except parents_mod.LookupFailed as exc:
+            decision = _undecided(self._metrics, req, exc, self._fail_open)
+            return _wsgi_answer(200, _answered(self._metrics, req, decision, started))
+        gathered, found = step
+        kept = self._cache.recall(review.policy_input(gathered, **found))
+        if kept is None:  # OPA decides, on a thread; nothing is parsed or read again
+            return {CARRIED: _Carried(req, known, started)}
+        return _wsgi_answer(200, _answered(self._metrics, gathered, kept, started))
+
+
+class _Lookup:
+    """A review waiting on the event loop for one read (the worker's `Waiting`)."""
+
+    def __init__(
+        self,
+        recall: _Recall,
+        route: facts_mod.Route,
+        so_far: _Carried,
+        pending: parents_mod.Pending,
+    ) -> None:
+        self._recall, self._route, self._so_far, self._pending = recall, route, so_far, pending
+
+    @property
+    def sock(self) -> Any:
+        return self._pending.sock
+
+    @property
+    def wants_write(self) -> bool:
+        return self._pending.wants_write
+
+    @property
+    def deadline(self) -> float:
+        return self._pending.deadline
+
+    def advance(self) -> Recalled:
+        """Itself while the read goes on; then what `resume` answers with its answer known."""
+        if not self._pending.advance():
+            return self
+        return self._resumed()
+
+    def expire(self) -> Recalled:
+        """Past the read's deadline: it failed (timed out); answered as a failed read is."""
+        self._pending.expire()
+        return self._resumed()
+
+    def _resumed(self) -> Recalled:
+        so_far = self._so_far
+        known = {**so_far.known, self._pending.read: _outcome(self._pending)}
+        return self._recall.resume(so_far.request, self._route, known, so_far.started)
+
+
+def _outcome(pending: parents_mod.Pending) -> parents_mod.Answered | parents_mod.LookupFailed:
+    """What an ended read answered, or its failure (kept: the facts re-raise it in turn)."""
+    try:
+        return pending.result()
+    except parents_mod.LookupFailed as exc:
+        return exc
+
+
+Recalled: TypeAlias = "WSGIAnswer | dict[str, Any] | _Lookup | None"
+"""`recall`'s answer (the serving worker's `Recalled`): the answer to send; environ keys for
+the request thread that decides it (`CARRIED`); a `_Lookup` waiting on a read; None."""
 
 
 def _parsed(body: bytes, keys: frozenset[str], route: facts_mod.Route) -> review.AdmissionRequest:

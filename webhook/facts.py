@@ -7,6 +7,11 @@ on those routes), and whether the pod named in a pod-bound GitOps token is alive
 (only with verify_pod_live). Each lookup is asked only where its answer can change the
 decision, so no other request waits on, or fails closed with, a lookup. Lookup failures are
 `parents.LookupFailed`; the app answers them like an unavailable engine. No Flask, no policy.
+
+The same rules can be run by a caller that must not wait (the serving worker's event loop):
+`next_read` runs them on the answers known so far (`Known`) and returns the first read they
+still need, which the caller makes with `start` and adds to what is known, until the rules
+have all they ask for; `gather` given those answers then asks the cluster nothing again.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from webhook import config as config_mod
 from webhook import parents, review
@@ -74,12 +79,47 @@ class LazyLookup:
 _Cluster = Callable[[], parents.ParentLookup]
 
 
+Known = dict[parents.Read, parents.Answered | parents.LookupFailed]
+"""The answers (or failures) of the reads made so far for one request."""
+
+
 class _WouldLookUp(Exception):
-    """`Facts.at_hand` reached a lookup."""
+    """The rules reached a read nobody has made yet."""
+
+    def __init__(self, read: parents.Read) -> None:
+        super().__init__(read.ref)
+        self.read = read
 
 
-def _no_lookup() -> parents.ParentLookup:
-    raise _WouldLookUp
+class _Replay:
+    """A ParentLookup answering from `known`, and from `then()`'s lookup (or none) for the rest."""
+
+    def __init__(self, known: Known, then: _Cluster | None) -> None:
+        self._known, self._then = known, then
+
+    def metadata(
+        self, group: str, version: str, resource: str, namespace: str, name: str
+    ) -> parents.ParentMeta | None:
+        read = parents.object_read(group, version, resource, namespace, name)
+        if read in self._known or self._then is None:
+            return cast(parents.ParentMeta | None, self._answer(read))
+        return self._then().metadata(group, version, resource, namespace, name)
+
+    def any_labelled(
+        self, group: str, version: str, resource: str, namespace: str, selector: str
+    ) -> bool:
+        read = parents.list_read(group, version, resource, namespace, selector)
+        if read in self._known or self._then is None:
+            return cast(bool, self._answer(read))
+        return self._then().any_labelled(group, version, resource, namespace, selector)
+
+    def _answer(self, read: parents.Read) -> parents.Answered:
+        if read not in self._known:
+            raise _WouldLookUp(read)
+        found = self._known[read]
+        if isinstance(found, parents.LookupFailed):
+            raise found
+        return found
 
 
 class Facts:
@@ -100,10 +140,36 @@ class Facts:
         self._managed = f"{label.key}={label.value}"
 
     def gather(
-        self, req: review.AdmissionRequest, route: Route
+        self, req: review.AdmissionRequest, route: Route, known: Known | None = None
     ) -> tuple[review.AdmissionRequest, dict[str, Any]]:
-        """The request (with the parent's metadata on the parent route) and policy_input kwargs."""
-        return self._gather(req, route, self._lookup.get)
+        """The request (with the parent's metadata on the parent route) and policy_input kwargs.
+
+        Reads in `known` (made by `start`) are answered from it; any other is made now.
+        """
+        if not known:
+            return self._gather(req, route, self._lookup.get)
+        replay = _Replay(known, self._lookup.get)
+        return self._gather(req, route, lambda: replay)
+
+    def next_read(
+        self, req: review.AdmissionRequest, route: Route, known: Known
+    ) -> tuple[review.AdmissionRequest, dict[str, Any]] | parents.Read:
+        """What `gather` answers given the reads in `known`, or the first read it still needs.
+
+        Never waits: no read is made here. `LookupFailed` as `gather` raises it (a failed
+        read in `known` among them).
+        """
+        replay = _Replay(known, None)
+        try:
+            return self._gather(req, route, lambda: replay)
+        except _WouldLookUp as exc:
+            return exc.read
+
+    def start(self, read: parents.Read) -> parents.Pending | None:
+        """`read` begun for an event loop, or None: this lookup makes its reads on threads
+        only (a test's fake, a server named by host name, every loop connection busy)."""
+        lookup = self._lookup.get()
+        return lookup.start(read) if isinstance(lookup, parents.LoopReads) else None
 
     def at_hand(
         self, req: review.AdmissionRequest, route: Route
@@ -113,10 +179,8 @@ class Facts:
         For a caller that must not wait on the network (the serving worker's event loop): the
         same rules decide, and the first lookup they would make ends it instead.
         """
-        try:
-            return self._gather(req, route, _no_lookup)
-        except _WouldLookUp:
-            return None
+        found = self.next_read(req, route, {})
+        return None if isinstance(found, parents.Read) else found
 
     def _gather(
         self, req: review.AdmissionRequest, route: Route, cluster: _Cluster

@@ -6,13 +6,13 @@ decisions, the API server's metadata reads): a status line, headers, and a body 
 protocol, a malformed line, a compressed body, a head over 64 KiB or a body over 16 MiB, a
 connection closed early) raises `BadAnswer`, and the caller drops the connection and fails
 closed. It never writes, retries or decides what a status means; it reads plain and TLS
-sockets alike (`recv` only).
+sockets alike (`recv` only), and a buffer an event loop filled (`Receiver`).
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Mapping
+from typing import Protocol
 
 HEAD_LIMIT = 64 * 1024
 BODY_LIMIT = 16 * 1024 * 1024
@@ -23,12 +23,20 @@ class BadAnswer(Exception):
     """The answer is not HTTP/1.x as this reader takes it."""
 
 
+class Receiver(Protocol):
+    """What the reader reads from: a socket's `recv` (a plain or TLS socket, or a buffer)."""
+
+    def recv(self, size: int, /) -> bytes:
+        """Up to `size` bytes; b"" once the peer has closed."""
+        ...
+
+
 # Answers that never have a body: 204 No Content and 304 Not Modified (an interim 1xx is not
 # expected from either server and is refused by the callers as an unusable status).
 _NO_BODY = frozenset({204, 304})
 
 
-def read_answer(sock: socket.socket) -> tuple[int, str, list[tuple[str, str]], bytes, bool]:
+def read_answer(sock: Receiver) -> tuple[int, str, list[tuple[str, str]], bytes, bool]:
     """(status, reason, headers, body, whether the connection must close) of one answer."""
     buf = bytearray()
     while (end := buf.find(_HEAD_END)) < 0:
@@ -69,7 +77,7 @@ def _head(head: str) -> tuple[int, str, str, list[tuple[str, str]]]:
 
 
 def _body(
-    sock: socket.socket, fields: Mapping[str, str], rest: bytearray
+    sock: Receiver, fields: Mapping[str, str], rest: bytearray
 ) -> tuple[bytes, bytearray, bool]:
     """(body, bytes after it, whether the body ended with the connection)."""
     if "chunked" in fields.get("transfer-encoding", "").lower():
@@ -87,7 +95,7 @@ def _body(
     return bytes(rest), bytearray(), True
 
 
-def _dechunk(sock: socket.socket, buf: bytearray) -> tuple[bytes, bytearray]:
+def _dechunk(sock: Receiver, buf: bytearray) -> tuple[bytes, bytearray]:
     """A chunked body (and whatever followed it) from `buf` and the socket."""
     body = bytearray()
     while True:
@@ -118,7 +126,7 @@ def _dechunk(sock: socket.socket, buf: bytearray) -> tuple[bytes, bytearray]:
         del buf[: size + 2]
 
 
-def _receive(sock: socket.socket, buf: bytearray, *, eof_ok: bool = False) -> bool:
+def _receive(sock: Receiver, buf: bytearray, *, eof_ok: bool = False) -> bool:
     chunk = sock.recv(65536)
     if not chunk:
         if eof_ok:

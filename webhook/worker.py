@@ -23,10 +23,15 @@ Transfer-Encoding, Expect, Upgrade or Connection other than keep-alive) is answe
 thread calling the app with a minimal environ and writing the answer in one send, with the
 bytes gunicorn's Response would write; gunicorn's parser, environ builder and Response cost
 about a fifth of the worker's Python time. Before that hand-off, the app's `recall` (the
-`TLSServing` port) may answer the review from its decision cache; it never waits on OPA or the
-cluster, so that answer is sent from the event loop itself, non-blocking (a thread finishes a
-send the socket cannot take at once), and no thread takes the connection up. Anything else
-goes to gunicorn with the buffered bytes untouched, and gunicorn answers it as it always has.
+`TLSServing` port) may answer the review from its decision cache; it never waits on OPA, so
+that answer is sent from the event loop itself, non-blocking (a thread finishes a send the
+socket cannot take at once), and no thread takes the connection up. A review whose facts need
+a read from the API server (a subresource's parent) waits for it on the event loop too
+(`Waiting`: the worker polls the read's socket beside the clients' and steps it when ready,
+under the read's deadline), so neither the read nor the answer waits for a thread to be given
+the interpreter; what still needs OPA then goes to a thread with what the app carried over
+(parsed once, read once). Anything else goes to gunicorn with the buffered bytes untouched,
+and gunicorn answers it as it always has.
 All paths keep the same request count, keep-alive and stopping rules; the worker logs how many
 requests took each when it exits.
 
@@ -75,10 +80,43 @@ _HEAD_END = b"\r\n\r\n"
 HEARTBEAT_SECONDS = 1.0
 
 
-Recall = Callable[[str, bytes, Callable[[], bool]], tuple[str, list[tuple[str, str]], bytes] | None]
-"""The application's answer from memory to a review POST (path, body, and a call saying whether
-the connection presented a verified client certificate): a WSGI status, headers and body, or
-None when a request thread must answer it. It never blocks: the event loop calls it."""
+Answer = tuple[str, list[tuple[str, str]], bytes]
+"""A WSGI answer in full: status line, headers, body."""
+
+
+class Waiting(Protocol):
+    """A review the application is answering without a thread, waiting on a read of its own:
+    the worker waits for `sock` (writable when `wants_write`, else readable) on its event
+    loop, then calls `advance`; past `deadline` (time.monotonic) it calls `expire`, which
+    ends the wait. Neither ever blocks."""
+
+    @property
+    def sock(self) -> Any: ...
+
+    @property
+    def wants_write(self) -> bool: ...
+
+    @property
+    def deadline(self) -> float: ...
+
+    def advance(self) -> Recalled:
+        """What the review is now: an answer, still waiting (itself or another), a hand-off."""
+        ...
+
+    def expire(self) -> Recalled:
+        """What it is once its wait is given up (never waiting again)."""
+        ...
+
+
+Recalled = Answer | dict[str, Any] | Waiting | None
+"""What the application's `recall` makes of a review POST: the answer to send; the environ
+keys a request thread is to be given with it (the app carries over what it already did); a
+`Waiting`; or None, a request thread answers it from the start."""
+
+Recall = Callable[[str, bytes, Callable[[], bool]], Recalled]
+"""The application's answer to a review POST without waiting (path, body, and a call saying
+whether the connection presented a verified client certificate). It never blocks: the event
+loop calls it."""
 
 
 class TLSServing(Protocol):
@@ -136,6 +174,8 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
         # Connections still in their handshake or arriving request, each with its deadline.
         self._arriving: deque[_Conn] = deque()
         self._buffered = 0  # bytes held by `_arriving` connections
+        # Reviews the app answers on the event loop once a read of its own is in (`Waiting`).
+        self._waiting: dict[Waiting, tuple[_Conn, fastpath.Request]] = {}
         # The fast path calls neither gunicorn's request hooks nor its access log, so it is
         # off when either is configured (webhook.serve configures neither).
         plain = self.cfg.accesslog is None and all(
@@ -150,6 +190,7 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
         # Counted on the event loop; logged when the worker exits.
         self.fast_requests = 0
         self.recalled_requests = 0  # of the fast ones, answered on the event loop
+        self.read_waits = 0  # reads the event loop waited for (`Waiting`)
         self.gunicorn_requests = 0
 
     def init_process(self) -> None:
@@ -162,11 +203,13 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
         finally:
             log.info(
                 "worker %s answered %d requests on the fast path and handed %d to gunicorn; "
-                "%d of the fast ones were answered from memory on the event loop",
+                "%d of the fast ones were answered from memory on the event loop, which "
+                "waited for %d reads from the API server",
                 self.pid,
                 self.fast_requests,
                 self.gunicorn_requests,
                 self.recalled_requests,
+                self.read_waits,
             )
 
     def notify(self) -> None:
@@ -311,19 +354,21 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
     # -------------------------------------------------------------------- the fast path
 
     def _recalled(self, conn: _Conn, request: fastpath.Request) -> bool:
-        """Answer a review POST here on the event loop if the app can from memory; True if so.
+        """Answer a review POST here on the event loop if the app can without waiting; True if
+        the request was taken up here (answered, waiting on a read, or handed to a thread with
+        what the app carried over).
 
-        The app's `recall` answers a decision-cache hit without waiting on anything (no OPA,
-        no lookup); the answer goes out in one non-blocking send (`_send_now`), as
-        `_answer_fast` would send it, and the connection returns to the poller without a
-        thread ever taking it up. False (nothing sent, nothing counted) sends the request to
-        a thread as before.
+        The app's `recall` answers a decision-cache hit at once; a review that needs a read
+        from the API server waits for it here (`Waiting`, advanced by `_advance`), never on a
+        thread; the answer goes out in one non-blocking send (`_send_now`), as `_answer_fast`
+        would send it, and the connection returns to the poller without a thread ever taking
+        it up. False (nothing sent, nothing counted) sends the request to a thread as before.
         """
         recall = self._serving.recall
         if recall is None:
             return False
         try:
-            answer = recall(request.path, request.body, partial(_certified, conn.sock))
+            recalled = recall(request.path, request.body, partial(_certified, conn.sock))
         except Exception as exc:
             # The type only: an exception's text could quote the request. The thread answers.
             log.error(  # noqa: TRY400
@@ -332,13 +377,73 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
                 type(exc).__name__,
             )
             return False
-        if answer is None:
+        if recalled is None:
             return False
-        self.recalled_requests += 1
-        self._send_now(conn, answer)
+        self._settle(conn, request, recalled)
         return True
 
-    def _send_now(self, conn: _Conn, answer: tuple[str, list[tuple[str, str]], bytes]) -> None:
+    def _settle(
+        self,
+        conn: _Conn,
+        request: fastpath.Request,
+        recalled: Recalled,
+        was: Waiting | None = None,
+    ) -> None:
+        """Send an answer, wait on a read, or hand the request to a thread (with the carry).
+
+        `was`: the `Waiting` that was just stepped (it may go on waiting).
+        """
+        if isinstance(recalled, tuple):
+            self.recalled_requests += 1
+            self._send_now(conn, recalled)
+        elif recalled is None or isinstance(recalled, dict):
+            fs = self.tpool.submit(self._answer_fast, conn, request, recalled or {})
+            fs.add_done_callback(lambda fut: self.method_queue.defer(self._finish_fast, conn, fut))
+        else:
+            if recalled is not was:  # a new read, not the same one waiting on
+                self.read_waits += 1
+            self._waiting[recalled] = (conn, request)
+            event = selectors.EVENT_WRITE if recalled.wants_write else selectors.EVENT_READ
+            self.poller.register(
+                recalled.sock, event, _ReadStep(self._advance, conn, request, recalled)
+            )
+
+    def _advance(
+        self, conn: _Conn, request: fastpath.Request, waiting: Waiting, _fileobj: Any
+    ) -> None:
+        """A waiting review's socket is ready: step it, and settle what it becomes."""
+        self._unwait(waiting)
+        self._step_waiting(conn, request, waiting, waiting.advance)
+
+    def _step_waiting(
+        self,
+        conn: _Conn,
+        request: fastpath.Request,
+        waiting: Waiting,
+        step: Callable[[], Recalled],
+    ) -> None:
+        try:
+            recalled = step()
+        except Exception as exc:
+            # A bug: the type only (the text could quote the request); the API server sees a
+            # failed call and applies its failurePolicy.
+            log.error(  # noqa: TRY400
+                "closing the connection from %s: %s answering POST %s from the event loop",
+                deadline.addr(conn.client),
+                type(exc).__name__,
+                request.path,
+            )
+            self.nr_conns -= 1
+            conn.close()
+            return
+        self._settle(conn, request, recalled, waiting)
+
+    def _unwait(self, waiting: Waiting) -> None:
+        self._waiting.pop(waiting, None)
+        with contextlib.suppress(KeyError, ValueError, OSError):  # its socket may be closed
+            self.poller.unregister(waiting.sock)
+
+    def _send_now(self, conn: _Conn, answer: Answer) -> None:
         """Send an answer from the event loop; what the socket cannot take at once, a thread's
         blocking send finishes. A failure closes the connection."""
         try:
@@ -372,9 +477,7 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
             return True
         return False
 
-    def _encoded(
-        self, answer: tuple[str, list[tuple[str, str]], bytes], close: bool
-    ) -> tuple[bytes, bool]:
+    def _encoded(self, answer: Answer, close: bool) -> tuple[bytes, bool]:
         """The answer's bytes and whether they close the connection: `Connection: close` when
         `close` says so, the worker is stopping (checked after the app, so a stop that
         arrives meanwhile closes too) or it keeps too many connections."""
@@ -403,13 +506,15 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
             return False
         return not close
 
-    def _answer_fast(self, conn: _Conn, request: fastpath.Request) -> bool:
+    def _answer_fast(
+        self, conn: _Conn, request: fastpath.Request, carried: dict[str, Any] | None = None
+    ) -> bool:
         """Answer a review POST in a pool thread; True if the connection stays open.
 
         What gunicorn's handle_request does for such a request, without its parser, environ
         builder and Response: the request count and max_requests, the app's answer written in
         one send (`_encoded`). Anything raised closes the connection: nothing is half-answered
-        or retried.
+        or retried. `carried` (what the app's `recall` already did) joins the environ.
         """
         close = self._counted()
         try:
@@ -421,6 +526,8 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
                 server=conn.server,
                 scheme="https" if self.cfg.is_ssl else "http",
             )
+            if carried:
+                environ.update(carried)
             answer, close = self._encoded(fastpath.call(self.wsgi, environ), close)
         except OSError as exc:
             log.info(
@@ -519,13 +626,33 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
                 timeout,
             )
             self._drop(conn)
+        for waiting, (conn, request) in [
+            (w, taken) for w, taken in self._waiting.items() if w.deadline <= now
+        ]:
+            self._unwait(waiting)
+            self._step_waiting(conn, request, waiting, waiting.expire)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
-        # Wake up in time for the earliest arrival deadline, not only once a second.
-        if self._arriving:
-            earliest = min(c.deadline for c in self._arriving)
-            timeout = min(timeout, max(earliest - time.monotonic(), 0.0) + 0.01)
-        super().wait_for_and_dispatch_events(timeout)
+        """gunicorn's dispatch, with two changes: it wakes up in time for the earliest arrival
+        or read deadline, not only once a second; and reads from the API server that are ready
+        are stepped first, so a review whose answer is in does not wait behind every other
+        connection ready in the same turn."""
+        deadlines = [c.deadline for c in self._arriving] + [w.deadline for w in self._waiting]
+        if deadlines:
+            timeout = min(timeout, max(min(deadlines) - time.monotonic(), 0.0) + 0.01)
+        try:
+            events = self.poller.select(timeout)
+        except InterruptedError:
+            return
+        if self._waiting:
+            events.sort(key=lambda event: not isinstance(event[0].data, _ReadStep))
+        for key, _ in events:
+            key.data(key.fileobj)
+
+
+class _ReadStep(partial[None]):
+    """The poller's callback for a read's socket (a partial of `_advance`), told apart from
+    the clients' callbacks when events are dispatched."""
 
 
 def _limits(cfg: Any) -> fastpath.Limits:

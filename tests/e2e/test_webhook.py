@@ -44,6 +44,8 @@ from webhook import config as config_mod
 
 pytestmark = pytest.mark.cluster
 
+PARENT_HOOK = "parent.gitwarden.gitwarden.dev"
+
 CONFIG = config_mod.AdmissionConfig(
     namespace=GITOPS_NS,
     gitops_service_account=GITOPS_SA,
@@ -437,3 +439,46 @@ def test_per_namespace_modes_allow_and_tell(stack: Stack, admin: k8s.ApiClient, 
         return False
 
     wait_until(audited, "the audit-mode annotation")
+
+
+def test_every_scale_reads_the_parent_once_and_fresh_even_when_its_decision_is_cached(
+    stack: Stack, namespace: str
+) -> None:
+    """The parent's labels are read from the API server for each request, on the worker's
+    event loop: a repeated review whose decision is cached still waits for that read, so a
+    label the GitOps identity removes, or puts back, is decided on at once. Each request
+    reads its parent exactly once (a cache miss goes on to OPA with the read it made)."""
+    gitops, alice = k8s.AppsV1Api(stack.gitops), k8s.AppsV1Api(stack.alice)
+    gitops.create_namespaced_deployment(namespace, deployment("web"))
+
+    def scale(replicas: int) -> object:
+        return alice.patch_namespaced_deployment_scale(
+            "web", namespace, {"spec": {"replicas": replicas}}
+        )
+
+    def relabel(value: str | None) -> None:
+        patch = {"metadata": {"labels": {"gitwarden.dev/managed": value}}}
+        gitops.patch_namespaced_deployment("web", namespace, patch)
+
+    reads = "gitwarden_webhook_lookup_duration_seconds_count"
+    hits = 'gitwarden_webhook_decision_cache_total{result="hit"'
+    before, hits_before = stack.metric(reads), stack.metric(hits)
+    for _ in range(3):  # the first is OPA's decision, the repeats the cache's
+        denied_message(lambda: scale(2), hook=PARENT_HOOK)
+    relabel(None)
+    scale(2)  # no longer managed: allowed at once
+    scale(2)  # and again, on a fresh read
+    relabel("true")
+    message = denied_message(lambda: scale(2), hook=PARENT_HOOK)
+    assert f"deployments {namespace}/web is managed by GitOps" in message
+
+    # As many reads as decisions on this Scale (the API server may call a webhook more than
+    # once for one PATCH), and no other.
+    def decided() -> int:  # the log is written behind the answers: wait for its lines
+        return stack.webhook.log().count(f" update Scale {namespace}/web/scale by alice: ")
+
+    wait_until(lambda: decided() >= 6, "the log lines of six decisions")
+    time.sleep(0.5)
+    assert stack.metric(reads) - before == decided()
+    assert stack.metric(hits) - hits_before >= 3
+    assert gitops.read_namespaced_deployment("web", namespace).spec.replicas == 2

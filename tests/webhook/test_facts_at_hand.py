@@ -9,6 +9,7 @@ and otherwise give the same request and facts.
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 import pytest
@@ -108,3 +109,65 @@ def test_at_hand_declines_exactly_where_gather_looks_up(config_name: str, route_
     else:
         assert ("pod_bound_gitops_update" in declined) == (config_name == "pod-live")
         assert "namespace_controller_delete_allowed" in declined
+
+
+def _answer(fake: FakeParents, read: parents.Read) -> parents.Answered | parents.LookupFailed:
+    """What `fake` answers for `read`, asked through its own port (so it records the call)."""
+    path, _, query = read.target.partition("?")
+    segments = path.strip("/").split("/")
+    group, version = ("", segments[1]) if segments[0] == "api" else (segments[1], segments[2])
+    rest = segments[2:] if segments[0] == "api" else segments[3:]
+    namespaced = rest[0] == "namespaces" and len(rest) > 2  # not the Namespace object itself
+    namespace = rest[1] if namespaced else ""
+    rest = rest[2:] if namespaced else rest
+    try:
+        if read.listing:
+            selector = urllib.parse.parse_qs(query)["labelSelector"][0]
+            return fake.any_labelled(group, version, rest[0], namespace, selector)
+        return fake.metadata(group, version, rest[0], namespace, rest[1])
+    except parents.LookupFailed as exc:
+        return exc
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["answered", "failing"])
+@pytest.mark.parametrize("config_name", sorted(CONFIGS))
+@pytest.mark.parametrize("route_name", sorted(ROUTES))
+def test_next_read_driven_to_its_end_gathers_what_gather_does(
+    config_name: str, route_name: str, fail: bool
+) -> None:
+    """The event loop's way (`next_read`, one read at a time, each answered by the same
+    fake) asks the same reads in the same order and ends with `gather`'s request and facts,
+    or its failure; `gather` given those answers then asks nothing more."""
+    config, route = CONFIGS[config_name], ROUTES[route_name]
+    reads = 0
+    for name, case in sorted(CASES.items()):
+        req = _request(case)
+        if req is None:
+            continue
+
+        def fake() -> FakeParents:
+            return FakeParents(
+                labels={"gitwarden.dev/managed": "true"}, holding=frozenset({"pods"}), fail=fail
+            )
+
+        threaded = fake()
+        facts = facts_mod.Facts(config, facts_mod.LazyLookup(None, 1.0, threaded), KEYS)
+        try:
+            gathered: Any = facts.gather(req, route)
+        except parents.LookupFailed as exc:
+            gathered = f"failed: {exc}"
+        looped = fake()
+        known: facts_mod.Known = {}
+        try:
+            while isinstance(step := facts.next_read(req, route, known), parents.Read):
+                known[step] = _answer(looped, step)
+                reads += 1
+            stepped: Any = step
+        except parents.LookupFailed as exc:
+            stepped = f"failed: {exc}"
+        assert stepped == gathered, name
+        assert (looped.asked, looped.listed) == (threaded.asked, threaded.listed), name
+        if not isinstance(stepped, str):
+            refusing = facts_mod.Facts(config, facts_mod.LazyLookup(None, 1.0, _Refusing()), KEYS)
+            assert refusing.gather(req, route, known) == gathered, name
+    assert reads > 0
