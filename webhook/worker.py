@@ -425,14 +425,8 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
         try:
             recalled = step()
         except Exception as exc:
-            # A bug: the type only (the text could quote the request); the API server sees a
-            # failed call and applies its failurePolicy.
-            log.error(  # noqa: TRY400
-                "closing the connection from %s: %s answering POST %s from the event loop",
-                deadline.addr(conn.client),
-                type(exc).__name__,
-                request.path,
-            )
+            # A bug; the API server sees a failed call and applies its failurePolicy.
+            _answering_failed(conn, exc, request, " from the event loop")
             self.nr_conns -= 1
             conn.close()
             return
@@ -535,13 +529,7 @@ class GuardedThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]  # untype
             )
             return False
         except Exception as exc:
-            # The type only: an exception's text could quote the request.
-            log.error(  # noqa: TRY400
-                "closing the connection from %s: %s answering POST %s",
-                deadline.addr(conn.client),
-                type(exc).__name__,
-                request.path,
-            )
+            _answering_failed(conn, exc, request)
             return False
         return self._send(conn, answer, close)
 
@@ -668,6 +656,22 @@ def _limits(cfg: Any) -> fastpath.Limits:
         size = http.message.DEFAULT_MAX_HEADERFIELD_SIZE
     return fastpath.Limits(
         request_line=line, fields=fields, field_size=size, head=HEAD_BUFFER_LIMIT
+    )
+
+
+def _answering_failed(
+    conn: _Conn, exc: Exception, request: fastpath.Request, where: str = ""
+) -> None:
+    """Log an unexpected failure to answer a fast-path request, whose connection is closed.
+
+    The exception's type only: its text could quote the request.
+    """
+    log.error(
+        "closing the connection from %s: %s answering POST %s%s",
+        deadline.addr(conn.client),
+        type(exc).__name__,
+        request.path,
+        where,
     )
 
 
