@@ -9,9 +9,10 @@ decision, so no other request waits on, or fails closed with, a lookup. Lookup f
 `parents.LookupFailed`; the app answers them like an unavailable engine. No Flask, no policy.
 
 The same rules can be run by a caller that must not wait (the serving worker's event loop):
-`next_read` runs them on the answers known so far (`Known`) and returns the first read they
-still need, which the caller makes with `start` and adds to what is known, until the rules
-have all they ask for; `gather` given those answers then asks the cluster nothing again.
+`next_read` runs them on the answers known so far (`Known`; none at first) and returns the
+first read they still need, which the caller makes with `start` and adds to what is known,
+until the rules have all they ask for; `gather` given those answers then asks the cluster
+nothing again.
 """
 
 from __future__ import annotations
@@ -170,17 +171,6 @@ class Facts:
         only (a test's fake, a server named by host name, every loop connection busy)."""
         lookup = self._lookup.get()
         return lookup.start(read) if isinstance(lookup, parents.LoopReads) else None
-
-    def at_hand(
-        self, req: review.AdmissionRequest, route: Route
-    ) -> tuple[review.AdmissionRequest, dict[str, Any]] | None:
-        """What `gather` answers when that needs no lookup; None when it would make one.
-
-        For a caller that must not wait on the network (the serving worker's event loop): the
-        same rules decide, and the first lookup they would make ends it instead.
-        """
-        found = self.next_read(req, route, {})
-        return None if isinstance(found, parents.Read) else found
 
     def _gather(
         self, req: review.AdmissionRequest, route: Route, cluster: _Cluster

@@ -1,10 +1,11 @@
-"""`Facts.at_hand`, what the event loop may gather: exactly `gather`'s answer, or None when
-`gather` would have asked the cluster.
+"""`Facts.next_read`, what the event loop may gather: exactly `gather`'s answer, or the read
+`gather` would have made.
 
 Every golden case on every review route, under the default configuration and one with
 pod-bound tokens verified live: `gather` runs with a recording fake of the lookup port, and
-`at_hand` (with no lookup at all) must decline precisely when that fake was asked anything,
-and otherwise give the same request and facts.
+`next_read` with nothing known (and no lookup at all) must name a read precisely when that
+fake was asked anything, and otherwise give the same request and facts; driven read by read
+with the same fake's answers, it asks the same reads in the same order.
 """
 
 from __future__ import annotations
@@ -66,17 +67,19 @@ class _Refusing(FakeParents):
     def metadata(
         self, group: str, version: str, resource: str, namespace: str, name: str
     ) -> parents.ParentMeta | None:
-        raise AssertionError(f"at_hand looked up {resource} {namespace}/{name}")
+        raise AssertionError(f"next_read looked up {resource} {namespace}/{name}")
 
     def any_labelled(
         self, group: str, version: str, resource: str, namespace: str, selector: str
     ) -> bool:
-        raise AssertionError(f"at_hand listed {resource} in {namespace}")
+        raise AssertionError(f"next_read listed {resource} in {namespace}")
 
 
 @pytest.mark.parametrize("config_name", sorted(CONFIGS))
 @pytest.mark.parametrize("route_name", sorted(ROUTES))
-def test_at_hand_declines_exactly_where_gather_looks_up(config_name: str, route_name: str) -> None:
+def test_with_nothing_known_next_read_names_a_read_exactly_where_gather_looks_up(
+    config_name: str, route_name: str
+) -> None:
     config, route = CONFIGS[config_name], ROUTES[route_name]
     declined: set[str] = set()
     answered = 0
@@ -93,14 +96,14 @@ def test_at_hand_declines_exactly_where_gather_looks_up(config_name: str, route_
         looked_up = bool(fake.asked or fake.listed)
         local = facts_mod.Facts(config, facts_mod.LazyLookup(None, 1.0, _Refusing()), KEYS)
         try:
-            at_hand: Any = local.at_hand(req, route)
+            first: Any = local.next_read(req, route, {})
         except parents.LookupFailed:
-            at_hand = "lookup refused"
+            first = "lookup refused"
         if looked_up:
-            assert at_hand is None, name
+            assert isinstance(first, parents.Read), name
             declined.add(name)
         else:
-            assert at_hand == gathered, name
+            assert first == gathered, name
             answered += 1
     # Both outcomes are exercised: lookups of parents, namespaces and pods.
     assert answered > 0
