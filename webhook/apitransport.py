@@ -421,11 +421,6 @@ class LoopTransport:
             None if address is None else socket.AF_INET6 if address.version == 6 else socket.AF_INET
         )
 
-    @property
-    def usable(self) -> bool:
-        """False when the server is named by a host name: `start` always returns None."""
-        return self._family is not None
-
     def start(self, target: str, fields: Mapping[str, str]) -> Exchange | None:
         """Begin a GET (nothing is sent yet); None: no connection free, or no address.
 
@@ -450,12 +445,6 @@ class LoopTransport:
         """An exchange is over and its connection is closed."""
         self._busy -= 1
         conn.close()
-
-    def close(self) -> None:
-        """Close the idle connections."""
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
 
     def _take(self) -> _LoopConn | None:
         while self._idle:
